@@ -1,0 +1,159 @@
+//! A small client for the server's HTTP API. Every request is bounded in time, and every
+//! failure becomes one sentence: unreachable server, wrong token, or the server's message.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tether_server::api::error::ErrorBody;
+use tether_server::api::types::SESSION_TOKEN_HEADER;
+use url::Url;
+
+/// An API client for one server, optionally authenticated.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    /// The server's base URL.
+    pub base: Url,
+    token: Option<String>,
+}
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCallError {
+    /// The server could not be reached.
+    #[error("could not reach the tether server at {url}: {reason}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{message}")]
+    Status {
+        /// HTTP status.
+        status: StatusCode,
+        /// The server's sentence.
+        message: String,
+    },
+}
+
+impl ApiCallError {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } => Some(*status),
+            Self::Unreachable { .. } => None,
+        }
+    }
+}
+
+impl ApiClient {
+    /// A client for `base`.
+    pub fn new(base: Url, token: Option<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("tether-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| anyhow!("could not set up the HTTP client: {e}"))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The same server with another token.
+    pub fn with_token(&self, token: String) -> Self {
+        Self { token: Some(token), ..self.clone() }
+    }
+
+    /// The session token, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    fn url(&self, path: &str) -> Result<Url> {
+        self.base.join(path).map_err(|e| anyhow!("bad API path {path}: {e}"))
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<reqwest::Response, ApiCallError> {
+        let url = self.url(path).map_err(|e| ApiCallError::Unreachable { url: self.base.to_string(), reason: e.to_string() })?;
+        let mut req = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            req = req.header(SESSION_TOKEN_HEADER, t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.map_err(|e| ApiCallError::Unreachable {
+            url: self.base.as_str().trim_end_matches('/').to_string(),
+            reason: describe(&e),
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| format!("the server answered {status}: {}", text.trim()));
+        Err(ApiCallError::Status { status, message })
+    }
+
+    /// GET and decode JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiCallError> {
+        let resp = self.send(Method::GET, path, None).await?;
+        decode(resp).await
+    }
+
+    /// GET, only the status matters.
+    pub async fn get_status(&self, path: &str) -> Result<StatusCode, ApiCallError> {
+        match self.send(Method::GET, path, None).await {
+            Ok(r) => Ok(r.status()),
+            Err(ApiCallError::Status { status, .. }) => Ok(status),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// POST JSON and decode JSON.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiCallError> {
+        let body = serde_json::to_vec(body).map_err(|e| ApiCallError::Status {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("could not encode the request: {e}"),
+        })?;
+        let resp = self.send(Method::POST, path, Some(body)).await?;
+        decode(resp).await
+    }
+
+    /// POST with no body and no answer.
+    pub async fn post_empty(&self, path: &str) -> Result<(), ApiCallError> {
+        self.send(Method::POST, path, None).await.map(drop)
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiCallError> {
+        self.send(Method::DELETE, path, None).await.map(drop)
+    }
+}
+
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ApiCallError> {
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| ApiCallError::Status { status, message: format!("reading the answer failed: {e}") })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiCallError::Status {
+        status,
+        message: format!("the server's answer was not what this CLI expected ({e}); are the CLI and server versions the same?"),
+    })
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    // The innermost cause is the useful one ("Connection refused (os error 111)").
+    let mut src: &dyn std::error::Error = e;
+    while let Some(next) = src.source() {
+        src = next;
+    }
+    src.to_string()
+}

@@ -1,0 +1,143 @@
+//! `tether`: one binary for the server, the agent and the user commands, like `coder`.
+//! This crate only wires the library crates together and formats output.
+
+mod client;
+mod cmd;
+mod session;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use url::Url;
+
+/// Reach your remote development workspaces.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, propagate_version = true)]
+struct Cli {
+    /// Server URL (overrides the stored login).
+    #[arg(long, global = true, env = "TETHER_URL")]
+    url: Option<Url>,
+
+    /// Session token (overrides the stored login).
+    #[arg(long, global = true, env = "TETHER_SESSION_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+
+    /// Directory for login state.
+    #[arg(long, global = true, env = "TETHER_CONFIG_DIR")]
+    global_config: Option<PathBuf>,
+
+    /// Debug logging.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control server (HTTP API, coordinator, DERP relay, STUN).
+    Server(Box<tether_server::Config>),
+    /// Log in to a server (creating the first user on a new server).
+    Login(cmd::login::LoginArgs),
+    /// Forget the stored session token and revoke it on the server.
+    Logout,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(cmd::users::UsersCommand),
+    /// Create a workspace and print the command that starts its agent.
+    Create(cmd::workspaces::CreateArgs),
+    /// List your workspaces.
+    #[command(visible_alias = "ls")]
+    List(cmd::workspaces::ListArgs),
+    /// Delete a workspace (its agent token stops working).
+    Delete(cmd::workspaces::DeleteArgs),
+}
+
+/// Global options every command may need.
+pub struct Globals {
+    /// `--url`.
+    pub url: Option<Url>,
+    /// `--token`.
+    pub token: Option<String>,
+    /// Login state.
+    pub config: session::ConfigDir,
+}
+
+impl Globals {
+    /// An authenticated API client, from flags/env first, then the stored login.
+    pub fn client(&self) -> anyhow::Result<client::ApiClient> {
+        let url = match &self.url {
+            Some(u) => u.clone(),
+            None => match self.config.url()? {
+                Some(u) => u,
+                None => return session::not_logged_in(),
+            },
+        };
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => match self.config.session()? {
+                Some(t) => t,
+                None => return session::not_logged_in(),
+            },
+        };
+        client::ApiClient::new(url, Some(token))
+    }
+}
+
+fn init_logging(verbose: bool, server: bool) {
+    let default = if verbose {
+        "debug"
+    } else if server {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, matches!(cli.command, Command::Server(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let globals = Globals { url: cli.url, token: cli.token, config: session::ConfigDir::new(cli.global_config) };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),
+            Command::Login(args) => cmd::login::run(&globals, args).await,
+            Command::Logout => cmd::login::logout(&globals).await,
+            Command::Users(c) => cmd::users::run(&globals, c).await,
+            Command::Create(a) => cmd::workspaces::create(&globals, a).await,
+            Command::List(a) => cmd::workspaces::list(&globals, a).await,
+            Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", sentence(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error chain as one line: outer context, then causes that add something.
+fn sentence(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

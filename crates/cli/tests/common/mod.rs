@@ -1,0 +1,255 @@
+//! Test harness: starts the real `tether` binary with a temp data dir on free loopback
+//! ports, runs CLI commands against it, and speaks the coordinator's WebSocket.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tether_coord::proto::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether")
+}
+
+/// A running `tether server`, killed on drop.
+pub struct TestServer {
+    child: Child,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Temp dir holding data and CLI config dirs.
+    pub dir: tempfile::TempDir,
+    /// Lines the server printed on stdout before it was ready.
+    pub banner: Vec<String>,
+}
+
+impl TestServer {
+    /// Starts a server with default flags plus `extra`.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(bin())
+            .args(["server", "--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .args(extra)
+            .env("TETHER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let mut url = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while url.is_none() || !banner.iter().any(|l: &String| l.contains("tether login")) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not become ready; printed: {banner:?}");
+                }
+            };
+            if let Some(rest) = line.strip_prefix("tether server listening on ") {
+                url = Some(rest.trim().to_string());
+            }
+            banner.push(line);
+        }
+        Self { child, url: url.unwrap(), dir, banner }
+    }
+
+    /// A fresh CLI config dir under the temp dir.
+    pub fn config_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("cfg-{name}"))
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Result of a CLI run.
+pub struct Out {
+    /// Exit code.
+    pub code: i32,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+/// Runs `tether --global-config CFG ARGS…` with a 60 s cap and no stdin.
+pub fn tether(cfg: &Path, args: &[&str]) -> Out {
+    tether_env(cfg, args, &[])
+}
+
+/// Like [`tether`] with extra environment variables.
+pub fn tether_env(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--global-config").arg(cfg).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_remove("TETHER_URL").env_remove("TETHER_SESSION_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("tether {args:?} did not finish within 60 s");
+        }
+    };
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Logs in the first user `alice` and returns her config dir.
+pub fn first_user(srv: &TestServer) -> PathBuf {
+    let cfg = srv.config_dir("alice");
+    let out = tether(
+        &cfg,
+        &[
+            "login",
+            &srv.url,
+            "--first-user-username",
+            "alice",
+            "--first-user-email",
+            "alice@example.com",
+            "--first-user-password",
+            "correct horse battery",
+        ],
+    );
+    assert_eq!(out.code, 0, "login failed: {}", out.stderr);
+    cfg
+}
+
+/// Creates workspace `name`; returns its agent token, parsed from the printed command.
+pub fn create_workspace(cfg: &Path, name: &str) -> String {
+    let out = tether(cfg, &["create", name]);
+    assert_eq!(out.code, 0, "create failed: {}", out.stderr);
+    let line = out.stdout.lines().find(|l| l.contains("tether agent --url")).unwrap();
+    line.split("--token ").nth(1).unwrap().trim().to_string()
+}
+
+/// Reads the stored session token of a config dir.
+pub fn session_token(cfg: &Path) -> String {
+    std::fs::read_to_string(cfg.join("session")).unwrap().trim().to_string()
+}
+
+/// A coordination WebSocket.
+pub struct CoordConn {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+/// Why a coordination connect failed.
+#[derive(Debug)]
+pub struct ConnectRefused {
+    /// HTTP status.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+}
+
+impl CoordConn {
+    /// Connects to `path` with a header token.
+    pub async fn connect(base: &str, path: &str, header: &str, token: &str) -> Result<Self, ConnectRefused> {
+        let url = format!("{}{path}", base.replace("http://", "ws://"));
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+            token.parse().unwrap(),
+        );
+        match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await {
+            Ok(Ok((ws, _))) => Ok(Self { ws }),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(ConnectRefused {
+                status: resp.status().as_u16(),
+                body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+            }),
+            Ok(Err(e)) => panic!("websocket connect failed: {e}"),
+            Err(_) => panic!("websocket connect timed out"),
+        }
+    }
+
+    /// An agent's coordination connection.
+    pub async fn agent(base: &str, token: &str) -> Result<Self, ConnectRefused> {
+        Self::connect(base, "/api/v2/workspaceagents/me/coordinate?version=1.0", "Tether-Agent-Token", token).await
+    }
+
+    /// A client's coordination connection.
+    pub async fn client(base: &str, token: &str) -> Result<Self, ConnectRefused> {
+        Self::connect(base, "/api/v2/tailnet/coordinate?version=1.0", "Tether-Session-Token", token).await
+    }
+
+    /// Sends a request.
+    pub async fn send(&mut self, req: &Request) {
+        let text = serde_json::to_string(req).unwrap();
+        self.ws.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends raw text.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.to_string().into())).await.unwrap();
+    }
+
+    /// The next coordinator message (10 s cap), skipping pings.
+    pub async fn recv(&mut self) -> Response {
+        self.try_recv(Duration::from_secs(10)).await.expect("no coordinator message within 10 s")
+    }
+
+    /// The next message within `wait`, or None.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Response> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            match msg.ok()? {
+                Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for a message matching `pred` (10 s cap), skipping others.
+    pub async fn expect(&mut self, what: &str, mut pred: impl FnMut(&Response) -> bool) -> Response {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.try_recv(left).await {
+                Some(m) if pred(&m) => return m,
+                Some(_) => continue,
+                None => panic!("did not receive {what} within 10 s"),
+            }
+        }
+    }
+}

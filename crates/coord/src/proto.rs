@@ -1,0 +1,244 @@
+//! The coordination wire protocol: JSON text messages over one WebSocket per peer.
+//!
+//! Shaped after Coder's tailnet v2 (node, add/remove tunnel, ready-for-handshake,
+//! peer updates NODE / DISCONNECTED / LOST / READY_FOR_HANDSHAKE) but carried as JSON
+//! rather than protobuf over dRPC. The server speaks first with [`Response::Welcome`].
+//! Unknown fields are ignored so that later minor versions can add them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+
+use serde::{Deserialize, Serialize};
+use tether_derp::map::DerpMap;
+use tether_key::{DiscoPublic, NodePublic};
+use uuid::Uuid;
+
+/// Protocol major version: a peer with another major is refused at connect.
+pub const VERSION_MAJOR: u16 = 1;
+/// Protocol minor version: additions only, compatible both ways.
+pub const VERSION_MINOR: u16 = 0;
+/// The version string sent in the `version` query parameter, e.g. `1.0`.
+pub const VERSION: &str = "1.0";
+
+/// Checks a peer's `MAJOR.MINOR` version string against ours.
+pub fn check_version(v: &str) -> Result<(), String> {
+    let (major, minor) = v
+        .split_once('.')
+        .ok_or_else(|| format!("coordination version {v:?} is not of the form MAJOR.MINOR"))?;
+    let major: u16 = major
+        .parse()
+        .map_err(|_| format!("coordination version {v:?} has a non-numeric major"))?;
+    minor
+        .parse::<u16>()
+        .map_err(|_| format!("coordination version {v:?} has a non-numeric minor"))?;
+    if major != VERSION_MAJOR {
+        return Err(format!(
+            "coordination version {v} is not supported; this server speaks {VERSION_MAJOR}.x"
+        ));
+    }
+    Ok(())
+}
+
+/// The tailnet IPv6 prefix shared with Coder and Tailscale (`fd7a:115c:a1e0::/48`).
+pub const TAILNET_PREFIX: [u8; 6] = [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0];
+
+/// A peer's tailnet IPv6 address: the /48 prefix followed by bytes 6..16 of its UUID,
+/// the way Coder derives agent addresses.
+pub fn tailnet_ip(id: Uuid) -> Ipv6Addr {
+    let mut raw = [0u8; 16];
+    raw[..6].copy_from_slice(&TAILNET_PREFIX);
+    raw[6..].copy_from_slice(&id.as_bytes()[6..]);
+    Ipv6Addr::from(raw)
+}
+
+/// Everything a peer needs to know to reach a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// The peer's id (an agent's id, or a client connection's id).
+    pub id: Uuid,
+    /// WireGuard / DERP public key.
+    pub key: NodePublic,
+    /// Disco public key.
+    pub disco: DiscoPublic,
+    /// Home DERP region ID; 0 while unknown.
+    #[serde(default)]
+    pub preferred_derp: u32,
+    /// Measured latency in seconds per region (`"<id>-v4"` keys, as Coder sends).
+    #[serde(default)]
+    pub derp_latency: BTreeMap<String, f64>,
+    /// The node's own tailnet addresses as CIDR prefixes.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Prefixes routed to this node.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Candidate UDP endpoints (`ip:port`) for direct paths.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// A message from a peer (agent or client) to the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// My node changed (or is first known).
+    UpdateSelf {
+        /// The new node.
+        node: Node,
+    },
+    /// Client only: start a tunnel to the agent with this id.
+    AddTunnel {
+        /// The agent's id.
+        id: Uuid,
+    },
+    /// Client only: end the tunnel to this agent.
+    RemoveTunnel {
+        /// The agent's id.
+        id: Uuid,
+    },
+    /// I have the peer's node and can take its WireGuard handshake.
+    ReadyForHandshake {
+        /// The peer's id.
+        id: Uuid,
+    },
+    /// I am leaving on purpose: peers see DISCONNECTED rather than LOST.
+    Disconnect,
+}
+
+/// The kind of a [`PeerUpdate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerUpdateKind {
+    /// The peer's node (new or changed).
+    Node,
+    /// The peer left cleanly or the tunnel was removed.
+    Disconnected,
+    /// The peer vanished without saying goodbye (connection dropped or no heartbeat).
+    Lost,
+    /// The peer is ready for our WireGuard handshake.
+    ReadyForHandshake,
+}
+
+/// One change about one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerUpdate {
+    /// The peer's id.
+    pub id: Uuid,
+    /// What happened.
+    pub kind: PeerUpdateKind,
+    /// The peer's node, for [`PeerUpdateKind::Node`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    /// Human-readable reason, for DISCONNECTED and LOST.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+impl PeerUpdate {
+    /// A NODE update carrying `node` (the update's id is the node's id).
+    pub fn node(node: Node) -> Self {
+        Self {
+            id: node.id,
+            kind: PeerUpdateKind::Node,
+            node: Some(node),
+            reason: String::new(),
+        }
+    }
+
+    /// A DISCONNECTED update about peer `id`.
+    pub fn disconnected(id: Uuid, reason: impl Into<String>) -> Self {
+        Self {
+            id,
+            kind: PeerUpdateKind::Disconnected,
+            node: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A LOST update about peer `id`.
+    pub fn lost(id: Uuid, reason: impl Into<String>) -> Self {
+        Self {
+            id,
+            kind: PeerUpdateKind::Lost,
+            node: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// A READY_FOR_HANDSHAKE update: peer `id` is ready for our handshake.
+    pub fn ready_for_handshake(id: Uuid) -> Self {
+        Self {
+            id,
+            kind: PeerUpdateKind::ReadyForHandshake,
+            node: None,
+            reason: String::new(),
+        }
+    }
+}
+
+/// A message from the coordinator to a peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// First message on every connection.
+    Welcome {
+        /// The server's protocol version (`MAJOR.MINOR`).
+        version: String,
+        /// This peer's id: the agent's id, or the id assigned to this client connection.
+        id: Uuid,
+        /// Seconds between the server's heartbeats; a peer silent for
+        /// [`Response::Welcome::lost_after_secs`] is reported LOST.
+        heartbeat_secs: u64,
+        /// Silence after which a peer is LOST.
+        lost_after_secs: u64,
+    },
+    /// Changes about peers this connection has a tunnel with.
+    PeerUpdates {
+        /// The updates, in order.
+        updates: Vec<PeerUpdate>,
+    },
+    /// The effective DERP map: sent on connect and whenever it changes.
+    DerpMap {
+        /// The map.
+        derp_map: DerpMap,
+    },
+    /// A request was refused; the connection stays open unless said otherwise.
+    Error {
+        /// One sentence for the user.
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tailnet_ip_uses_prefix_and_uuid_tail() {
+        let id = Uuid::from_bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
+        assert_eq!(
+            tailnet_ip(id).to_string(),
+            "fd7a:115c:a1e0:607:809:a0b:c0d:e0f"
+        );
+    }
+
+    #[test]
+    fn version_check() {
+        assert!(check_version("1.0").is_ok());
+        assert!(check_version("1.7").is_ok());
+        assert!(check_version("2.0").is_err());
+        assert!(check_version("one").is_err());
+    }
+
+    #[test]
+    fn request_json_shape() {
+        let id = Uuid::nil();
+        let j = serde_json::to_string(&Request::AddTunnel { id }).expect("ser");
+        assert_eq!(
+            j,
+            r#"{"type":"add_tunnel","id":"00000000-0000-0000-0000-000000000000"}"#
+        );
+        let d: Request = serde_json::from_str(r#"{"type":"disconnect","extra":1}"#).expect("de");
+        assert_eq!(d, Request::Disconnect);
+    }
+}

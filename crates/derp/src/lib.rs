@@ -1,0 +1,13 @@
+//! Tailscale-compatible DERP ("Designated Encrypted Relay for Packets"): the frame
+//! codec, the relay server, its HTTP upgrade and WebSocket transports, and a client.
+//!
+//! `frame` is sans-IO (bytes in, frames out); `server`, `http` and `client` are thin
+//! tokio drivers around it. The relay only ever sees WireGuard/disco ciphertext
+//! addressed by node key. Deliberately missing for now: meshing several relays
+//! (WatchConns/ForwardPacket are refused), Derp-Fast-Start, HTTP CONNECT proxies and
+//! per-client rate limits. `tether server` mounts [`http::router`] and drives the
+//! [`server::Server`]; the tailnet's magicsock drives [`client`] connections to each
+//! region it needs. `map` holds the DERP map JSON shared with the coordinator.
+
+pub mod frame;
+pub mod map;

@@ -1,0 +1,120 @@
+//! `/api/v2/debug/health`: database, DERP, STUN and coordinator sections, each with a
+//! severity and a stable code, so a minor caveat reads as a warning, not an outage.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::Utc;
+use serde_json::json;
+
+use super::types::{BuildInfo, HealthReport, HealthSection, Severity};
+use crate::state::AppState;
+
+/// Stable health codes.
+pub mod code {
+    /// The database did not answer.
+    pub const DATABASE_UNREACHABLE: &str = "EDB01";
+    /// The database answered slowly (over 500 ms).
+    pub const DATABASE_SLOW: &str = "EDB02";
+    /// The built-in relay is off (an external map is in use).
+    pub const DERP_BUILTIN_DISABLED: &str = "EDERP01";
+    /// Refreshing --derp-config-url failed; the last good map is in use.
+    pub const DERP_MAP_REFRESH_FAILED: &str = "EDERP02";
+    /// No region in the map has a STUN server: direct connections cannot be found.
+    pub const STUN_NONE: &str = "ESTUN01";
+    /// Direct connections are blocked by --block-direct-connections.
+    pub const DIRECT_BLOCKED: &str = "ECOORD01";
+}
+
+fn ok(message: impl Into<String>, details: serde_json::Value) -> HealthSection {
+    HealthSection { severity: Severity::Ok, code: None, message: message.into(), details }
+}
+
+fn problem(severity: Severity, code: &str, message: impl Into<String>, details: serde_json::Value) -> HealthSection {
+    HealthSection { severity, code: Some(code.into()), message: message.into(), details }
+}
+
+/// `GET /api/v2/debug/health`.
+pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
+    let database = match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await {
+        Ok(Ok(latency)) if latency.as_millis() > 500 => problem(
+            Severity::Warning,
+            code::DATABASE_SLOW,
+            format!("The database answered in {} ms.", latency.as_millis()),
+            json!({ "latency_ms": latency.as_secs_f64() * 1000.0 }),
+        ),
+        Ok(Ok(latency)) => ok("The database answers.", json!({ "latency_ms": latency.as_secs_f64() * 1000.0 })),
+        Ok(Err(e)) => problem(Severity::Error, code::DATABASE_UNREACHABLE, format!("The database is unreachable: {e}"), json!({})),
+        Err(_) => problem(Severity::Error, code::DATABASE_UNREACHABLE, "The database did not answer within 5 s.", json!({})),
+    };
+
+    let map = state.hub.read(|c| c.derp_map().clone());
+    let regions: Vec<_> = map.regions.values().map(|r| json!({"id": r.region_id, "code": r.region_code, "name": r.region_name})).collect();
+    let refresh_error = state.derp_map_status.read().ok().and_then(|s| s.last_refresh_error.clone());
+    let derp = match (&state.derp, refresh_error) {
+        (_, Some(err)) => problem(
+            Severity::Warning,
+            code::DERP_MAP_REFRESH_FAILED,
+            format!("Refreshing the DERP map failed; the last good map is in use: {err}"),
+            json!({ "regions": regions }),
+        ),
+        (Some(server), None) => {
+            let s = server.stats();
+            ok(
+                "The built-in DERP relay is serving.",
+                json!({ "regions": regions, "clients": s.clients, "packets_forwarded": s.packets_forwarded,
+                        "packets_dropped": s.packets_dropped, "refused_by_admission": s.refused_by_admission }),
+            )
+        }
+        (None, None) => problem(
+            Severity::Ok,
+            code::DERP_BUILTIN_DISABLED,
+            "The built-in DERP relay is off; clients use the configured DERP map.",
+            json!({ "regions": regions }),
+        ),
+    };
+
+    let stun_servers: Vec<String> = map
+        .regions
+        .values()
+        .flat_map(|r| r.nodes.iter())
+        .filter_map(|n| n.stun_port().map(|p| format!("{}:{p}", n.host_name)))
+        .collect();
+    let stun = if stun_servers.is_empty() {
+        problem(
+            Severity::Warning,
+            code::STUN_NONE,
+            "No STUN server is configured, so clients cannot discover direct paths; traffic is relayed.",
+            json!({}),
+        )
+    } else {
+        let builtin = state.stun.as_ref().map(|s| {
+            let st = s.stats.snapshot();
+            json!({ "address": s.addr.to_string(), "requests_answered": st.answered, "packets_ignored": st.ignored })
+        });
+        ok("STUN is available.", json!({ "servers": stun_servers, "builtin": builtin }))
+    };
+
+    let stats = state.hub.read(|c| c.stats());
+    let details = json!({ "agents": stats.agents, "clients": stats.clients, "tunnels": stats.tunnels });
+    let coordinator = if state.block_direct {
+        problem(
+            Severity::Ok,
+            code::DIRECT_BLOCKED,
+            "The coordinator is running; direct connections are blocked by --block-direct-connections.",
+            details,
+        )
+    } else {
+        ok("The coordinator is running.", details)
+    };
+
+    let severity = [database.severity, derp.severity, stun.severity, coordinator.severity]
+        .into_iter()
+        .max()
+        .unwrap_or(Severity::Ok);
+    Json(HealthReport { healthy: severity != Severity::Error, severity, time: Utc::now(), database, derp, stun, coordinator })
+}
+
+/// `GET /api/v2/buildinfo`.
+pub async fn buildinfo() -> Json<BuildInfo> {
+    Json(BuildInfo { version: env!("CARGO_PKG_VERSION").into(), coordination_version: tether_coord::proto::VERSION.into() })
+}

@@ -1,0 +1,95 @@
+//! Tailnet endpoints: the DERP map, connection info, and the two coordination
+//! WebSockets (agents by agent token, clients by session token).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::response::Response;
+use chrono::Utc;
+use tether_coord::Role;
+use tether_coord::proto;
+use tether_derp::map::DerpMap;
+
+use super::auth::{AgentAuth, SessionUser};
+use super::error::ApiError;
+use super::types::ConnectionInfo;
+use crate::coordinate::Hub;
+use crate::state::AppState;
+
+/// `GET /api/v2/derp-map`: the effective map.
+pub async fn derp_map(State(state): State<AppState>) -> Json<DerpMap> {
+    Json(state.hub.read(|c| c.derp_map().clone()))
+}
+
+fn info(state: &AppState) -> ConnectionInfo {
+    ConnectionInfo {
+        derp_map: state.hub.read(|c| c.derp_map().clone()),
+        derp_force_websockets: state.derp_force_websockets,
+        disable_direct_connections: state.block_direct,
+    }
+}
+
+/// `GET /api/v2/tailnet/connection` for clients.
+pub async fn connection_info(State(state): State<AppState>, SessionUser(_): SessionUser) -> Json<ConnectionInfo> {
+    Json(info(&state))
+}
+
+/// `GET /api/v2/workspaceagents/me/connection` for agents.
+pub async fn agent_connection_info(State(state): State<AppState>, AgentAuth(_): AgentAuth) -> Json<ConnectionInfo> {
+    Json(info(&state))
+}
+
+fn check_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
+    let v = q.get("version").ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "The coordination request lacks ?version=; this server speaks {}.",
+            proto::VERSION
+        ))
+    })?;
+    proto::check_version(v).map_err(ApiError::bad_request)
+}
+
+/// `GET /api/v2/tailnet/coordinate?version=1.0` (WebSocket): a client's coordination.
+pub async fn client_coordinate(
+    State(state): State<AppState>,
+    SessionUser(user): SessionUser,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    check_version(&q)?;
+    let hub = state.hub.clone();
+    let role = Role::Client { id: Hub::new_client_id(), user: user.id };
+    Ok(ws.on_upgrade(move |socket| async move {
+        hub.serve(socket, role, |_| {}).await;
+    }))
+}
+
+/// `GET /api/v2/workspaceagents/me/coordinate?version=1.0` (WebSocket): an agent's coordination.
+pub async fn agent_coordinate(
+    State(state): State<AppState>,
+    AgentAuth(ws_row): AgentAuth,
+    Query(q): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    check_version(&q)?;
+    let hub = state.hub.clone();
+    let store = state.store.clone();
+    let agent_id = ws_row.agent_id;
+    if let Err(e) = store.record_agent_seen(agent_id, Utc::now(), ws_row.last_relay).await {
+        tracing::warn!(error = %e, "could not record agent connect");
+    }
+    tracing::info!(workspace = %ws_row.name, owner = %ws_row.owner_username, "agent connected");
+    Ok(ws.on_upgrade(move |socket| async move {
+        hub.serve(socket, Role::Agent { id: agent_id }, move |relay| {
+            tracing::info!(workspace = %ws_row.name, owner = %ws_row.owner_username, "agent disconnected");
+            tokio::spawn(async move {
+                let relay = relay.or(ws_row.last_relay);
+                if let Err(e) = store.record_agent_seen(agent_id, Utc::now(), relay).await {
+                    tracing::warn!(error = %e, "could not record agent last seen");
+                }
+            });
+        })
+        .await;
+    }))
+}

@@ -1,0 +1,184 @@
+//! Request and response bodies of the HTTP API, shared with the CLI.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tether_derp::map::DerpMap;
+use uuid::Uuid;
+
+/// Header carrying a user's session token (Coder calls it `Coder-Session-Token`).
+pub const SESSION_TOKEN_HEADER: &str = "Tether-Session-Token";
+/// Header carrying a workspace agent's token.
+pub const AGENT_TOKEN_HEADER: &str = "Tether-Agent-Token";
+
+/// A user as the API shows it (never with a password hash).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub id: Uuid,
+    /// Login name.
+    pub username: String,
+    /// Email address.
+    pub email: String,
+    /// May create users.
+    pub is_admin: bool,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /api/v2/users/first` and `POST /api/v2/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUserRequest {
+    /// Login name (DNS-label rules).
+    pub username: String,
+    /// Email address.
+    pub email: String,
+    /// Password, at least 8 characters.
+    pub password: String,
+    /// Make the user an admin (ignored for the first user, who always is).
+    #[serde(default)]
+    pub is_admin: bool,
+}
+
+/// `POST /api/v2/users/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// Username or email.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A fresh session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// The session token (shown once; stored only as a hash on the server).
+    pub session_token: String,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Who logged in.
+    pub user: User,
+}
+
+/// `POST /api/v2/workspaces`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateWorkspaceRequest {
+    /// Workspace name (DNS-label rules).
+    pub name: String,
+}
+
+/// Agent connection status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    /// The agent holds a coordinator connection now.
+    Connected,
+    /// It does not.
+    Disconnected,
+}
+
+/// A DERP region reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Relay {
+    /// Region ID.
+    pub region_id: u32,
+    /// Region code.
+    pub region_code: String,
+    /// Region name.
+    pub region_name: String,
+}
+
+/// A workspace as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workspace {
+    /// Workspace id.
+    pub id: Uuid,
+    /// Name, unique per owner.
+    pub name: String,
+    /// Owner's username.
+    pub owner: String,
+    /// The agent's id (its tailnet identity).
+    pub agent_id: Uuid,
+    /// Whether the agent is connected.
+    pub status: AgentStatus,
+    /// When the agent was last heard from (now, if connected).
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The agent's home DERP region.
+    pub relay: Option<Relay>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The answer to creating a workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateWorkspaceResponse {
+    /// The workspace.
+    pub workspace: Workspace,
+    /// The agent token, shown only this once.
+    pub agent_token: String,
+}
+
+/// What a peer needs besides the coordinator to join the tailnet
+/// (`GET /api/v2/tailnet/connection`, after Coder's agent connection info).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// The effective DERP map.
+    pub derp_map: DerpMap,
+    /// Reach DERP over WebSocket only.
+    pub derp_force_websockets: bool,
+    /// The server forbids direct paths.
+    pub disable_direct_connections: bool,
+}
+
+/// `GET /api/v2/buildinfo`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildInfo {
+    /// Server version.
+    pub version: String,
+    /// Coordination protocol version.
+    pub coordination_version: String,
+}
+
+/// Health severities, after Coder's: minor issues are warnings, not alarms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// All good.
+    Ok,
+    /// Works, with a caveat.
+    Warning,
+    /// Broken.
+    Error,
+}
+
+/// One section of the health report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthSection {
+    /// How bad.
+    pub severity: Severity,
+    /// A stable code for the worst problem, or null when healthy.
+    pub code: Option<String>,
+    /// One sentence.
+    pub message: String,
+    /// Section-specific facts.
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// `GET /api/v2/debug/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// True unless some section has severity error.
+    pub healthy: bool,
+    /// Worst severity of the sections.
+    pub severity: Severity,
+    /// When the report was made.
+    pub time: DateTime<Utc>,
+    /// Database section.
+    pub database: HealthSection,
+    /// DERP section.
+    pub derp: HealthSection,
+    /// STUN section.
+    pub stun: HealthSection,
+    /// Coordinator section.
+    pub coordinator: HealthSection,
+}

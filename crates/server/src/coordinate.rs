@@ -1,0 +1,238 @@
+//! The coordinator's I/O: two WebSocket endpoints (agents by agent token, clients by
+//! session token) around the sans-IO [`tether_coord::Coordinator`], a timer task for
+//! heartbeats, and DERP admission backed by the coordinator's known keys.
+//!
+//! Each socket has a bounded outbox; a peer too slow to drain it is disconnected rather
+//! than allowed to grow memory without bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tether_coord::proto::{Request, Response};
+use tether_coord::{ConnId, Coordinator, Output, Role};
+use tether_derp::map::DerpMap;
+use tether_key::NodePublic;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Messages queued for one socket before it is considered too slow.
+const OUTBOX: usize = 512;
+
+enum Cmd {
+    Send(Response),
+    Close(String),
+}
+
+struct Inner {
+    coord: Coordinator,
+    conns: HashMap<ConnId, mpsc::Sender<Cmd>>,
+    next_conn: ConnId,
+}
+
+/// Shared handle to the coordinator and its sockets.
+pub struct Hub {
+    inner: Mutex<Inner>,
+    derp: Option<Arc<tether_derp::server::Server>>,
+    heartbeat: Duration,
+    wake: tokio::sync::Notify,
+}
+
+/// Lets the built-in relay admit only keys the coordinator knows. The hub is set after
+/// construction because the hub in turn holds the relay (to close forgotten keys).
+#[derive(Default)]
+pub struct CoordinatorAdmission(pub std::sync::OnceLock<std::sync::Weak<Hub>>);
+
+impl tether_derp::server::Admission for CoordinatorAdmission {
+    fn admit(&self, key: &NodePublic) -> bool {
+        let admitted = self
+            .0
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .is_some_and(|hub| hub.lock().coord.is_known_key(key));
+        if !admitted {
+            tracing::debug!(key = ?key, "DERP login refused: key unknown to the coordinator");
+        }
+        admitted
+    }
+}
+
+impl Hub {
+    /// A hub over a fresh coordinator.
+    pub fn new(
+        config: tether_coord::Config,
+        derp_map: DerpMap,
+        derp: Option<Arc<tether_derp::server::Server>>,
+    ) -> Arc<Self> {
+        let heartbeat = config.heartbeat;
+        Arc::new(Self {
+            inner: Mutex::new(Inner { coord: Coordinator::new(config, derp_map), conns: HashMap::new(), next_conn: 1 }),
+            derp,
+            heartbeat,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock would be a bug; the state is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the coordinator, then routes what it produced.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Coordinator) -> R) -> R {
+        let mut inner = self.lock();
+        let r = f(&mut inner.coord);
+        self.flush(&mut inner);
+        r
+    }
+
+    /// Read-only access.
+    pub fn read<R>(&self, f: impl FnOnce(&Coordinator) -> R) -> R {
+        f(&self.lock().coord)
+    }
+
+    fn flush(&self, inner: &mut Inner) {
+        let mut slow = Vec::new();
+        while let Some(out) = inner.coord.poll_output() {
+            match out {
+                Output::Send { conn, msg } => {
+                    if let Some(tx) = inner.conns.get(&conn) {
+                        if tx.try_send(Cmd::Send(msg)).is_err() {
+                            slow.push(conn);
+                        }
+                    }
+                }
+                Output::Close { conn, reason } => {
+                    if let Some(tx) = inner.conns.remove(&conn) {
+                        let _ = tx.try_send(Cmd::Close(reason));
+                    }
+                }
+            }
+        }
+        for conn in slow {
+            if let Some(tx) = inner.conns.remove(&conn) {
+                tracing::warn!(conn, "coordinator peer too slow to read its updates; disconnecting");
+                let _ = tx.try_send(Cmd::Close("too slow".into()));
+                inner.coord.disconnected(conn, Instant::now());
+            }
+        }
+        if let Some(derp) = &self.derp {
+            for key in inner.coord.drain_forgotten_keys() {
+                derp.disconnect(&key);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Drives heartbeats: wakes at the coordinator's next deadline (at least once a second).
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let deadline = self.read(|c| c.poll_timeout());
+            let max = Instant::now() + Duration::from_secs(1);
+            let at = deadline.map_or(max, |d| d.min(max));
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {}
+                _ = self.wake.notified() => {}
+            }
+            self.with(|c| c.handle_timeout(Instant::now()));
+        }
+    }
+
+    /// Serves one peer's socket until it ends, then calls `on_exit` with the agent's last
+    /// home DERP region (if this was an agent that reported one), for last-seen records.
+    pub async fn serve(self: Arc<Self>, socket: WebSocket, role: Role, on_exit: impl FnOnce(Option<u32>) + Send) {
+        let agent_id = match &role {
+            Role::Agent { id } => Some(*id),
+            Role::Client { .. } => None,
+        };
+        let (tx, mut rx) = mpsc::channel(OUTBOX);
+        let conn = {
+            let mut inner = self.lock();
+            let conn = inner.next_conn;
+            inner.next_conn += 1;
+            inner.conns.insert(conn, tx);
+            if let Err(e) = inner.coord.connect(conn, role, Instant::now()) {
+                inner.conns.remove(&conn);
+                drop(inner);
+                let (mut sink, _) = socket.split();
+                let msg = Response::Error { message: e.to_string() };
+                if let Ok(text) = serde_json::to_string(&msg) {
+                    let _ = sink.send(Message::Text(text.into())).await;
+                }
+                let _ = sink.close().await;
+                on_exit(None);
+                return;
+            }
+            self.flush(&mut inner);
+            conn
+        };
+        let (mut sink, mut stream) = socket.split();
+        let mut ping = tokio::time::interval(self.heartbeat);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::Send(msg)) => {
+                        let Ok(text) = serde_json::to_string(&msg) else { continue };
+                        let send = sink.send(Message::Text(text.into()));
+                        if !matches!(tokio::time::timeout(Duration::from_secs(10), send).await, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    Some(Cmd::Close(reason)) => {
+                        tracing::debug!(conn, %reason, "closing coordinator connection");
+                        let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                        break;
+                    }
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let send = sink.send(Message::Ping(Default::default()));
+                    if !matches!(tokio::time::timeout(Duration::from_secs(10), send).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                frame = stream.next() => {
+                    let Some(Ok(frame)) = frame else { break };
+                    let now = Instant::now();
+                    match frame {
+                        Message::Text(text) => match serde_json::from_str::<Request>(text.as_str()) {
+                            Ok(req) => self.with(|c| {
+                                c.heard_from(conn, now);
+                                c.handle_request(conn, req, now);
+                            }),
+                            Err(e) => {
+                                self.with(|c| c.heard_from(conn, now));
+                                let msg = Response::Error { message: format!("malformed coordination message: {e}") };
+                                if let Ok(text) = serde_json::to_string(&msg) {
+                                    let _ = sink.send(Message::Text(text.into())).await;
+                                }
+                            }
+                        },
+                        Message::Close(_) => break,
+                        _ => self.with(|c| c.heard_from(conn, now)),
+                    }
+                }
+            }
+        }
+        let relay = {
+            let mut inner = self.lock();
+            let relay = agent_id
+                .and_then(|id| inner.coord.agent_status(id))
+                .and_then(|s| s.node.map(|n| n.preferred_derp))
+                .filter(|r| *r != 0);
+            inner.conns.remove(&conn);
+            inner.coord.disconnected(conn, Instant::now());
+            self.flush(&mut inner);
+            relay
+        };
+        on_exit(relay);
+    }
+
+    /// A fresh id for a client connection.
+    pub fn new_client_id() -> Uuid {
+        Uuid::new_v4()
+    }
+}

@@ -1,0 +1,45 @@
+//! The explicit state every handler receives.
+
+use std::sync::{Arc, RwLock};
+
+use tether_store::Store;
+use url::Url;
+
+use crate::coordinate::Hub;
+
+/// What the built-in STUN server looks like from the outside.
+#[derive(Clone)]
+pub struct StunInfo {
+    /// The bound UDP address.
+    pub addr: std::net::SocketAddr,
+    /// Live counters.
+    pub stats: tether_stun::server::ServerStats,
+}
+
+/// Facts about the DERP map source, for health.
+#[derive(Debug, Clone, Default)]
+pub struct DerpMapStatus {
+    /// Last error refreshing --derp-config-url, if the last try failed.
+    pub last_refresh_error: Option<String>,
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Users, sessions, workspaces.
+    pub store: Store,
+    /// The coordinator and its sockets.
+    pub hub: Arc<Hub>,
+    /// The built-in relay, when enabled.
+    pub derp: Option<Arc<tether_derp::server::Server>>,
+    /// The built-in STUN server, when enabled.
+    pub stun: Option<StunInfo>,
+    /// The access URL.
+    pub access_url: Url,
+    /// Tell clients to reach DERP over WebSocket only.
+    pub derp_force_websockets: bool,
+    /// Forbid direct paths.
+    pub block_direct: bool,
+    /// DERP map refresh status.
+    pub derp_map_status: Arc<RwLock<DerpMapStatus>>,
+}
