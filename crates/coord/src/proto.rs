@@ -241,4 +241,15 @@ mod tests {
         let d: Request = serde_json::from_str(r#"{"type":"disconnect","extra":1}"#).expect("de");
         assert_eq!(d, Request::Disconnect);
     }
+
+    #[test]
+    fn derp_map_survives_the_tagged_response() {
+        let map: DerpMap = serde_json::from_str(
+            r#"{"Regions":{"999":{"RegionID":999,"RegionCode":"tether","Nodes":[{"Name":"999b","HostName":"127.0.0.1"}]}}}"#,
+        )
+        .expect("map");
+        let text = serde_json::to_string(&Response::DerpMap { derp_map: map.clone() }).expect("ser");
+        let back: Response = serde_json::from_str(&text).expect("de");
+        assert_eq!(back, Response::DerpMap { derp_map: map });
+    }
 }

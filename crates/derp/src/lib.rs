@@ -9,5 +9,9 @@
 //! [`server::Server`]; the tailnet's magicsock drives [`client`] connections to each
 //! region it needs. `map` holds the DERP map JSON shared with the coordinator.
 
+pub mod client;
 pub mod frame;
 pub mod map;
+pub mod http;
+pub mod server;
+mod ws;

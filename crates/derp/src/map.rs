@@ -18,7 +18,7 @@ pub const DEFAULT_DERP_PORT: u16 = 443;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DerpMap {
     /// Regions keyed by their ID (as a JSON string key).
-    #[serde(rename = "Regions", alias = "regions", default)]
+    #[serde(rename = "Regions", alias = "regions", default, deserialize_with = "region_keys")]
     pub regions: BTreeMap<u32, DerpRegion>,
     /// Optional tuning of home-region selection.
     #[serde(
@@ -131,6 +131,20 @@ pub struct DerpNode {
     /// Coder's extension: speak plain HTTP (not TLS) to this node.
     #[serde(rename = "ForceHTTP", alias = "forceHTTP", alias = "forcehttp", default, skip_serializing_if = "is_false")]
     pub force_http: bool,
+}
+
+/// Region IDs are JSON object keys, so strings. serde_json turns them into integers on
+/// its own, but not when the map is nested in a buffered (internally tagged) enum, so
+/// parse them explicitly.
+fn region_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, DerpRegion>, D::Error> {
+    let raw = BTreeMap::<String, DerpRegion>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<u32>()
+                .map(|id| (id, v))
+                .map_err(|_| serde::de::Error::custom(format!("region key {k:?} is not a region ID")))
+        })
+        .collect()
 }
 
 fn is_false(b: &bool) -> bool {

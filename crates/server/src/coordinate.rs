@@ -40,6 +40,18 @@ pub struct Hub {
     wake: tokio::sync::Notify,
 }
 
+/// What a served peer did that its endpoint may want to record.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerEvent {
+    /// The peer reported this home DERP region.
+    Relay(u32),
+    /// The peer's socket ended; its last reported region, if any.
+    Left {
+        /// Last home region.
+        relay: Option<u32>,
+    },
+}
+
 /// Lets the built-in relay admit only keys the coordinator knows. The hub is set after
 /// construction because the hub in turn holds the relay (to close forgotten keys).
 #[derive(Default)]
@@ -140,33 +152,39 @@ impl Hub {
         }
     }
 
-    /// Serves one peer's socket until it ends, then calls `on_exit` with the agent's last
-    /// home DERP region (if this was an agent that reported one), for last-seen records.
-    pub async fn serve(self: Arc<Self>, socket: WebSocket, role: Role, on_exit: impl FnOnce(Option<u32>) + Send) {
-        let agent_id = match &role {
-            Role::Agent { id } => Some(*id),
-            Role::Client { .. } => None,
-        };
+    /// Serves one peer's socket until it ends. `on_event` hears when the peer reports a
+    /// new home DERP region and when it leaves (the agent endpoint keeps last-seen records).
+    pub async fn serve(self: Arc<Self>, socket: WebSocket, role: Role, mut on_event: impl FnMut(PeerEvent) + Send) {
+        let mut relay: Option<u32> = None;
         let (tx, mut rx) = mpsc::channel(OUTBOX);
-        let conn = {
+        let connected = {
             let mut inner = self.lock();
             let conn = inner.next_conn;
             inner.next_conn += 1;
             inner.conns.insert(conn, tx);
-            if let Err(e) = inner.coord.connect(conn, role, Instant::now()) {
-                inner.conns.remove(&conn);
-                drop(inner);
+            match inner.coord.connect(conn, role, Instant::now()) {
+                Ok(()) => {
+                    self.flush(&mut inner);
+                    Ok(conn)
+                }
+                Err(e) => {
+                    inner.conns.remove(&conn);
+                    Err(e)
+                }
+            }
+        };
+        let conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => {
                 let (mut sink, _) = socket.split();
                 let msg = Response::Error { message: e.to_string() };
                 if let Ok(text) = serde_json::to_string(&msg) {
                     let _ = sink.send(Message::Text(text.into())).await;
                 }
                 let _ = sink.close().await;
-                on_exit(None);
+                on_event(PeerEvent::Left { relay: None });
                 return;
             }
-            self.flush(&mut inner);
-            conn
         };
         let (mut sink, mut stream) = socket.split();
         let mut ping = tokio::time::interval(self.heartbeat);
@@ -199,10 +217,18 @@ impl Hub {
                     let now = Instant::now();
                     match frame {
                         Message::Text(text) => match serde_json::from_str::<Request>(text.as_str()) {
-                            Ok(req) => self.with(|c| {
-                                c.heard_from(conn, now);
-                                c.handle_request(conn, req, now);
-                            }),
+                            Ok(req) => {
+                                if let Request::UpdateSelf { node } = &req {
+                                    if node.preferred_derp != 0 && relay != Some(node.preferred_derp) {
+                                        relay = Some(node.preferred_derp);
+                                        on_event(PeerEvent::Relay(node.preferred_derp));
+                                    }
+                                }
+                                self.with(|c| {
+                                    c.heard_from(conn, now);
+                                    c.handle_request(conn, req, now);
+                                });
+                            }
                             Err(e) => {
                                 self.with(|c| c.heard_from(conn, now));
                                 let msg = Response::Error { message: format!("malformed coordination message: {e}") };
@@ -217,18 +243,13 @@ impl Hub {
                 }
             }
         }
-        let relay = {
+        {
             let mut inner = self.lock();
-            let relay = agent_id
-                .and_then(|id| inner.coord.agent_status(id))
-                .and_then(|s| s.node.map(|n| n.preferred_derp))
-                .filter(|r| *r != 0);
             inner.conns.remove(&conn);
             inner.coord.disconnected(conn, Instant::now());
             self.flush(&mut inner);
-            relay
-        };
-        on_exit(relay);
+        }
+        on_event(PeerEvent::Left { relay });
     }
 
     /// A fresh id for a client connection.

@@ -14,7 +14,7 @@ use tether_derp::map::DerpMap;
 use super::auth::{AgentAuth, SessionUser};
 use super::error::ApiError;
 use super::types::ConnectionInfo;
-use crate::coordinate::Hub;
+use crate::coordinate::{Hub, PeerEvent};
 use crate::state::AppState;
 
 /// `GET /api/v2/derp-map`: the effective map.
@@ -81,10 +81,19 @@ pub async fn agent_coordinate(
     }
     tracing::info!(workspace = %ws_row.name, owner = %ws_row.owner_username, "agent connected");
     Ok(ws.on_upgrade(move |socket| async move {
-        hub.serve(socket, Role::Agent { id: agent_id }, move |relay| {
-            tracing::info!(workspace = %ws_row.name, owner = %ws_row.owner_username, "agent disconnected");
+        let name = ws_row.name.clone();
+        let owner = ws_row.owner_username.clone();
+        hub.serve(socket, Role::Agent { id: agent_id }, move |event| {
+            let (relay, left) = match event {
+                PeerEvent::Relay(r) => (Some(r), false),
+                PeerEvent::Left { relay } => (relay, true),
+            };
+            if left {
+                tracing::info!(workspace = %name, owner = %owner, "agent disconnected");
+            }
+            let store = store.clone();
+            let relay = relay.or(ws_row.last_relay);
             tokio::spawn(async move {
-                let relay = relay.or(ws_row.last_relay);
                 if let Err(e) = store.record_agent_seen(agent_id, Utc::now(), relay).await {
                     tracing::warn!(error = %e, "could not record agent last seen");
                 }
