@@ -317,6 +317,18 @@ impl Server {
         set.conns.len()
     }
 
+    /// Closes every connection (server shutdown). Returns how many were told to close.
+    pub fn disconnect_all(&self) -> usize {
+        let st = self.state();
+        let mut n = 0;
+        for c in st.clients.values().flat_map(|s| s.conns.iter()) {
+            c.cancel.cancel();
+            n += 1;
+        }
+        info!(n, "disconnecting all clients");
+        n
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
