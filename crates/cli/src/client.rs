@@ -65,7 +65,10 @@ impl ApiClient {
 
     /// The same server with another token.
     pub fn with_token(&self, token: String) -> Self {
-        Self { token: Some(token), ..self.clone() }
+        Self {
+            token: Some(token),
+            ..self.clone()
+        }
     }
 
     /// The session token, if any.
@@ -74,11 +77,21 @@ impl ApiClient {
     }
 
     fn url(&self, path: &str) -> Result<Url> {
-        self.base.join(path).map_err(|e| anyhow!("bad API path {path}: {e}"))
+        self.base
+            .join(path)
+            .map_err(|e| anyhow!("bad API path {path}: {e}"))
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<reqwest::Response, ApiCallError> {
-        let url = self.url(path).map_err(|e| ApiCallError::Unreachable { url: self.base.to_string(), reason: e.to_string() })?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, ApiCallError> {
+        let url = self.url(path).map_err(|e| ApiCallError::Unreachable {
+            url: self.base.to_string(),
+            reason: e.to_string(),
+        })?;
         let mut req = self.http.request(method, url);
         if let Some(t) = &self.token {
             req = req.header(SESSION_TOKEN_HEADER, t);
@@ -117,7 +130,11 @@ impl ApiClient {
     }
 
     /// POST JSON and decode JSON.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiCallError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiCallError> {
         let body = serde_json::to_vec(body).map_err(|e| ApiCallError::Status {
             status: StatusCode::BAD_REQUEST,
             message: format!("could not encode the request: {e}"),
@@ -139,7 +156,10 @@ impl ApiClient {
 
 async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ApiCallError> {
     let status = resp.status();
-    let bytes = resp.bytes().await.map_err(|e| ApiCallError::Status { status, message: format!("reading the answer failed: {e}") })?;
+    let bytes = resp.bytes().await.map_err(|e| ApiCallError::Status {
+        status,
+        message: format!("reading the answer failed: {e}"),
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiCallError::Status {
         status,
         message: format!("the server's answer was not what this CLI expected ({e}); are the CLI and server versions the same?"),

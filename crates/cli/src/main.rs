@@ -20,7 +20,12 @@ struct Cli {
     url: Option<Url>,
 
     /// Session token (overrides the stored login).
-    #[arg(long, global = true, env = "TETHER_SESSION_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_SESSION_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 
     /// Directory for login state.
@@ -96,20 +101,30 @@ fn init_logging(verbose: bool, server: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Server(_)));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let globals = Globals { url: cli.url, token: cli.token, config: session::ConfigDir::new(cli.global_config) };
+    let globals = Globals {
+        url: cli.url,
+        token: cli.token,
+        config: session::ConfigDir::new(cli.global_config),
+    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),

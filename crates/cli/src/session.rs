@@ -18,7 +18,9 @@ impl ConfigDir {
     /// `--global-config`, else `~/.config/tether`.
     pub fn new(explicit: Option<PathBuf>) -> Self {
         let path = explicit.unwrap_or_else(|| {
-            dirs::config_dir().unwrap_or_else(|| PathBuf::from(".")).join("tether")
+            dirs::config_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("tether")
         });
         Self { path }
     }
@@ -27,7 +29,9 @@ impl ConfigDir {
         match fs::read_to_string(self.path.join(name)) {
             Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("could not read {}", self.path.join(name).display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("could not read {}", self.path.join(name).display()))
+            }
         }
     }
 
@@ -35,7 +39,10 @@ impl ConfigDir {
     pub fn url(&self) -> Result<Option<Url>> {
         match self.read("url")? {
             Some(s) => Ok(Some(Url::parse(&s).with_context(|| {
-                format!("{} holds an invalid URL; run `tether login <url>` again", self.path.join("url").display())
+                format!(
+                    "{} holds an invalid URL; run `tether login <url>` again",
+                    self.path.join("url").display()
+                )
             })?)),
             None => Ok(None),
         }
@@ -59,7 +66,9 @@ impl ConfigDir {
         match fs::remove_file(self.path.join("session")) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("could not remove {}", self.path.join("session").display())),
+            Err(e) => Err(e).with_context(|| {
+                format!("could not remove {}", self.path.join("session").display())
+            }),
         }
     }
 }
@@ -69,7 +78,8 @@ fn create_private_dir(path: &Path) -> Result<()> {
     b.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(path).with_context(|| format!("could not create {}", path.display()))
+    b.create(path)
+        .with_context(|| format!("could not create {}", path.display()))
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -79,7 +89,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).with_context(|| format!("could not write {}", tmp.display()))?;
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("could not write {}", tmp.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -94,7 +106,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Fails with the standard "not logged in" sentence.
 pub fn not_logged_in<T>() -> Result<T> {
-    bail!("you are not logged in; run `tether login <url>` first (or set TETHER_URL and TETHER_SESSION_TOKEN)")
+    bail!(
+        "you are not logged in; run `tether login <url>` first (or set TETHER_URL and TETHER_SESSION_TOKEN)"
+    )
 }
 
 #[cfg(test)]
@@ -109,11 +123,17 @@ mod tests {
         let url = Url::parse("http://127.0.0.1:3000/").expect("url");
         cfg.save(&url, "secret-token").expect("save");
         assert_eq!(cfg.url().expect("url"), Some(url));
-        assert_eq!(cfg.session().expect("session").as_deref(), Some("secret-token"));
+        assert_eq!(
+            cfg.session().expect("session").as_deref(),
+            Some("secret-token")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(cfg.path.join("session")).expect("meta").permissions().mode();
+            let mode = fs::metadata(cfg.path.join("session"))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(cfg.clear_session().expect("clear"));

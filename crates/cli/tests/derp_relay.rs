@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use tether_coord::proto::{Node, Request, Response, tailnet_ip};
-use tether_derp::client::{Client, ClientConfig, ClientReceiver, ClientSender, Received, Transport};
+use tether_derp::client::{
+    Client, ClientConfig, ClientReceiver, ClientSender, Received, Transport,
+};
 use tether_key::{DiscoPrivate, NodePrivate, NodePublic};
 use uuid::Uuid;
 
@@ -51,7 +53,10 @@ async fn recv_packet(rx: &mut ClientReceiver) -> (NodePublic, bytes::Bytes) {
 
 /// `from` sends PACKETS numbered packets to `to`, at most WINDOW unacknowledged; `to`
 /// acknowledges each with its number. Both sides check order, content and count.
-async fn exchange(from: (ClientSender, ClientReceiver, NodePublic), to: (ClientSender, ClientReceiver, NodePublic)) {
+async fn exchange(
+    from: (ClientSender, ClientReceiver, NodePublic),
+    to: (ClientSender, ClientReceiver, NodePublic),
+) {
     let (a_tx, mut a_rx, a_key) = from;
     let (b_tx, mut b_rx, b_key) = to;
     let echo = tokio::spawn(async move {
@@ -59,8 +64,15 @@ async fn exchange(from: (ClientSender, ClientReceiver, NodePublic), to: (ClientS
             let (src, data) = recv_packet(&mut b_rx).await;
             assert_eq!(src, a_key);
             assert_eq!(data.len(), 1200);
-            assert_eq!(u32::from_be_bytes(data[..4].try_into().unwrap()), i, "packet out of order or lost");
-            assert!(data[4..].iter().all(|&b| b == (i % 251) as u8), "payload corrupted");
+            assert_eq!(
+                u32::from_be_bytes(data[..4].try_into().unwrap()),
+                i,
+                "packet out of order or lost"
+            );
+            assert!(
+                data[4..].iter().all(|&b| b == (i % 251) as u8),
+                "payload corrupted"
+            );
             b_tx.send(a_key, &i.to_be_bytes()).await.unwrap();
         }
     });
@@ -75,13 +87,24 @@ async fn exchange(from: (ClientSender, ClientReceiver, NodePublic), to: (ClientS
         }
         let (src, data) = recv_packet(&mut a_rx).await;
         assert_eq!(src, b_key);
-        assert_eq!(u32::from_be_bytes(data[..4].try_into().unwrap()), acked, "ack out of order or lost");
+        assert_eq!(
+            u32::from_be_bytes(data[..4].try_into().unwrap()),
+            acked,
+            "ack out of order or lost"
+        );
         acked += 1;
     }
-    tokio::time::timeout(Duration::from_secs(30), echo).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), echo)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
-async fn derp(url: &str, key: &NodePrivate, ws: bool) -> Result<Client, tether_derp::client::ClientError> {
+async fn derp(
+    url: &str,
+    key: &NodePrivate,
+    ws: bool,
+) -> Result<Client, tether_derp::client::ClientError> {
     let mut cfg = ClientConfig::new(format!("{url}/derp").parse().unwrap(), key.clone());
     cfg.force_websocket = ws;
     Client::connect(&cfg).await
@@ -98,28 +121,53 @@ async fn relay_between_registered_keys_only() {
     let client_key = NodePrivate::generate();
     let mut agent = CoordConn::agent(&srv.url, &agent_token).await.unwrap();
     let agent_id = welcome(&mut agent).await;
-    agent.send(&Request::UpdateSelf { node: node(agent_id, &agent_key) }).await;
-    let mut client = CoordConn::client(&srv.url, &session_token(&alice)).await.unwrap();
+    agent
+        .send(&Request::UpdateSelf {
+            node: node(agent_id, &agent_key),
+        })
+        .await;
+    let mut client = CoordConn::client(&srv.url, &session_token(&alice))
+        .await
+        .unwrap();
     let client_id = welcome(&mut client).await;
-    client.send(&Request::UpdateSelf { node: node(client_id, &client_key) }).await;
+    client
+        .send(&Request::UpdateSelf {
+            node: node(client_id, &client_key),
+        })
+        .await;
     client.send(&Request::AddTunnel { id: agent_id }).await;
-    client.expect("agent node", |r| matches!(r, Response::PeerUpdates { .. })).await;
+    client
+        .expect("agent node", |r| matches!(r, Response::PeerUpdates { .. }))
+        .await;
 
     for ws in [false, true] {
         let a = derp(&srv.url, &client_key, ws).await.unwrap();
         let b = derp(&srv.url, &agent_key, ws).await.unwrap();
-        let want = if ws { Transport::WebSocket } else { Transport::Upgrade };
+        let want = if ws {
+            Transport::WebSocket
+        } else {
+            Transport::Upgrade
+        };
         assert_eq!((a.transport(), b.transport()), (want, want));
         let (a_tx, a_rx) = a.split();
         let (b_tx, b_rx) = b.split();
-        exchange((a_tx, a_rx, client_key.public()), (b_tx, b_rx, agent_key.public())).await;
+        exchange(
+            (a_tx, a_rx, client_key.public()),
+            (b_tx, b_rx, agent_key.public()),
+        )
+        .await;
     }
 
     // A key the coordinator does not know is refused, on both transports.
     for ws in [false, true] {
         let stranger = NodePrivate::generate();
-        let err = derp(&srv.url, &stranger, ws).await.err().expect("unknown key must be refused");
-        eprintln!("refused as expected ({}): {err}", if ws { "websocket" } else { "upgrade" });
+        let err = derp(&srv.url, &stranger, ws)
+            .await
+            .expect_err("unknown key must be refused");
+        eprintln!(
+            "refused as expected ({}): {err}",
+            if ws { "websocket" } else { "upgrade" }
+        );
     }
 
     // When the agent leaves the coordinator, its relay connection is dropped.
@@ -135,6 +183,17 @@ async fn relay_between_registered_keys_only() {
     })
     .await;
     assert!(ended.is_ok(), "the forgotten key kept its relay connection");
-    let health: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url)).await.unwrap().json().await.unwrap();
-    assert!(health["derp"]["details"]["refused_by_admission"].as_u64().unwrap() >= 2, "{health}");
+    let health: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        health["derp"]["details"]["refused_by_admission"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{health}"
+    );
 }

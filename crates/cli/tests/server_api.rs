@@ -11,34 +11,62 @@ use tether_coord::proto::{Request, Response};
 #[test]
 fn first_user_workspaces_and_list() {
     let srv = TestServer::start(&[]);
-    assert!(srv.banner.iter().any(|l| l.contains(&format!("tether login {}", srv.url))), "{:?}", srv.banner);
+    assert!(
+        srv.banner
+            .iter()
+            .any(|l| l.contains(&format!("tether login {}", srv.url))),
+        "{:?}",
+        srv.banner
+    );
     let cfg = first_user(&srv);
 
     // The token is stored with mode 0600.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(cfg.join("session")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(cfg.join("session"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     let out = tether(&cfg, &["create", "dev"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains(&format!("tether agent --url {} --token ", srv.url)), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains(&format!("tether agent --url {} --token ", srv.url)),
+        "{}",
+        out.stdout
+    );
 
     let out = tether(&cfg, &["create", "Bad_Name"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("Invalid workspace name \"Bad_Name\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Invalid workspace name \"Bad_Name\""),
+        "{}",
+        out.stderr
+    );
 
     let out = tether(&cfg, &["create", "dev"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("already has a workspace named dev"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("already has a workspace named dev"),
+        "{}",
+        out.stderr
+    );
 
     let out = tether(&cfg, &["list"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "STATUS", "LAST", "SEEN", "RELAY"]);
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["dev", "disconnected", "never", "-"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATUS", "LAST", "SEEN", "RELAY"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["dev", "disconnected", "never", "-"]
+    );
 
     let out = tether(&cfg, &["list", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -53,13 +81,21 @@ fn first_user_workspaces_and_list() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = tether(&cfg, &["delete", "dev", "--yes"]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("no workspace named \"dev\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no workspace named \"dev\""),
+        "{}",
+        out.stderr
+    );
 
     // Logout revokes the token on the server.
     let token = session_token(&cfg);
     let out = tether(&cfg, &["logout"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = tether_env(&cfg, &["list"], &[("TETHER_URL", &srv.url), ("TETHER_SESSION_TOKEN", &token)]);
+    let out = tether_env(
+        &cfg,
+        &["list"],
+        &[("TETHER_URL", &srv.url), ("TETHER_SESSION_TOKEN", &token)],
+    );
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("invalid or expired"), "{}", out.stderr);
 }
@@ -68,26 +104,78 @@ fn first_user_workspaces_and_list() {
 fn users_second_login_and_admin_only() {
     let srv = TestServer::start(&[]);
     let alice = first_user(&srv);
-    let out = tether(&alice, &["users", "create", "--username", "bob", "--email", "bob@example.com", "--password", "hunter2hunter2"]);
+    let out = tether(
+        &alice,
+        &[
+            "users",
+            "create",
+            "--username",
+            "bob",
+            "--email",
+            "bob@example.com",
+            "--password",
+            "hunter2hunter2",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // A second first-user attempt logs in instead (and fails with the wrong password).
     let bob = srv.config_dir("bob");
-    let out = tether(&bob, &["login", &srv.url, "--username", "bob", "--password", "wrong-password"]);
+    let out = tether(
+        &bob,
+        &[
+            "login",
+            &srv.url,
+            "--username",
+            "bob",
+            "--password",
+            "wrong-password",
+        ],
+    );
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("Incorrect username or password"), "{}", out.stderr);
-    let out = tether(&bob, &["login", &srv.url, "--username", "bob", "--password", "hunter2hunter2"]);
+    assert!(
+        out.stderr.contains("Incorrect username or password"),
+        "{}",
+        out.stderr
+    );
+    let out = tether(
+        &bob,
+        &[
+            "login",
+            &srv.url,
+            "--username",
+            "bob",
+            "--password",
+            "hunter2hunter2",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // Bob is not an admin.
-    let out = tether(&bob, &["users", "create", "--username", "carol", "--email", "c@example.com", "--password", "12345678x"]);
+    let out = tether(
+        &bob,
+        &[
+            "users",
+            "create",
+            "--username",
+            "carol",
+            "--email",
+            "c@example.com",
+            "--password",
+            "12345678x",
+        ],
+    );
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("Only an admin"), "{}", out.stderr);
 
     // Without a terminal, missing login fields are named, never prompted for.
     let out = tether(&srv.config_dir("nobody"), &["login", &srv.url]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("--username is required"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--username is required"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]
@@ -97,7 +185,11 @@ async fn http_errors_are_clear() {
     let token = session_token(&cfg);
     let http = reqwest::Client::new();
 
-    let r = http.get(format!("{}/healthz", srv.url)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/healthz", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "OK");
 
@@ -110,7 +202,10 @@ async fn http_errors_are_clear() {
         let r = req.send().await.unwrap();
         assert_eq!(r.status(), 401);
         let body: serde_json::Value = r.json().await.unwrap();
-        assert!(body["message"].as_str().unwrap().contains("login"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("login"),
+            "{body}"
+        );
     }
 
     // Malformed JSON: 400 with a message; nothing created.
@@ -124,7 +219,10 @@ async fn http_errors_are_clear() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("not valid JSON"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
     let list: Vec<serde_json::Value> = http
         .get(format!("{}/api/v2/workspaces", srv.url))
         .header("Tether-Session-Token", &token)
@@ -146,14 +244,28 @@ async fn http_errors_are_clear() {
     assert_eq!(r.status(), 409);
 
     // Health: four sections, each with a severity; the default deployment is healthy.
-    let h: serde_json::Value = http.get(format!("{}/api/v2/debug/health", srv.url)).send().await.unwrap().json().await.unwrap();
+    let h: serde_json::Value = http
+        .get(format!("{}/api/v2/debug/health", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["healthy"], true, "{h}");
     for s in ["database", "derp", "stun", "coordinator"] {
         assert_eq!(h[s]["severity"], "ok", "{s}: {h}");
     }
 
     // The effective DERP map has the built-in region with STUN.
-    let m: serde_json::Value = http.get(format!("{}/api/v2/derp-map", srv.url)).send().await.unwrap().json().await.unwrap();
+    let m: serde_json::Value = http
+        .get(format!("{}/api/v2/derp-map", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let region = &m["Regions"]["999"];
     assert_eq!(region["RegionCode"], "tether");
     assert_eq!(region["RegionName"], "tether embedded relay");
@@ -166,16 +278,33 @@ async fn http_errors_are_clear() {
 #[test]
 fn unreachable_server_fails_fast() {
     // Take a free port and close it, so nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let start = std::time::Instant::now();
-    let out = tether_env(dir.path(), &["list"], &[("TETHER_URL", &url), ("TETHER_SESSION_TOKEN", "x")]);
+    let out = tether_env(
+        dir.path(),
+        &["list"],
+        &[("TETHER_URL", &url), ("TETHER_SESSION_TOKEN", "x")],
+    );
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains(&format!("could not reach the tether server at {url}")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("could not reach the tether server at {url}")),
+        "{}",
+        out.stderr
+    );
     assert!(start.elapsed() < Duration::from_secs(30));
     let out = tether(dir.path(), &["list"]);
-    assert!(out.stderr.contains("you are not logged in"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("you are not logged in"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -191,13 +320,28 @@ fn startup_refusals_are_one_sentence() {
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let (code, err) = run(&["--http-address", &format!("127.0.0.1:{port}"), "--stun-address", "disable"]);
+    let (code, err) = run(&[
+        "--http-address",
+        &format!("127.0.0.1:{port}"),
+        "--stun-address",
+        "disable",
+    ]);
     assert_eq!(code, Some(1));
-    assert!(err.contains(&format!("port {port} is already in use")) && err.contains("--http-address"), "{err}");
+    assert!(
+        err.contains(&format!("port {port} is already in use")) && err.contains("--http-address"),
+        "{err}"
+    );
 
-    let (code, err) = run(&["--http-address", "127.0.0.1:0", "--derp-server-enable=false"]);
+    let (code, err) = run(&[
+        "--http-address",
+        "127.0.0.1:0",
+        "--derp-server-enable=false",
+    ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no other DERP map is configured"), "{err}");
 }
@@ -208,25 +352,45 @@ async fn coordinator_version_and_tokens() {
     let cfg = first_user(&srv);
     let token = create_workspace(&cfg, "dev");
 
-    let refused = CoordConn::agent(&srv.url, "wrong-token").await.err().unwrap();
-    assert_eq!(refused.status, 401);
-    let refused = CoordConn::client(&srv.url, "wrong-token").await.err().unwrap();
-    assert_eq!(refused.status, 401);
-    let refused = CoordConn::connect(&srv.url, "/api/v2/workspaceagents/me/coordinate?version=2.0", "Tether-Agent-Token", &token)
+    let refused = CoordConn::agent(&srv.url, "wrong-token")
         .await
         .err()
         .unwrap();
+    assert_eq!(refused.status, 401);
+    let refused = CoordConn::client(&srv.url, "wrong-token")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 401);
+    let refused = CoordConn::connect(
+        &srv.url,
+        "/api/v2/workspaceagents/me/coordinate?version=2.0",
+        "Tether-Agent-Token",
+        &token,
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("not supported"), "{}", refused.body);
 
     let mut agent = CoordConn::agent(&srv.url, &token).await.unwrap();
-    let Response::Welcome { version, .. } = agent.recv().await else { panic!("expected welcome") };
+    let Response::Welcome { version, .. } = agent.recv().await else {
+        panic!("expected welcome")
+    };
     assert_eq!(version, "1.0");
     assert!(matches!(agent.recv().await, Response::DerpMap { .. }));
     // Malformed JSON gets an error message and the connection stays usable.
     agent.send_raw("{not json").await;
     let r = agent.recv().await;
-    assert!(matches!(&r, Response::Error { message } if message.contains("malformed")), "{r:?}");
-    agent.send(&Request::AddTunnel { id: uuid::Uuid::new_v4() }).await;
+    assert!(
+        matches!(&r, Response::Error { message } if message.contains("malformed")),
+        "{r:?}"
+    );
+    agent
+        .send(&Request::AddTunnel {
+            id: uuid::Uuid::new_v4(),
+        })
+        .await;
     assert!(matches!(agent.recv().await, Response::Error { .. }));
 }

@@ -21,8 +21,8 @@ use tracing::{debug, info, trace, warn};
 use url::Url;
 
 use crate::frame::{
-    self, BoxError, ClientInfo, Frame, FrameDecoder, FrameError, FrameType, MAX_PACKET_SIZE, MAX_SERVER_KEY_LEN,
-    PeerGoneReason,
+    self, BoxError, ClientInfo, Frame, FrameDecoder, FrameError, FrameType, MAX_PACKET_SIZE,
+    MAX_SERVER_KEY_LEN, PeerGoneReason,
 };
 use crate::map::DerpRegion;
 use crate::server::reserve_read;
@@ -196,7 +196,10 @@ impl Client {
 
     /// Dials a region's nodes in order (skipping STUN-only ones), 1.5 s per TCP dial,
     /// 10 s in all; `base` supplies the key and transport options.
-    pub async fn connect_region(region: &DerpRegion, base: &ClientConfig) -> Result<Client, ClientError> {
+    pub async fn connect_region(
+        region: &DerpRegion,
+        base: &ClientConfig,
+    ) -> Result<Client, ClientError> {
         let all = async {
             let mut last = ClientError::NoNodes(region.region_id);
             for node in region.nodes.iter().filter(|n| !n.stun_only) {
@@ -227,7 +230,9 @@ impl Client {
             }
             Err(last)
         };
-        timeout(base.connect_timeout, all).await.map_err(|_| ClientError::ConnectTimeout)?
+        timeout(base.connect_timeout, all)
+            .await
+            .map_err(|_| ClientError::ConnectTimeout)?
     }
 
     async fn connect_inner(cfg: &ClientConfig) -> Result<Client, ClientError> {
@@ -273,10 +278,14 @@ impl Client {
         loop {
             if let Some((ty, len)) = self.decoder.peek_header()? {
                 if ty != FrameType::ServerKey as u8 {
-                    return Err(ClientError::Login(format!("expected ServerKey, got frame type {ty:#04x}")));
+                    return Err(ClientError::Login(format!(
+                        "expected ServerKey, got frame type {ty:#04x}"
+                    )));
                 }
                 if len > MAX_SERVER_KEY_LEN {
-                    return Err(ClientError::Login(format!("ServerKey frame of {len} bytes is too long")));
+                    return Err(ClientError::Login(format!(
+                        "ServerKey frame of {len} bytes is too long"
+                    )));
                 }
                 break;
             }
@@ -289,17 +298,27 @@ impl Client {
             return Err(ClientError::Login("expected ServerKey".into()));
         };
         self.server_key = key;
-        let info = ClientInfo { version: frame::PROTOCOL_VERSION, can_ack_pings: true, ..Default::default() };
+        let info = ClientInfo {
+            version: frame::PROTOCOL_VERSION,
+            can_ack_pings: true,
+            ..Default::default()
+        };
         let hello = frame::seal_client_info(private, &key, &info)?.to_bytes();
         self.io.write_all(&hello).await?;
         self.io.flush().await?;
         let f = self.read_frame().await?;
         let Frame::ServerInfo { sealed } = f else {
-            return Err(ClientError::Login(format!("expected ServerInfo, got frame type {:#04x}", f.type_byte())));
+            return Err(ClientError::Login(format!(
+                "expected ServerInfo, got frame type {:#04x}",
+                f.type_byte()
+            )));
         };
         let si = frame::open_server_info(private, &key, &sealed)?;
         if si.version != frame::PROTOCOL_VERSION {
-            debug!(version = si.version, "DERP server speaks another protocol version");
+            debug!(
+                version = si.version,
+                "DERP server speaks another protocol version"
+            );
         }
         Ok(())
     }
@@ -318,11 +337,18 @@ impl Client {
     pub fn split(self) -> (ClientSender, ClientReceiver) {
         let (r, w) = tokio::io::split(self.io);
         let sender = ClientSender {
-            inner: Arc::new(tokio::sync::Mutex::new(Writer { w, buf: BytesMut::new() })),
+            inner: Arc::new(tokio::sync::Mutex::new(Writer {
+                w,
+                buf: BytesMut::new(),
+            })),
             write_timeout: self.write_timeout,
         };
-        let receiver =
-            ClientReceiver { r, decoder: self.decoder, sender: sender.clone(), idle_timeout: self.idle_timeout };
+        let receiver = ClientReceiver {
+            r,
+            decoder: self.decoder,
+            sender: sender.clone(),
+            idle_timeout: self.idle_timeout,
+        };
         (sender, receiver)
     }
 }
@@ -393,7 +419,9 @@ impl ClientSender {
     /// Closes the sending side (the server then ends the connection).
     pub async fn close(&self) -> Result<(), ClientError> {
         let mut g = self.inner.lock().await;
-        timeout(self.write_timeout, g.w.shutdown()).await.map_err(|_| ClientError::WriteTimeout)??;
+        timeout(self.write_timeout, g.w.shutdown())
+            .await
+            .map_err(|_| ClientError::WriteTimeout)??;
         Ok(())
     }
 }
@@ -419,10 +447,17 @@ impl ClientReceiver {
         loop {
             while let Some(f) = self.decoder.next_frame()? {
                 match f {
-                    Frame::RecvPacket { src, packet } => return Ok(Received::Packet { src, data: packet }),
-                    Frame::PeerGone { key, reason } => return Ok(Received::PeerGone { key, reason }),
+                    Frame::RecvPacket { src, packet } => {
+                        return Ok(Received::Packet { src, data: packet });
+                    }
+                    Frame::PeerGone { key, reason } => {
+                        return Ok(Received::PeerGone { key, reason });
+                    }
                     Frame::Health { problem } => return Ok(Received::Health(problem)),
-                    Frame::Restarting { reconnect_in_ms, try_for_ms } => {
+                    Frame::Restarting {
+                        reconnect_in_ms,
+                        try_for_ms,
+                    } => {
                         return Ok(Received::Restarting {
                             reconnect_in: Duration::from_millis(reconnect_in_ms.into()),
                             try_for: Duration::from_millis(try_for_ms.into()),
@@ -431,11 +466,19 @@ impl ClientReceiver {
                     Frame::Pong { data } => return Ok(Received::Pong(data)),
                     Frame::Ping { data } => self.sender.send_frame(&Frame::Pong { data }).await?,
                     Frame::KeepAlive => trace!("keepalive"),
-                    other => debug!(ty = other.type_byte(), "ignoring unexpected frame from DERP server"),
+                    other => debug!(
+                        ty = other.type_byte(),
+                        "ignoring unexpected frame from DERP server"
+                    ),
                 }
             }
             reserve_read(self.decoder.buffer_mut());
-            match timeout(self.idle_timeout, self.r.read_buf(self.decoder.buffer_mut())).await {
+            match timeout(
+                self.idle_timeout,
+                self.r.read_buf(self.decoder.buffer_mut()),
+            )
+            .await
+            {
                 Err(_) => return Err(ClientError::IdleTimeout(self.idle_timeout)),
                 Ok(Ok(0)) => return Err(ClientError::Closed),
                 Ok(Ok(_)) => {}
@@ -456,19 +499,33 @@ fn host_and_port(url: &Url) -> Result<(url::Host<String>, u16, bool), ClientErro
         "https" | "wss" => true,
         s => return Err(ClientError::BadUrl(format!("unsupported scheme {s:?}"))),
     };
-    let host = url.host().ok_or_else(|| ClientError::BadUrl("no host".into()))?.to_owned();
-    let port = url.port_or_known_default().ok_or_else(|| ClientError::BadUrl("no port".into()))?;
+    let host = url
+        .host()
+        .ok_or_else(|| ClientError::BadUrl("no host".into()))?
+        .to_owned();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| ClientError::BadUrl("no port".into()))?;
     Ok((host, port, tls))
 }
 
-async fn dial_tcp(cfg: &ClientConfig, host: &url::Host<String>, port: u16) -> Result<TcpStream, ClientError> {
+async fn dial_tcp(
+    cfg: &ClientConfig,
+    host: &url::Host<String>,
+    port: u16,
+) -> Result<TcpStream, ClientError> {
     let addrs: Vec<SocketAddr> = match (cfg.connect_addr, host) {
         (Some(ip), _) => vec![SocketAddr::new(ip, port)],
         (None, url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(*ip), port)],
         (None, url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(*ip), port)],
-        (None, url::Host::Domain(d)) => tokio::net::lookup_host((d.as_str(), port)).await?.collect(),
+        (None, url::Host::Domain(d)) => {
+            tokio::net::lookup_host((d.as_str(), port)).await?.collect()
+        }
     };
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host resolved to no addresses");
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "host resolved to no addresses",
+    );
     for a in addrs {
         match timeout(cfg.dial_timeout, TcpStream::connect(a)).await {
             Ok(Ok(s)) => {
@@ -477,7 +534,12 @@ async fn dial_tcp(cfg: &ClientConfig, host: &url::Host<String>, port: u16) -> Re
                 return Ok(s);
             }
             Ok(Err(e)) => last = e,
-            Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("TCP connect to {a} timed out")),
+            Err(_) => {
+                last = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TCP connect to {a} timed out"),
+                )
+            }
         }
     }
     Err(last.into())
@@ -515,7 +577,9 @@ fn tls_config(insecure: bool) -> Result<Arc<rustls::ClientConfig>, ClientError> 
             .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(provider)))
             .with_no_client_auth()
     } else {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -552,7 +616,12 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn verify_tls13_signature(
@@ -561,7 +630,12 @@ mod insecure {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -579,7 +653,8 @@ fn request_path(url: &Url) -> String {
 
 async fn plain_upgrade(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
     let (io, authority) = dial(cfg).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             trace!(error = %e, "DERP upgrade connection ended");
@@ -589,7 +664,10 @@ async fn plain_upgrade(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
         .header(http::header::HOST, authority)
         .header(http::header::UPGRADE, "DERP")
         .header(http::header::CONNECTION, "Upgrade")
-        .header(http::header::USER_AGENT, concat!("tether-derp/", env!("CARGO_PKG_VERSION")))
+        .header(
+            http::header::USER_AGENT,
+            concat!("tether-derp/", env!("CARGO_PKG_VERSION")),
+        )
         .body(String::new())
         .map_err(|e| ClientError::BadUrl(e.to_string()))?;
     let resp = sender.send_request(req).await?;
@@ -603,11 +681,19 @@ async fn plain_upgrade(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
 async fn websocket(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut ws_url = cfg.url.clone();
-    let scheme = if matches!(cfg.url.scheme(), "https" | "wss") { "wss" } else { "ws" };
-    ws_url.set_scheme(scheme).map_err(|()| ClientError::BadUrl("cannot build WebSocket URL".into()))?;
+    let scheme = if matches!(cfg.url.scheme(), "https" | "wss") {
+        "wss"
+    } else {
+        "ws"
+    };
+    ws_url
+        .set_scheme(scheme)
+        .map_err(|()| ClientError::BadUrl("cannot build WebSocket URL".into()))?;
     let mut req = ws_url.as_str().into_client_request()?;
-    req.headers_mut()
-        .insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(crate::http::WS_PROTOCOL));
+    req.headers_mut().insert(
+        http::header::SEC_WEBSOCKET_PROTOCOL,
+        http::HeaderValue::from_static(crate::http::WS_PROTOCOL),
+    );
     let (io, _) = dial(cfg).await?;
     let (ws, _resp) = tokio_tungstenite::client_async(req, io).await?;
     Ok(Box::new(WsIo::new(ws)))
@@ -666,7 +752,11 @@ impl Backoff {
         self.cur = (self.cur * 2).min(self.max);
         let half = d / 2;
         let jitter_ms = half.as_millis() as u64;
-        half + Duration::from_millis(if jitter_ms == 0 { 0 } else { rand::thread_rng().gen_range(0..=jitter_ms) })
+        half + Duration::from_millis(if jitter_ms == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=jitter_ms)
+        })
     }
 }
 
@@ -692,7 +782,9 @@ pub struct ReconnectingClient {
 
 impl std::fmt::Debug for ReconnectingClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReconnectingClient").field("connected", &self.is_connected()).finish()
+        f.debug_struct("ReconnectingClient")
+            .field("connected", &self.is_connected())
+            .finish()
     }
 }
 
@@ -718,7 +810,10 @@ impl ReconnectingClient {
     }
 
     fn sender(&self) -> Option<ClientSender> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether a connection is up right now.
@@ -728,12 +823,18 @@ impl ReconnectingClient {
 
     /// Sends through the current connection; [`ClientError::NotConnected`] if none.
     pub async fn send(&self, dst: NodePublic, packet: &[u8]) -> Result<(), ClientError> {
-        self.sender().ok_or(ClientError::NotConnected)?.send(dst, packet).await
+        self.sender()
+            .ok_or(ClientError::NotConnected)?
+            .send(dst, packet)
+            .await
     }
 
     /// Tells the current server whether it is the home region.
     pub async fn note_preferred(&self, preferred: bool) -> Result<(), ClientError> {
-        self.sender().ok_or(ClientError::NotConnected)?.note_preferred(preferred).await
+        self.sender()
+            .ok_or(ClientError::NotConnected)?
+            .note_preferred(preferred)
+            .await
     }
 }
 
@@ -743,7 +844,11 @@ impl Drop for ReconnectingClient {
     }
 }
 
-async fn run(target: Target, current: Arc<StdMutex<Option<ClientSender>>>, events: mpsc::Sender<Event>) {
+async fn run(
+    target: Target,
+    current: Arc<StdMutex<Option<ClientSender>>>,
+    events: mpsc::Sender<Event>,
+) {
     let set = |s: Option<ClientSender>| *current.lock().unwrap_or_else(|e| e.into_inner()) = s;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
@@ -783,7 +888,9 @@ async fn run(target: Target, current: Arc<StdMutex<Option<ClientSender>>>, event
             }
             Err(e) => debug!(error = %e, "DERP connect failed; will retry"),
         }
-        let delay = retry_in.unwrap_or_else(|| backoff.next_delay()).min(Duration::from_secs(10));
+        let delay = retry_in
+            .unwrap_or_else(|| backoff.next_delay())
+            .min(Duration::from_secs(10));
         tokio::time::sleep(delay).await;
     }
 }
@@ -796,9 +903,15 @@ mod tests {
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let d1 = b.next_delay();
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+            "{d1:?}"
+        );
         let d2 = b.next_delay();
-        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200), "{d2:?}");
+        assert!(
+            d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200),
+            "{d2:?}"
+        );
         for _ in 0..20 {
             let d = b.next_delay();
             assert!(d <= Duration::from_secs(10), "{d:?}");
@@ -814,6 +927,9 @@ mod tests {
         let (h, p, tls) = host_and_port(&u).expect("parts");
         assert_eq!((h.to_string(), p, tls), ("[::1]".to_string(), 443, true));
         assert!(host_and_port(&Url::parse("ftp://x/derp").expect("url")).is_err());
-        assert_eq!(request_path(&Url::parse("http://h:1/derp?x=1").expect("url")), "/derp?x=1");
+        assert_eq!(
+            request_path(&Url::parse("http://h:1/derp?x=1").expect("url")),
+            "/derp?x=1"
+        );
     }
 }

@@ -296,7 +296,11 @@ pub enum FrameError {
 
 fn need(ty: FrameType, p: &Bytes, n: usize) -> Result<(), FrameError> {
     if p.len() < n {
-        return Err(FrameError::Truncated { ty, need: n, got: p.len() });
+        return Err(FrameError::Truncated {
+            ty,
+            need: n,
+            got: p.len(),
+        });
     }
     Ok(())
 }
@@ -309,7 +313,11 @@ fn take_key(p: &mut Bytes) -> NodePublic {
 
 fn at_most(ty: FrameType, p: &Bytes, max: usize) -> Result<(), FrameError> {
     if p.len() > max {
-        return Err(FrameError::TooLong { ty, got: p.len(), max });
+        return Err(FrameError::TooLong {
+            ty,
+            got: p.len(),
+            max,
+        });
     }
     Ok(())
 }
@@ -360,7 +368,11 @@ impl Frame {
             Self::PeerGone { .. } => KEY_LEN + 1,
             Self::PeerPresent { addr, flags, .. } => {
                 KEY_LEN
-                    + if addr.is_some() || flags.is_some() { 18 } else { 0 }
+                    + if addr.is_some() || flags.is_some() {
+                        18
+                    } else {
+                        0
+                    }
                     + usize::from(flags.is_some())
             }
             Self::ForwardPacket { packet, .. } => 2 * KEY_LEN + packet.len(),
@@ -419,7 +431,11 @@ impl Frame {
                     dst.put_u8(*f);
                 }
             }
-            Self::ForwardPacket { src, dst: d, packet } => {
+            Self::ForwardPacket {
+                src,
+                dst: d,
+                packet,
+            } => {
                 dst.put_slice(src.as_bytes());
                 dst.put_slice(d.as_bytes());
                 dst.put_slice(packet);
@@ -427,7 +443,10 @@ impl Frame {
             Self::ClosePeer { key } => dst.put_slice(key.as_bytes()),
             Self::Ping { data } | Self::Pong { data } => dst.put_slice(data),
             Self::Health { problem } => dst.put_slice(problem.as_bytes()),
-            Self::Restarting { reconnect_in_ms, try_for_ms } => {
+            Self::Restarting {
+                reconnect_in_ms,
+                try_for_ms,
+            } => {
                 dst.put_u32(*reconnect_in_ms);
                 dst.put_u32(*try_for_ms);
             }
@@ -456,7 +475,9 @@ impl Frame {
                     return Err(FrameError::BadMagic);
                 }
                 p.advance(MAGIC.len());
-                Frame::ServerKey { key: take_key(&mut p) }
+                Frame::ServerKey {
+                    key: take_key(&mut p),
+                }
             }
             FrameType::ClientInfo => {
                 need(t, &p, KEY_LEN)?;
@@ -469,20 +490,30 @@ impl Frame {
                 let key = take_key(&mut p);
                 at_most(t, &p, MAX_PACKET_SIZE)?;
                 if t == FrameType::SendPacket {
-                    Frame::SendPacket { dst: key, packet: p }
+                    Frame::SendPacket {
+                        dst: key,
+                        packet: p,
+                    }
                 } else {
-                    Frame::RecvPacket { src: key, packet: p }
+                    Frame::RecvPacket {
+                        src: key,
+                        packet: p,
+                    }
                 }
             }
             FrameType::KeepAlive => Frame::KeepAlive,
             FrameType::NotePreferred => {
                 need(t, &p, 1)?;
-                Frame::NotePreferred { preferred: p[0] != 0 }
+                Frame::NotePreferred {
+                    preferred: p[0] != 0,
+                }
             }
             FrameType::PeerGone => {
                 need(t, &p, KEY_LEN)?;
                 let key = take_key(&mut p);
-                let reason = p.first().map_or(PeerGoneReason::Disconnected, |b| PeerGoneReason::from_u8(*b));
+                let reason = p.first().map_or(PeerGoneReason::Disconnected, |b| {
+                    PeerGoneReason::from_u8(*b)
+                });
                 Frame::PeerGone { key, reason }
             }
             FrameType::PeerPresent => {
@@ -508,24 +539,39 @@ impl Frame {
                 let src = take_key(&mut p);
                 let dst = take_key(&mut p);
                 at_most(t, &p, MAX_PACKET_SIZE)?;
-                Frame::ForwardPacket { src, dst, packet: p }
+                Frame::ForwardPacket {
+                    src,
+                    dst,
+                    packet: p,
+                }
             }
             FrameType::WatchConns => Frame::WatchConns,
             FrameType::ClosePeer => {
                 need(t, &p, KEY_LEN)?;
-                Frame::ClosePeer { key: take_key(&mut p) }
+                Frame::ClosePeer {
+                    key: take_key(&mut p),
+                }
             }
             FrameType::Ping | FrameType::Pong => {
                 need(t, &p, PING_LEN)?;
                 at_most(t, &p, MAX_PING_LEN)?;
                 let mut data = [0u8; PING_LEN];
                 p.copy_to_slice(&mut data);
-                if t == FrameType::Ping { Frame::Ping { data } } else { Frame::Pong { data } }
+                if t == FrameType::Ping {
+                    Frame::Ping { data }
+                } else {
+                    Frame::Pong { data }
+                }
             }
-            FrameType::Health => Frame::Health { problem: String::from_utf8_lossy(&p).into_owned() },
+            FrameType::Health => Frame::Health {
+                problem: String::from_utf8_lossy(&p).into_owned(),
+            },
             FrameType::Restarting => {
                 need(t, &p, 8)?;
-                Frame::Restarting { reconnect_in_ms: p.get_u32(), try_for_ms: p.get_u32() }
+                Frame::Restarting {
+                    reconnect_in_ms: p.get_u32(),
+                    try_for_ms: p.get_u32(),
+                }
             }
         })
     }
@@ -560,7 +606,10 @@ impl FrameDecoder {
 
     /// A decoder that rejects payloads longer than `max`.
     pub fn with_max_frame_len(max: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(16 << 10), max_frame_len: max }
+        Self {
+            buf: BytesMut::with_capacity(16 << 10),
+            max_frame_len: max,
+        }
     }
 
     /// Appends received bytes.
@@ -581,18 +630,25 @@ impl FrameDecoder {
     /// The header of the next frame, if all 5 bytes are buffered: `(type, length)`.
     /// Checks the length limit, so an oversize frame is refused before its payload arrives.
     pub fn peek_header(&self) -> Result<Option<(u8, usize)>, FrameError> {
-        let Some(h) = self.buf.get(..HEADER_LEN) else { return Ok(None) };
+        let Some(h) = self.buf.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
         let ty = h[0];
         let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
         if len > self.max_frame_len {
-            return Err(FrameError::TooLarge { len, max: self.max_frame_len });
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame_len,
+            });
         }
         Ok(Some((ty, len)))
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let Some((ty, len)) = self.peek_header()? else { return Ok(None) };
+        let Some((ty, len)) = self.peek_header()? else {
+            return Ok(None);
+        };
         if self.buf.len() < HEADER_LEN + len {
             // Make room for the whole frame at once instead of growing in small steps.
             self.buf.reserve(HEADER_LEN + len - self.buf.len());
@@ -627,7 +683,11 @@ pub enum BoxError {
 const TAG_LEN: usize = 16;
 
 /// Seals `plaintext` from `sender` to `recipient`: returns `nonce(24) ‖ ciphertext`.
-pub fn seal(sender: &NodePrivate, recipient: &NodePublic, plaintext: &[u8]) -> Result<Bytes, BoxError> {
+pub fn seal(
+    sender: &NodePrivate,
+    recipient: &NodePublic,
+    plaintext: &[u8],
+) -> Result<Bytes, BoxError> {
     let b = SalsaBox::new(&recipient.to_box_key(), sender.secret());
     let nonce = SalsaBox::generate_nonce(&mut OsRng);
     let ct = b.encrypt(&nonce, plaintext).map_err(|_| BoxError::Seal)?;
@@ -638,13 +698,18 @@ pub fn seal(sender: &NodePrivate, recipient: &NodePublic, plaintext: &[u8]) -> R
 }
 
 /// Opens `nonce ‖ ciphertext` sent by `sender` to `recipient`.
-pub fn open(recipient: &NodePrivate, sender: &NodePublic, sealed: &[u8]) -> Result<Vec<u8>, BoxError> {
+pub fn open(
+    recipient: &NodePrivate,
+    sender: &NodePublic,
+    sealed: &[u8],
+) -> Result<Vec<u8>, BoxError> {
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(BoxError::TooShort(sealed.len()));
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     let b = SalsaBox::new(&sender.to_box_key(), recipient.secret());
-    b.decrypt(crypto_box::Nonce::from_slice(nonce), ct).map_err(|_| BoxError::Open)
+    b.decrypt(crypto_box::Nonce::from_slice(nonce), ct)
+        .map_err(|_| BoxError::Open)
 }
 
 fn is_false(b: &bool) -> bool {
@@ -671,7 +736,12 @@ pub struct ClientInfo {
     #[serde(rename = "version", alias = "Version")]
     pub version: u32,
     /// The client answers server pings.
-    #[serde(rename = "CanAckPings", alias = "canAckPings", alias = "canackpings", alias = "can_ack_pings")]
+    #[serde(
+        rename = "CanAckPings",
+        alias = "canAckPings",
+        alias = "canackpings",
+        alias = "can_ack_pings"
+    )]
     pub can_ack_pings: bool,
     /// The client is a prober.
     #[serde(
@@ -728,7 +798,11 @@ pub struct ServerInfo {
 
 impl Default for ServerInfo {
     fn default() -> Self {
-        Self { version: PROTOCOL_VERSION, token_bucket_bytes_per_second: None, token_bucket_bytes_burst: None }
+        Self {
+            version: PROTOCOL_VERSION,
+            token_bucket_bytes_per_second: None,
+            token_bucket_bytes_burst: None,
+        }
     }
 }
 
@@ -745,24 +819,45 @@ fn open_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Builds the ClientInfo frame: `info` sealed with the client's private key to the server.
-pub fn seal_client_info(client: &NodePrivate, server: &NodePublic, info: &ClientInfo) -> Result<Frame, BoxError> {
+pub fn seal_client_info(
+    client: &NodePrivate,
+    server: &NodePublic,
+    info: &ClientInfo,
+) -> Result<Frame, BoxError> {
     let json = serde_json::to_vec(info)?;
-    Ok(Frame::ClientInfo { key: client.public(), sealed: seal(client, server, &json)? })
+    Ok(Frame::ClientInfo {
+        key: client.public(),
+        sealed: seal(client, server, &json)?,
+    })
 }
 
 /// Opens a ClientInfo's sealed part with the server's private key.
-pub fn open_client_info(server: &NodePrivate, client: &NodePublic, sealed: &[u8]) -> Result<ClientInfo, BoxError> {
+pub fn open_client_info(
+    server: &NodePrivate,
+    client: &NodePublic,
+    sealed: &[u8],
+) -> Result<ClientInfo, BoxError> {
     open_json(server, client, sealed)
 }
 
 /// Builds the ServerInfo frame: `info` sealed with the server's private key to the client.
-pub fn seal_server_info(server: &NodePrivate, client: &NodePublic, info: &ServerInfo) -> Result<Frame, BoxError> {
+pub fn seal_server_info(
+    server: &NodePrivate,
+    client: &NodePublic,
+    info: &ServerInfo,
+) -> Result<Frame, BoxError> {
     let json = serde_json::to_vec(info)?;
-    Ok(Frame::ServerInfo { sealed: seal(server, client, &json)? })
+    Ok(Frame::ServerInfo {
+        sealed: seal(server, client, &json)?,
+    })
 }
 
 /// Opens a ServerInfo's sealed part with the client's private key.
-pub fn open_server_info(client: &NodePrivate, server: &NodePublic, sealed: &[u8]) -> Result<ServerInfo, BoxError> {
+pub fn open_server_info(
+    client: &NodePrivate,
+    server: &NodePublic,
+    sealed: &[u8],
+) -> Result<ServerInfo, BoxError> {
     open_json(client, server, sealed)
 }
 

@@ -35,7 +35,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-fn header_tokens<'a>(h: &'a HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &'a str> + 'a {
+fn header_tokens<'a>(
+    h: &'a HeaderMap,
+    name: header::HeaderName,
+) -> impl Iterator<Item = &'a str> + 'a {
     h.get_all(name)
         .into_iter()
         .filter_map(|v| v.to_str().ok())
@@ -53,12 +56,18 @@ fn upgrade_required() -> Response {
 }
 
 async fn derp(State(server): State<Arc<Server>>, mut req: Request) -> Response {
-    let remote = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let headers = req.headers();
-    let wants = |p: &str| header_tokens(headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case(p));
+    let wants =
+        |p: &str| header_tokens(headers, header::UPGRADE).any(|t| t.eq_ignore_ascii_case(p));
 
     if wants("websocket") {
-        if !header_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL).any(|t| t.eq_ignore_ascii_case(WS_PROTOCOL)) {
+        if !header_tokens(headers, header::SEC_WEBSOCKET_PROTOCOL)
+            .any(|t| t.eq_ignore_ascii_case(WS_PROTOCOL))
+        {
             return upgrade_required();
         }
         let (mut parts, _body) = req.into_parts();
@@ -66,18 +75,24 @@ async fn derp(State(server): State<Arc<Server>>, mut req: Request) -> Response {
             Ok(ws) => ws,
             Err(rejection) => return rejection.into_response(),
         };
-        return ws.protocols([WS_PROTOCOL]).on_upgrade(move |socket| async move {
-            if let Err(e) = server.accept(WsIo::new(socket), remote).await {
-                debug!(error = %e, ?remote, "websocket DERP connection ended with error");
-            }
-        });
+        return ws
+            .protocols([WS_PROTOCOL])
+            .on_upgrade(move |socket| async move {
+                if let Err(e) = server.accept(WsIo::new(socket), remote).await {
+                    debug!(error = %e, ?remote, "websocket DERP connection ended with error");
+                }
+            });
     }
     if !wants("derp") {
         return upgrade_required();
     }
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         debug!("DERP upgrade requested on a connection that cannot be upgraded");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded\n").into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection cannot be upgraded\n",
+        )
+            .into_response();
     };
     let public = server.public_key().to_hex();
     tokio::spawn(async move {
@@ -108,11 +123,14 @@ async fn probe() -> Response {
 /// Captive-portal check: echo a sane challenge so the client knows nothing rewrote us.
 async fn generate_204(headers: HeaderMap) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    let challenge = headers.get("X-Tailscale-Challenge").and_then(|v| v.to_str().ok());
+    let challenge = headers
+        .get("X-Tailscale-Challenge")
+        .and_then(|v| v.to_str().ok());
     if let Some(c) = challenge
         && !c.is_empty()
         && c.len() <= 64
-        && c.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
+        && c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b))
         && let Ok(v) = HeaderValue::from_str(&format!("response {c}"))
     {
         resp.headers_mut().insert("X-Tailscale-Response", v);

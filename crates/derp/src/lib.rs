@@ -11,7 +11,7 @@
 
 pub mod client;
 pub mod frame;
-pub mod map;
 pub mod http;
+pub mod map;
 pub mod server;
 mod ws;

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, trace, warn};
 
 use crate::frame::{
-    self, BoxError, Frame, FrameDecoder, FrameError, FrameType, MAX_CLIENT_INFO_LEN, MIN_CLIENT_INFO_LEN,
-    PeerGoneReason, ServerInfo,
+    self, BoxError, Frame, FrameDecoder, FrameError, FrameType, MAX_CLIENT_INFO_LEN,
+    MIN_CLIENT_INFO_LEN, PeerGoneReason, ServerInfo,
 };
 
 /// Decides which node keys may use the relay.
@@ -196,7 +196,10 @@ struct ClientSet {
 
 impl ClientSet {
     fn active(&self) -> Option<&Arc<Conn>> {
-        self.conns.iter().find(|c| c.id == self.active).or_else(|| self.conns.last())
+        self.conns
+            .iter()
+            .find(|c| c.id == self.active)
+            .or_else(|| self.conns.last())
     }
 }
 
@@ -230,7 +233,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("public", &self.public).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("public", &self.public)
+            .finish_non_exhaustive()
     }
 }
 
@@ -244,7 +249,10 @@ impl NotHereLimiter {
     const BURST: f64 = 3.0;
 
     fn new() -> Self {
-        Self { tokens: Self::BURST, last: Instant::now() }
+        Self {
+            tokens: Self::BURST,
+            last: Instant::now(),
+        }
     }
 
     fn allow(&mut self) -> bool {
@@ -268,7 +276,11 @@ impl Server {
     }
 
     /// A server with explicit tunables.
-    pub fn with_config(private: NodePrivate, admission: Arc<dyn Admission>, config: ServerConfig) -> Arc<Self> {
+    pub fn with_config(
+        private: NodePrivate,
+        admission: Arc<dyn Admission>,
+        config: ServerConfig,
+    ) -> Arc<Self> {
         let public = private.public();
         Arc::new(Self {
             private,
@@ -309,7 +321,9 @@ impl Server {
     /// Returns how many connections were told to close.
     pub fn disconnect(&self, key: &NodePublic) -> usize {
         let st = self.state();
-        let Some(set) = st.clients.get(key) else { return 0 };
+        let Some(set) = st.clients.get(key) else {
+            return 0;
+        };
         for c in &set.conns {
             c.cancel.cancel();
         }
@@ -335,21 +349,34 @@ impl Server {
 
     fn drop_packets(&self, n: u64) {
         if n > 0 {
-            self.counters.packets_dropped.fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .packets_dropped
+                .fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Runs one client connection to its end: login, then relaying until either side
     /// closes, the client misbehaves, or [`Server::disconnect`] is called for its key.
-    pub async fn accept<S>(self: &Arc<Self>, stream: S, remote: Option<SocketAddr>) -> Result<(), ServeError>
+    pub async fn accept<S>(
+        self: &Arc<Self>,
+        stream: S,
+        remote: Option<SocketAddr>,
+    ) -> Result<(), ServeError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let span = tracing::debug_span!("derp_conn", remote = ?remote, peer = tracing::field::Empty);
-        self.accept_inner(stream, span.clone()).instrument(span).await
+        let span =
+            tracing::debug_span!("derp_conn", remote = ?remote, peer = tracing::field::Empty);
+        self.accept_inner(stream, span.clone())
+            .instrument(span)
+            .await
     }
 
-    async fn accept_inner<S>(self: &Arc<Self>, mut stream: S, span: tracing::Span) -> Result<(), ServeError>
+    async fn accept_inner<S>(
+        self: &Arc<Self>,
+        mut stream: S,
+        span: tracing::Span,
+    ) -> Result<(), ServeError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -392,7 +419,11 @@ impl Server {
         res
     }
 
-    async fn login<S>(&self, stream: &mut S, decoder: &mut FrameDecoder) -> Result<(NodePublic, frame::ClientInfo), ServeError>
+    async fn login<S>(
+        &self,
+        stream: &mut S,
+        decoder: &mut FrameDecoder,
+    ) -> Result<(NodePublic, frame::ClientInfo), ServeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -438,7 +469,8 @@ impl Server {
             info!(peer = %key, "login refused by admission check");
             return Err(ServeError::NotAdmitted(key));
         }
-        let reply = frame::seal_server_info(&self.private, &key, &ServerInfo::default())?.to_bytes();
+        let reply =
+            frame::seal_server_info(&self.private, &key, &ServerInfo::default())?.to_bytes();
         timeout(deadline, async {
             stream.write_all(&reply).await?;
             stream.flush().await
@@ -482,11 +514,16 @@ impl Server {
             return;
         }
         st.clients.remove(&conn.key);
-        let Some(peers) = st.sent_to.remove(&conn.key) else { return };
+        let Some(peers) = st.sent_to.remove(&conn.key) else {
+            return;
+        };
         for p in peers {
             if let Some(set) = st.clients.get(&p) {
                 for c in &set.conns {
-                    c.enqueue_ctrl(Frame::PeerGone { key: conn.key, reason: PeerGoneReason::Disconnected });
+                    c.enqueue_ctrl(Frame::PeerGone {
+                        key: conn.key,
+                        reason: PeerGoneReason::Disconnected,
+                    });
                 }
             }
         }
@@ -510,7 +547,12 @@ impl Server {
         }
     }
 
-    fn handle_frame(&self, conn: &Arc<Conn>, f: Frame, limiter: &mut NotHereLimiter) -> Result<(), ServeError> {
+    fn handle_frame(
+        &self,
+        conn: &Arc<Conn>,
+        f: Frame,
+        limiter: &mut NotHereLimiter,
+    ) -> Result<(), ServeError> {
         match f {
             Frame::SendPacket { dst, packet } => self.handle_send(conn, dst, packet, limiter),
             Frame::Ping { data } => conn.enqueue_ctrl(Frame::Pong { data }),
@@ -525,7 +567,13 @@ impl Server {
         Ok(())
     }
 
-    fn handle_send(&self, conn: &Arc<Conn>, dst: NodePublic, packet: Bytes, limiter: &mut NotHereLimiter) {
+    fn handle_send(
+        &self,
+        conn: &Arc<Conn>,
+        dst: NodePublic,
+        packet: Bytes,
+        limiter: &mut NotHereLimiter,
+    ) {
         let target = {
             let mut st = self.state();
             if let Some(set) = st.clients.get_mut(&conn.key)
@@ -554,7 +602,10 @@ impl Server {
                 self.drop_packets(1);
                 trace!(dst = %dst, "packet for unknown destination dropped");
                 if frame::is_disco(&packet) && limiter.allow() {
-                    conn.enqueue_ctrl(Frame::PeerGone { key: dst, reason: PeerGoneReason::NotHere });
+                    conn.enqueue_ctrl(Frame::PeerGone {
+                        key: dst,
+                        reason: PeerGoneReason::NotHere,
+                    });
                 }
             }
         }
@@ -562,11 +613,19 @@ impl Server {
 
     fn keepalive_delay(&self) -> Duration {
         let j = self.config.keepalive_jitter.as_millis() as u64;
-        let extra = if j == 0 { 0 } else { rand::thread_rng().gen_range(0..=j) };
+        let extra = if j == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=j)
+        };
         self.config.keepalive + Duration::from_millis(extra)
     }
 
-    async fn write_loop<W: AsyncWrite + Unpin>(&self, conn: &Arc<Conn>, mut w: W) -> Result<(), ServeError> {
+    async fn write_loop<W: AsyncWrite + Unpin>(
+        &self,
+        conn: &Arc<Conn>,
+        mut w: W,
+    ) -> Result<(), ServeError> {
         let mut buf = BytesMut::new();
         let mut next_keepalive = Instant::now() + self.keepalive_delay();
         let mut ctrl = VecDeque::new();
@@ -613,8 +672,12 @@ impl Server {
             if buf.capacity() > 256 << 10 {
                 buf = BytesMut::new();
             }
-            self.counters.packets_forwarded.fetch_add(packets, Ordering::Relaxed);
-            self.counters.bytes_forwarded.fetch_add(bytes, Ordering::Relaxed);
+            self.counters
+                .packets_forwarded
+                .fetch_add(packets, Ordering::Relaxed);
+            self.counters
+                .bytes_forwarded
+                .fetch_add(bytes, Ordering::Relaxed);
         }
     }
 }

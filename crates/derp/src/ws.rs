@@ -66,7 +66,11 @@ pub(crate) struct WsIo<S> {
 
 impl<S> WsIo<S> {
     pub(crate) fn new(inner: S) -> Self {
-        Self { inner, pending: Bytes::new(), eof: false }
+        Self {
+            inner,
+            pending: Bytes::new(),
+            eof: false,
+        }
     }
 }
 
@@ -76,7 +80,11 @@ where
     M: WsMessage,
     E: std::error::Error + Send + Sync + 'static,
 {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.pending.is_empty() {
@@ -113,18 +121,28 @@ where
     M: WsMessage,
     S::Error: std::error::Error + Send + Sync + 'static,
 {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut inner = Pin::new(&mut self.inner);
         ready!(inner.as_mut().poll_ready(cx)).map_err(io::Error::other)?;
-        inner.start_send(M::binary(Bytes::copy_from_slice(buf))).map_err(io::Error::other)?;
+        inner
+            .start_send(M::binary(Bytes::copy_from_slice(buf)))
+            .map_err(io::Error::other)?;
         Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(io::Error::other)
+        Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(io::Error::other)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx).map_err(io::Error::other)
+        Pin::new(&mut self.inner)
+            .poll_close(cx)
+            .map_err(io::Error::other)
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use tether_derp::client::{
-    Client, ClientConfig, ClientError, ClientReceiver, ClientSender, Event, ReconnectingClient, Received, Transport,
+    Client, ClientConfig, ClientError, ClientReceiver, ClientSender, Event, Received,
+    ReconnectingClient, Transport,
 };
 use tether_derp::frame::{self, ClientInfo, DISCO_MAGIC, Frame, FrameDecoder, PeerGoneReason};
 use tether_derp::server::{AllowAll, Server, ServerConfig};
@@ -29,7 +30,10 @@ async fn exchange(
     a: (ClientSender, ClientReceiver, NodePublic),
     b: (ClientSender, ClientReceiver, NodePublic),
     n: u32,
-) -> ((ClientSender, ClientReceiver), (ClientSender, ClientReceiver)) {
+) -> (
+    (ClientSender, ClientReceiver),
+    (ClientSender, ClientReceiver),
+) {
     let (a_tx, mut a_rx, a_pub) = a;
     let (b_tx, mut b_rx, b_pub) = b;
     let receiver = tokio::spawn(async move {
@@ -37,10 +41,16 @@ async fn exchange(
         while expected < n {
             let (src, data) = next_packet(&mut b_rx).await;
             assert_eq!(src, a_pub);
-            assert_eq!(data.as_ref(), payload(expected).as_slice(), "packet {expected} intact and in order");
+            assert_eq!(
+                data.as_ref(),
+                payload(expected).as_slice(),
+                "packet {expected} intact and in order"
+            );
             expected += 1;
-            if expected % 8 == 0 || expected == n {
-                b_tx.send(a_pub, &expected.to_be_bytes()).await.expect("ack");
+            if expected.is_multiple_of(8) || expected == n {
+                b_tx.send(a_pub, &expected.to_be_bytes())
+                    .await
+                    .expect("ack");
             }
         }
         (b_tx, b_rx)
@@ -58,7 +68,10 @@ async fn exchange(
         let (_, d) = next_packet(&mut a_rx).await;
         acked = u32::from_be_bytes(d[..4].try_into().expect("ack len"));
     }
-    let b = timeout(WAIT, receiver).await.expect("receiver in time").expect("receiver ok");
+    let b = timeout(WAIT, receiver)
+        .await
+        .expect("receiver in time")
+        .expect("receiver ok");
     ((a_tx, a_rx), b)
 }
 
@@ -78,14 +91,25 @@ async fn pair_via(srv: &TestServer, ws: bool, want: Transport) -> (Half, Half) {
 }
 
 async fn pair(srv: &TestServer, ws: bool) -> (Half, Half) {
-    pair_via(srv, ws, if ws { Transport::WebSocket } else { Transport::Upgrade }).await
+    pair_via(
+        srv,
+        ws,
+        if ws {
+            Transport::WebSocket
+        } else {
+            Transport::Upgrade
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn plain_upgrade_relays_10k_packets_without_loss() {
     let srv = start().await;
     let (a, b) = pair(&srv, false).await;
-    timeout(Duration::from_secs(120), exchange(a, b, 10_000)).await.expect("exchange in time");
+    timeout(Duration::from_secs(120), exchange(a, b, 10_000))
+        .await
+        .expect("exchange in time");
     let st = srv.derp.stats();
     assert_eq!(st.clients, 2);
     assert_eq!(st.packets_dropped, 0);
@@ -96,7 +120,9 @@ async fn plain_upgrade_relays_10k_packets_without_loss() {
 async fn websocket_relays_10k_packets_without_loss() {
     let srv = start().await;
     let (a, b) = pair(&srv, true).await;
-    timeout(Duration::from_secs(120), exchange(a, b, 10_000)).await.expect("exchange in time");
+    timeout(Duration::from_secs(120), exchange(a, b, 10_000))
+        .await
+        .expect("exchange in time");
     assert_eq!(srv.derp.stats().packets_dropped, 0);
 }
 
@@ -104,12 +130,21 @@ async fn websocket_relays_10k_packets_without_loss() {
 async fn admission_refuses_unknown_key() {
     let allowed = NodePrivate::generate();
     let allowed_pub = allowed.public();
-    let derp = Server::new(NodePrivate::generate(), Arc::new(move |k: &NodePublic| *k == allowed_pub));
+    let derp = Server::new(
+        NodePrivate::generate(),
+        Arc::new(move |k: &NodePublic| *k == allowed_pub),
+    );
     let srv = start_with(derp).await;
     let stranger = NodePrivate::generate();
     let cfg = ClientConfig::new(srv.url(), stranger);
-    let err = timeout(WAIT, Client::connect(&cfg)).await.expect("in time").expect_err("must be refused");
-    assert!(matches!(err, ClientError::Closed | ClientError::Io(_)), "{err}");
+    let err = timeout(WAIT, Client::connect(&cfg))
+        .await
+        .expect("in time")
+        .expect_err("must be refused");
+    assert!(
+        matches!(err, ClientError::Closed | ClientError::Io(_)),
+        "{err}"
+    );
     assert_eq!(srv.derp.stats().refused_by_admission, 1);
     assert_eq!(srv.derp.stats().clients, 0);
     let ok = connect(&srv, &allowed, false).await;
@@ -126,10 +161,17 @@ async fn raw_login(srv: &TestServer, key: &NodePrivate) -> (TcpStream, FrameDeco
         Some(Frame::ServerKey { key }) => key,
         other => panic!("expected ServerKey, got {other:?}"),
     };
-    let info = ClientInfo { version: 2, can_ack_pings: true, ..Default::default() };
+    let info = ClientInfo {
+        version: 2,
+        can_ack_pings: true,
+        ..Default::default()
+    };
     let hello = frame::seal_client_info(key, &server_key, &info).expect("seal");
     s.write_all(&hello.to_bytes()).await.expect("write");
-    assert!(matches!(read_frame(&mut s, &mut dec).await, Some(Frame::ServerInfo { .. })));
+    assert!(matches!(
+        read_frame(&mut s, &mut dec).await,
+        Some(Frame::ServerInfo { .. })
+    ));
     (s, dec)
 }
 
@@ -159,14 +201,36 @@ async fn malformed_or_oversize_frame_closes_only_that_client() {
 
     // A SendPacket header declaring 2 MiB, a SendPacket too short for its key,
     // and a mesh-only frame from a plain client.
-    oversize.write_all(&[0x04, 0x00, 0x20, 0x00, 0x00]).await.expect("write");
-    short.write_all(&[0x04, 0, 0, 0, 3, 1, 2, 3]).await.expect("write");
-    mesh.write_all(&Frame::WatchConns.to_bytes()).await.expect("write");
-    assert_eq!(read_frame(&mut oversize, &mut dec1).await, None, "oversize sender closed");
-    assert_eq!(read_frame(&mut short, &mut dec2).await, None, "malformed sender closed");
-    assert_eq!(read_frame(&mut mesh, &mut dec3).await, None, "mesh frame sender closed");
+    oversize
+        .write_all(&[0x04, 0x00, 0x20, 0x00, 0x00])
+        .await
+        .expect("write");
+    short
+        .write_all(&[0x04, 0, 0, 0, 3, 1, 2, 3])
+        .await
+        .expect("write");
+    mesh.write_all(&Frame::WatchConns.to_bytes())
+        .await
+        .expect("write");
+    assert_eq!(
+        read_frame(&mut oversize, &mut dec1).await,
+        None,
+        "oversize sender closed"
+    );
+    assert_eq!(
+        read_frame(&mut short, &mut dec2).await,
+        None,
+        "malformed sender closed"
+    );
+    assert_eq!(
+        read_frame(&mut mesh, &mut dec3).await,
+        None,
+        "mesh frame sender closed"
+    );
 
-    timeout(Duration::from_secs(60), exchange(a, b, 500)).await.expect("others still exchange");
+    timeout(Duration::from_secs(60), exchange(a, b, 500))
+        .await
+        .expect("others still exchange");
     assert_eq!(srv.derp.stats().connections, 2);
 }
 
@@ -175,10 +239,22 @@ async fn peer_gone_after_sender_leaves_and_not_here_for_disco() {
     let srv = start().await;
     let ((a_tx, a_rx, a_pub), (b_tx, mut b_rx, b_pub)) = pair(&srv, false).await;
     a_tx.send(b_pub, b"hello").await.expect("send");
-    assert_eq!(next_packet(&mut b_rx).await, (a_pub, Bytes::from_static(b"hello")));
+    assert_eq!(
+        next_packet(&mut b_rx).await,
+        (a_pub, Bytes::from_static(b"hello"))
+    );
     drop((a_tx, a_rx));
-    let got = timeout(WAIT, b_rx.recv()).await.expect("in time").expect("recv");
-    assert_eq!(got, Received::PeerGone { key: a_pub, reason: PeerGoneReason::Disconnected });
+    let got = timeout(WAIT, b_rx.recv())
+        .await
+        .expect("in time")
+        .expect("recv");
+    assert_eq!(
+        got,
+        Received::PeerGone {
+            key: a_pub,
+            reason: PeerGoneReason::Disconnected
+        }
+    );
 
     // Unknown destination: a plain packet is silently dropped, a disco packet gets NotHere.
     let nobody = NodePrivate::generate().public();
@@ -186,8 +262,17 @@ async fn peer_gone_after_sender_leaves_and_not_here_for_disco() {
     let mut disco = DISCO_MAGIC.to_vec();
     disco.resize(100, 0);
     b_tx.send(nobody, &disco).await.expect("send");
-    let got = timeout(WAIT, b_rx.recv()).await.expect("in time").expect("recv");
-    assert_eq!(got, Received::PeerGone { key: nobody, reason: PeerGoneReason::NotHere });
+    let got = timeout(WAIT, b_rx.recv())
+        .await
+        .expect("in time")
+        .expect("recv");
+    assert_eq!(
+        got,
+        Received::PeerGone {
+            key: nobody,
+            reason: PeerGoneReason::NotHere
+        }
+    );
     // Rate limit: burst of 3, then at most one per second.
     for _ in 0..10 {
         b_tx.send(nobody, &disco).await.expect("send");
@@ -195,8 +280,15 @@ async fn peer_gone_after_sender_leaves_and_not_here_for_disco() {
     b_tx.ping([9; 8]).await.expect("ping");
     let mut not_here = 0;
     loop {
-        match timeout(WAIT, b_rx.recv()).await.expect("in time").expect("recv") {
-            Received::PeerGone { reason: PeerGoneReason::NotHere, .. } => not_here += 1,
+        match timeout(WAIT, b_rx.recv())
+            .await
+            .expect("in time")
+            .expect("recv")
+        {
+            Received::PeerGone {
+                reason: PeerGoneReason::NotHere,
+                ..
+            } => not_here += 1,
             Received::Pong(d) => {
                 assert_eq!(d, [9; 8]);
                 break;
@@ -204,7 +296,10 @@ async fn peer_gone_after_sender_leaves_and_not_here_for_disco() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!((2..=3).contains(&not_here), "rate limited NotHere replies: {not_here}");
+    assert!(
+        (2..=3).contains(&not_here),
+        "rate limited NotHere replies: {not_here}"
+    );
     assert!(srv.derp.stats().packets_dropped >= 12);
 }
 
@@ -213,7 +308,10 @@ async fn slow_reader_does_not_stall_others() {
     let srv = start_with(Server::with_config(
         NodePrivate::generate(),
         Arc::new(AllowAll),
-        ServerConfig { write_timeout: Duration::from_millis(500), ..Default::default() },
+        ServerConfig {
+            write_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
     ))
     .await;
     let (a, b) = pair(&srv, false).await;
@@ -231,15 +329,26 @@ async fn slow_reader_does_not_stall_others() {
             }
         }
     });
-    timeout(Duration::from_secs(60), exchange(a, b, 2000)).await.expect("exchange not stalled");
-    timeout(WAIT, flood).await.expect("flood in time").expect("flood task");
+    timeout(Duration::from_secs(60), exchange(a, b, 2000))
+        .await
+        .expect("exchange not stalled");
+    timeout(WAIT, flood)
+        .await
+        .expect("flood in time")
+        .expect("flood task");
     let st = srv.derp.stats();
-    assert!(st.packets_dropped > 0, "the sleeper's packets were dropped: {st:?}");
+    assert!(
+        st.packets_dropped > 0,
+        "the sleeper's packets were dropped: {st:?}"
+    );
 }
 
 #[tokio::test]
 async fn websocket_fallback_when_plain_upgrade_is_refused() {
-    async fn refuse_plain(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    async fn refuse_plain(
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
         let plain = req
             .headers()
             .get("upgrade")
@@ -252,12 +361,15 @@ async fn websocket_fallback_when_plain_upgrade_is_refused() {
     }
     use axum::response::IntoResponse;
     let derp = Server::new(NodePrivate::generate(), Arc::new(AllowAll));
-    let app = tether_derp::http::router(derp.clone()).layer(axum::middleware::from_fn(refuse_plain));
+    let app =
+        tether_derp::http::router(derp.clone()).layer(axum::middleware::from_fn(refuse_plain));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let srv = serve_router(listener, app, derp).await;
     // Not forced: the client tries the plain upgrade, gets 400, and falls back.
     let (a, b) = pair_via(&srv, false, Transport::WebSocket).await;
-    timeout(Duration::from_secs(60), exchange(a, b, 200)).await.expect("exchange");
+    timeout(Duration::from_secs(60), exchange(a, b, 200))
+        .await
+        .expect("exchange");
 }
 
 #[tokio::test]
@@ -272,16 +384,30 @@ async fn ping_pong_duplicate_keys_and_disconnect() {
     assert_eq!(srv.derp.stats().connections, 3);
 
     s1.ping([1, 2, 3, 4, 5, 6, 7, 8]).await.expect("ping");
-    assert_eq!(timeout(WAIT, r1.recv()).await.expect("t").expect("pong"), Received::Pong([1, 2, 3, 4, 5, 6, 7, 8]));
+    assert_eq!(
+        timeout(WAIT, r1.recv()).await.expect("t").expect("pong"),
+        Received::Pong([1, 2, 3, 4, 5, 6, 7, 8])
+    );
 
     // The newest connection (s2) is active; then s1 sends and becomes active.
     p_tx.send(key.public(), b"to-newest").await.expect("send");
-    assert_eq!(next_packet(&mut r2).await.1, Bytes::from_static(b"to-newest"));
-    s1.send(NodePrivate::generate().public(), b"x").await.expect("send");
+    assert_eq!(
+        next_packet(&mut r2).await.1,
+        Bytes::from_static(b"to-newest")
+    );
+    s1.send(NodePrivate::generate().public(), b"x")
+        .await
+        .expect("send");
     s1.ping([0; 8]).await.expect("ping");
-    assert!(matches!(timeout(WAIT, r1.recv()).await.expect("t").expect("pong"), Received::Pong(_)));
+    assert!(matches!(
+        timeout(WAIT, r1.recv()).await.expect("t").expect("pong"),
+        Received::Pong(_)
+    ));
     p_tx.send(key.public(), b"to-sender").await.expect("send");
-    assert_eq!(next_packet(&mut r1).await.1, Bytes::from_static(b"to-sender"));
+    assert_eq!(
+        next_packet(&mut r1).await.1,
+        Bytes::from_static(b"to-sender")
+    );
 
     // The peer heard from the key; it gets PeerGone only once the key's last connection goes.
     s2.send(p_key.public(), b"hi").await.expect("send");
@@ -301,12 +427,24 @@ async fn ping_pong_duplicate_keys_and_disconnect() {
         assert!(matches!(e, ClientError::Closed | ClientError::Io(_)), "{e}");
     }
     assert!(!srv.derp.is_connected(&key.public()));
-    let got = timeout(WAIT, p_rx.recv()).await.expect("in time").expect("recv");
-    assert_eq!(got, Received::PeerGone { key: key.public(), reason: PeerGoneReason::Disconnected });
+    let got = timeout(WAIT, p_rx.recv())
+        .await
+        .expect("in time")
+        .expect("recv");
+    assert_eq!(
+        got,
+        Received::PeerGone {
+            key: key.public(),
+            reason: PeerGoneReason::Disconnected
+        }
+    );
 }
 
 async fn next(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Event {
-    timeout(WAIT, events.recv()).await.expect("event in time").expect("task alive")
+    timeout(WAIT, events.recv())
+        .await
+        .expect("event in time")
+        .expect("task alive")
 }
 
 #[tokio::test]
@@ -322,8 +460,14 @@ async fn reconnecting_client_survives_server_restart() {
     assert!(rc.is_connected());
 
     drop(srv);
-    assert!(matches!(next(&mut events).await, Event::Disconnected { .. }));
-    assert!(matches!(rc.send(key.public(), b"x").await, Err(ClientError::NotConnected)));
+    assert!(matches!(
+        next(&mut events).await,
+        Event::Disconnected { .. }
+    ));
+    assert!(matches!(
+        rc.send(key.public(), b"x").await,
+        Err(ClientError::NotConnected)
+    ));
 
     // Same port, new relay (new server key).
     let listener = TcpListener::bind(addr).await.expect("rebind same port");
@@ -335,7 +479,9 @@ async fn reconnecting_client_survives_server_restart() {
     }
     let other = NodePrivate::generate();
     let (o_tx, mut o_rx) = connect(&srv, &other, false).await.split();
-    o_tx.send(key.public(), b"after restart").await.expect("send");
+    o_tx.send(key.public(), b"after restart")
+        .await
+        .expect("send");
     match next(&mut events).await {
         Event::Packet { src, data } => {
             assert_eq!(src, other.public());
@@ -343,19 +489,29 @@ async fn reconnecting_client_survives_server_restart() {
         }
         e => panic!("expected packet, got {e:?}"),
     }
-    rc.send(other.public(), b"reply").await.expect("send via reconnecting client");
+    rc.send(other.public(), b"reply")
+        .await
+        .expect("send via reconnecting client");
     assert_eq!(next_packet(&mut o_rx).await.1, Bytes::from_static(b"reply"));
 
     // Dropping the handle stops the task: the event stream ends.
     drop(rc);
-    assert!(timeout(WAIT, events.recv()).await.expect("ended in time").is_none());
+    assert!(
+        timeout(WAIT, events.recv())
+            .await
+            .expect("ended in time")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn http_endpoints() {
     let srv = start().await;
     let (_s, status) = raw_upgrade(srv.addr, "POST http://127.0.0.1/derp HTTP/1.1", "").await;
-    assert!(status.starts_with("HTTP/1.1 101"), "absolute-form POST upgrade: {status}");
+    assert!(
+        status.starts_with("HTTP/1.1 101"),
+        "absolute-form POST upgrade: {status}"
+    );
 
     async fn request(addr: std::net::SocketAddr, req: &str) -> String {
         let mut s = TcpStream::connect(addr).await.expect("tcp");
@@ -364,29 +520,72 @@ async fn http_endpoints() {
     }
     let h = request(srv.addr, "GET /derp HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(h.starts_with("HTTP/1.1 426"), "{h}");
-    let h = request(srv.addr, "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\nConnection: upgrade\r\n\r\n").await;
+    let h = request(
+        srv.addr,
+        "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: derp\r\nConnection: upgrade\r\n\r\n",
+    )
+    .await;
     assert!(h.starts_with("HTTP/1.1 101"), "{h}");
     let lower = h.to_ascii_lowercase();
-    assert!(lower.contains("upgrade: derp\r\n") && lower.contains("derp-version: 2\r\n"), "{h}");
-    assert!(lower.contains(&format!("derp-public-key: {}", srv.derp.public_key().to_hex())), "{h}");
+    assert!(
+        lower.contains("upgrade: derp\r\n") && lower.contains("derp-version: 2\r\n"),
+        "{h}"
+    );
+    assert!(
+        lower.contains(&format!(
+            "derp-public-key: {}",
+            srv.derp.public_key().to_hex()
+        )),
+        "{h}"
+    );
     let h = request(
         srv.addr,
         "GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: chat\r\n\r\n",
     )
     .await;
-    assert!(h.starts_with("HTTP/1.1 426"), "websocket without derp subprotocol: {h}");
+    assert!(
+        h.starts_with("HTTP/1.1 426"),
+        "websocket without derp subprotocol: {h}"
+    );
     for path in ["/derp/probe", "/derp/latency-check"] {
         let h = request(srv.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-        assert!(h.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{h}");
-        let h = request(srv.addr, &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(
+            h.to_ascii_lowercase()
+                .contains("access-control-allow-origin: *"),
+            "{h}"
+        );
+        let h = request(
+            srv.addr,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        )
+        .await;
         assert!(h.starts_with("HTTP/1.1 200"), "{h}");
-        let h = request(srv.addr, &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")).await;
+        let h = request(
+            srv.addr,
+            &format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
+        )
+        .await;
         assert!(h.starts_with("HTTP/1.1 405"), "{h}");
     }
-    let h = request(srv.addr, "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: abc.123\r\n\r\n").await;
+    let h = request(
+        srv.addr,
+        "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: abc.123\r\n\r\n",
+    )
+    .await;
     assert!(h.starts_with("HTTP/1.1 204"), "{h}");
-    assert!(h.to_ascii_lowercase().contains("x-tailscale-response: response abc.123\r\n"), "{h}");
-    let h = request(srv.addr, "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: a b\r\n\r\n").await;
-    assert!(!h.to_ascii_lowercase().contains("x-tailscale-response"), "bad challenge not echoed: {h}");
+    assert!(
+        h.to_ascii_lowercase()
+            .contains("x-tailscale-response: response abc.123\r\n"),
+        "{h}"
+    );
+    let h = request(
+        srv.addr,
+        "GET /generate_204 HTTP/1.1\r\nHost: x\r\nX-Tailscale-Challenge: a b\r\n\r\n",
+    )
+    .await;
+    assert!(
+        !h.to_ascii_lowercase().contains("x-tailscale-response"),
+        "bad challenge not echoed: {h}"
+    );
 }

@@ -17,7 +17,11 @@ async fn ts_derp_client_logs_in_and_exchanges_packets() {
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
 
     let ts_keys = ts_keys::NodeKeyPair::random();
-    let ts_pub: NodePublic = ts_keys.public.to_string().parse().expect("same nodekey text form");
+    let ts_pub: NodePublic = ts_keys
+        .public
+        .to_string()
+        .parse()
+        .expect("same nodekey text form");
     let ts = timeout(WAIT, ts_derp::Client::handshake(stream, &ts_keys))
         .await
         .expect("handshake in time")
@@ -29,16 +33,22 @@ async fn ts_derp_client_logs_in_and_exchanges_packets() {
 
     for i in 0..50u8 {
         let msg = vec![i; 100 + usize::from(i)];
-        ts.send_one(ts_keys::NodePublicKey::from_bytes(*ours.public().as_bytes()), &msg)
-            .await
-            .expect("ts_derp send");
+        ts.send_one(
+            ts_keys::NodePublicKey::from_bytes(*ours.public().as_bytes()),
+            &msg,
+        )
+        .await
+        .expect("ts_derp send");
         let (src, data) = next_packet(&mut rx).await;
         assert_eq!(src, ts_pub);
         assert_eq!(data, Bytes::from(msg));
 
         let reply = vec![i ^ 0xff; 1200];
         tx.send(ts_pub, &reply).await.expect("tether send");
-        let (src, data) = timeout(WAIT, ts.recv_one()).await.expect("ts recv in time").expect("ts recv");
+        let (src, data) = timeout(WAIT, ts.recv_one())
+            .await
+            .expect("ts recv in time")
+            .expect("ts recv");
         assert_eq!(src.to_string(), ours.public().to_string());
         assert_eq!(data.as_ref(), reply.as_slice());
     }

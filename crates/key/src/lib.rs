@@ -223,7 +223,10 @@ mod tests {
             "discokey:00".parse::<NodePublic>(),
             Err(ParseKeyError::MissingPrefix("nodekey:"))
         );
-        assert_eq!("nodekey:zz".parse::<NodePublic>(), Err(ParseKeyError::BadHex));
+        assert_eq!(
+            "nodekey:zz".parse::<NodePublic>(),
+            Err(ParseKeyError::BadHex)
+        );
         let again: NodePrivate = k.to_text().parse().expect("parse private");
         assert_eq!(again.public(), p);
     }

@@ -47,7 +47,11 @@ pub struct Config {
     pub derp_server_region_code: String,
 
     /// Region name of the built-in relay.
-    #[arg(long, env = "TETHER_DERP_SERVER_REGION_NAME", default_value = "tether embedded relay")]
+    #[arg(
+        long,
+        env = "TETHER_DERP_SERVER_REGION_NAME",
+        default_value = "tether embedded relay"
+    )]
     pub derp_server_region_name: String,
 
     /// Extra STUN servers (host:port) advertised in the map, each as its own STUN-only
@@ -61,7 +65,11 @@ pub struct Config {
     pub stun_address: Option<String>,
 
     /// A Tailscale-format DERP map file merged with the built-in region.
-    #[arg(long, env = "TETHER_DERP_CONFIG_PATH", conflicts_with = "derp_config_url")]
+    #[arg(
+        long,
+        env = "TETHER_DERP_CONFIG_PATH",
+        conflicts_with = "derp_config_url"
+    )]
     pub derp_config_path: Option<PathBuf>,
 
     /// A URL serving a Tailscale-format DERP map, fetched at start and re-fetched periodically.
@@ -126,7 +134,10 @@ impl Config {
                 .parse()
                 .map(StunListen::On)
                 .map_err(|_| format!("--stun-address {s:?} is not an IP:port (or `disable`)")),
-            None => Ok(StunListen::On(SocketAddr::new(self.http_address.ip(), 3478))),
+            None => Ok(StunListen::On(SocketAddr::new(
+                self.http_address.ip(),
+                3478,
+            ))),
         }
     }
 }
@@ -138,7 +149,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 5m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

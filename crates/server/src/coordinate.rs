@@ -80,7 +80,11 @@ impl Hub {
     ) -> Arc<Self> {
         let heartbeat = config.heartbeat;
         Arc::new(Self {
-            inner: Mutex::new(Inner { coord: Coordinator::new(config, derp_map), conns: HashMap::new(), next_conn: 1 }),
+            inner: Mutex::new(Inner {
+                coord: Coordinator::new(config, derp_map),
+                conns: HashMap::new(),
+                next_conn: 1,
+            }),
             derp,
             heartbeat,
             wake: tokio::sync::Notify::new(),
@@ -110,10 +114,10 @@ impl Hub {
         while let Some(out) = inner.coord.poll_output() {
             match out {
                 Output::Send { conn, msg } => {
-                    if let Some(tx) = inner.conns.get(&conn) {
-                        if tx.try_send(Cmd::Send(msg)).is_err() {
-                            slow.push(conn);
-                        }
+                    if let Some(tx) = inner.conns.get(&conn)
+                        && tx.try_send(Cmd::Send(msg)).is_err()
+                    {
+                        slow.push(conn);
                     }
                 }
                 Output::Close { conn, reason } => {
@@ -125,7 +129,10 @@ impl Hub {
         }
         for conn in slow {
             if let Some(tx) = inner.conns.remove(&conn) {
-                tracing::warn!(conn, "coordinator peer too slow to read its updates; disconnecting");
+                tracing::warn!(
+                    conn,
+                    "coordinator peer too slow to read its updates; disconnecting"
+                );
                 let _ = tx.try_send(Cmd::Close("too slow".into()));
                 inner.coord.disconnected(conn, Instant::now());
             }
@@ -154,7 +161,12 @@ impl Hub {
 
     /// Serves one peer's socket until it ends. `on_event` hears when the peer reports a
     /// new home DERP region and when it leaves (the agent endpoint keeps last-seen records).
-    pub async fn serve(self: Arc<Self>, socket: WebSocket, role: Role, mut on_event: impl FnMut(PeerEvent) + Send) {
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: WebSocket,
+        role: Role,
+        mut on_event: impl FnMut(PeerEvent) + Send,
+    ) {
         let mut relay: Option<u32> = None;
         let (tx, mut rx) = mpsc::channel(OUTBOX);
         let connected = {
@@ -177,7 +189,9 @@ impl Hub {
             Ok(conn) => conn,
             Err(e) => {
                 let (mut sink, _) = socket.split();
-                let msg = Response::Error { message: e.to_string() };
+                let msg = Response::Error {
+                    message: e.to_string(),
+                };
                 if let Ok(text) = serde_json::to_string(&msg) {
                     let _ = sink.send(Message::Text(text.into())).await;
                 }
@@ -218,11 +232,12 @@ impl Hub {
                     match frame {
                         Message::Text(text) => match serde_json::from_str::<Request>(text.as_str()) {
                             Ok(req) => {
-                                if let Request::UpdateSelf { node } = &req {
-                                    if node.preferred_derp != 0 && relay != Some(node.preferred_derp) {
+                                if let Request::UpdateSelf { node } = &req
+                                        && node.preferred_derp != 0
+                                        && relay != Some(node.preferred_derp)
+                                {
                                         relay = Some(node.preferred_derp);
                                         on_event(PeerEvent::Relay(node.preferred_derp));
-                                    }
                                 }
                                 self.with(|c| {
                                     c.heard_from(conn, now);

@@ -39,10 +39,14 @@ pub enum DerpMapError {
         source: serde_json::Error,
     },
     /// The configuration leaves clients with no relay at all.
-    #[error("the built-in DERP relay is disabled (--derp-server-enable=false) and no other DERP map is configured (--derp-config-path or --derp-config-url), so no connection could ever be made")]
+    #[error(
+        "the built-in DERP relay is disabled (--derp-server-enable=false) and no other DERP map is configured (--derp-config-path or --derp-config-url), so no connection could ever be made"
+    )]
     NoRelay,
     /// Two regions share an ID.
-    #[error("region {0} in the DERP map clashes with the built-in relay's region ID (change --derp-server-region-id)")]
+    #[error(
+        "region {0} in the DERP map clashes with the built-in relay's region ID (change --derp-server-region-id)"
+    )]
     Clash(u32),
     /// A STUN address was not host:port.
     #[error("--derp-server-stun-addresses entry {0:?} is not host:port")]
@@ -66,9 +70,15 @@ pub fn builtin_region(
     access_url: &Url,
     stun_port: Option<u16>,
 ) -> DerpRegion {
-    let host = access_url.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']).to_string();
+    let host = access_url
+        .host_str()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']'])
+        .to_string();
     let http = access_url.scheme() == "http";
-    let port = access_url.port_or_known_default().unwrap_or(if http { 80 } else { 443 });
+    let port = access_url
+        .port_or_known_default()
+        .unwrap_or(if http { 80 } else { 443 });
     let mut node = DerpNode {
         name: format!("{id}b"),
         region_id: id,
@@ -102,8 +112,14 @@ pub fn builtin_region(
 /// STUN-only regions for `--derp-server-stun-addresses` entries (`disable` excluded).
 pub fn stun_regions(addrs: &[String]) -> Result<Vec<DerpRegion>, DerpMapError> {
     let mut out = Vec::new();
-    for (i, a) in addrs.iter().filter(|a| a.as_str() != "disable" && !a.is_empty()).enumerate() {
-        let (host, port) = a.rsplit_once(':').ok_or_else(|| DerpMapError::BadStun(a.clone()))?;
+    for (i, a) in addrs
+        .iter()
+        .filter(|a| a.as_str() != "disable" && !a.is_empty())
+        .enumerate()
+    {
+        let (host, port) = a
+            .rsplit_once(':')
+            .ok_or_else(|| DerpMapError::BadStun(a.clone()))?;
         let port: u16 = port.parse().map_err(|_| DerpMapError::BadStun(a.clone()))?;
         let host = host.trim_matches(['[', ']']).to_string();
         let id = STUN_REGION_BASE + u32::try_from(i).unwrap_or(0);
@@ -161,7 +177,10 @@ pub fn read_path(path: &Path) -> Result<DerpMap, DerpMapError> {
 
 /// Fetches a map URL (10 s cap).
 pub async fn fetch_url(client: &reqwest::Client, url: &Url) -> Result<DerpMap, DerpMapError> {
-    let fetch_err = |reason: String| DerpMapError::Fetch { url: url.to_string(), reason };
+    let fetch_err = |reason: String| DerpMapError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
     let resp = client
         .get(url.clone())
         .timeout(Duration::from_secs(10))
@@ -188,7 +207,13 @@ mod tests {
 
     #[test]
     fn builtin_follows_access_url() {
-        let r = builtin_region(999, "tether", "tether embedded relay", &url("http://127.0.0.1:3000"), Some(3478));
+        let r = builtin_region(
+            999,
+            "tether",
+            "tether embedded relay",
+            &url("http://127.0.0.1:3000"),
+            Some(3478),
+        );
         let n = &r.nodes[0];
         assert_eq!(n.name, "999b");
         assert_eq!(n.derp_url(), "http://127.0.0.1:3000/derp");
@@ -202,14 +227,32 @@ mod tests {
 
     #[test]
     fn refuses_no_relay_and_clashes() {
-        let none = MapInputs { builtin: None, stun_regions: vec![] };
+        let none = MapInputs {
+            builtin: None,
+            stun_regions: vec![],
+        };
         assert!(matches!(merge(&none, None), Err(DerpMapError::NoRelay)));
-        let stun_only = MapInputs { builtin: None, stun_regions: stun_regions(&["127.0.0.1:3478".into()]).expect("stun") };
-        assert!(matches!(merge(&stun_only, None), Err(DerpMapError::NoRelay)));
+        let stun_only = MapInputs {
+            builtin: None,
+            stun_regions: stun_regions(&["127.0.0.1:3478".into()]).expect("stun"),
+        };
+        assert!(matches!(
+            merge(&stun_only, None),
+            Err(DerpMapError::NoRelay)
+        ));
         let b = builtin_region(1, "a", "a", &url("http://127.0.0.1:1"), None);
-        let ext = DerpMap { regions: [(1, b.clone())].into(), ..DerpMap::default() };
-        let with = MapInputs { builtin: Some(b), stun_regions: vec![] };
-        assert!(matches!(merge(&with, Some(&ext)), Err(DerpMapError::Clash(1))));
+        let ext = DerpMap {
+            regions: [(1, b.clone())].into(),
+            ..DerpMap::default()
+        };
+        let with = MapInputs {
+            builtin: Some(b),
+            stun_regions: vec![],
+        };
+        assert!(matches!(
+            merge(&with, Some(&ext)),
+            Err(DerpMapError::Clash(1))
+        ));
     }
 
     #[test]
@@ -219,11 +262,21 @@ mod tests {
         )
         .expect("parse");
         let inputs = MapInputs {
-            builtin: Some(builtin_region(999, "tether", "x", &url("http://127.0.0.1:3000"), None)),
-            stun_regions: stun_regions(&["stun.example.net:19302".into(), "disable".into()]).expect("stun"),
+            builtin: Some(builtin_region(
+                999,
+                "tether",
+                "x",
+                &url("http://127.0.0.1:3000"),
+                None,
+            )),
+            stun_regions: stun_regions(&["stun.example.net:19302".into(), "disable".into()])
+                .expect("stun"),
         };
         let m = merge(&inputs, Some(&ext)).expect("merge");
-        assert_eq!(m.regions.keys().copied().collect::<Vec<_>>(), vec![1, 999, 1000]);
+        assert_eq!(
+            m.regions.keys().copied().collect::<Vec<_>>(),
+            vec![1, 999, 1000]
+        );
         assert!(m.regions[&1000].nodes[0].stun_only);
         assert_eq!(m.regions[&1000].nodes[0].stun_port(), Some(19302));
         assert!(stun_regions(&["nope".into()]).is_err());

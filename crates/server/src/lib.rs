@@ -45,15 +45,24 @@ const DERP_KEY_CONFIG: &str = "derp_server_private_key";
 pub async fn run(config: Config) -> Result<(), StartError> {
     // Validate the DERP map inputs that need no I/O before touching anything, so a
     // misconfiguration is reported before any port is taken.
-    if !config.derp_server_enable && config.derp_config_path.is_none() && config.derp_config_url.is_none() {
+    if !config.derp_server_enable
+        && config.derp_config_path.is_none()
+        && config.derp_config_url.is_none()
+    {
         return Err(derpmap::DerpMapError::NoRelay.into());
     }
-    let stun_disabled_everywhere = config.derp_server_stun_addresses.iter().any(|a| a == "disable");
+    let stun_disabled_everywhere = config
+        .derp_server_stun_addresses
+        .iter()
+        .any(|a| a == "disable");
     let stun_regions = derpmap::stun_regions(&config.derp_server_stun_addresses)?;
 
     let data_dir = config.effective_data_dir();
     std::fs::create_dir_all(&data_dir).map_err(|e| {
-        StartError::Config(format!("could not create the data directory {} (--data-dir): {e}", data_dir.display()))
+        StartError::Config(format!(
+            "could not create the data directory {} (--data-dir): {e}",
+            data_dir.display()
+        ))
     })?;
     let db_path = data_dir.join("tether.db");
     let store = Store::open_sqlite(&db_path).await?;
@@ -61,12 +70,23 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let http = listen::bind(config.http_address, "--http-address", "TETHER_HTTP_ADDRESS")
         .await
         .map_err(StartError::Config)?;
-    let http_addr = http.local_addr().map_err(|e| StartError::Config(e.to_string()))?;
-    let tls = match (&config.tls_address, &config.tls_cert_file, &config.tls_key_file) {
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let tls = match (
+        &config.tls_address,
+        &config.tls_cert_file,
+        &config.tls_key_file,
+    ) {
         (Some(addr), Some(cert), Some(key)) => {
             let cfg = listen::tls_config(cert, key).map_err(StartError::Config)?;
-            let l = listen::bind(*addr, "--tls-address", "TETHER_TLS_ADDRESS").await.map_err(StartError::Config)?;
-            Some((l, cfg))
+            let l = listen::bind(*addr, "--tls-address", "TETHER_TLS_ADDRESS")
+                .await
+                .map_err(StartError::Config)?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| StartError::Config(e.to_string()))?;
+            Some((l, cfg, bound))
         }
         _ => None,
     };
@@ -82,7 +102,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                     format!("could not start the STUN server on {addr} (--stun-address): {e}")
                 })
             })?;
-            let info = StunInfo { addr: server.local_addr(), stats: server.stats() };
+            let info = StunInfo {
+                addr: server.local_addr(),
+                stats: server.stats(),
+            };
             tokio::spawn(server.run());
             Some(info)
         }
@@ -91,10 +114,12 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     let derp_key: NodePrivate = {
         let fresh = NodePrivate::generate().to_text();
-        let stored = store.config_value_or_insert(DERP_KEY_CONFIG, &fresh).await?;
-        stored
-            .parse()
-            .map_err(|e| StartError::Config(format!("the stored DERP server key is corrupt: {e}")))?
+        let stored = store
+            .config_value_or_insert(DERP_KEY_CONFIG, &fresh)
+            .await?;
+        stored.parse().map_err(|e| {
+            StartError::Config(format!("the stored DERP server key is corrupt: {e}"))
+        })?
     };
 
     let inputs = derpmap::MapInputs {
@@ -164,11 +189,21 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let app = app.layer(axum::middleware::from_fn(log_request));
 
     let has_users = store.user_count().await? > 0;
-    print_banner(&config, http_addr, &access_url, &db_path, stun.as_ref(), &derp_map, has_users);
+    let tls_addr = tls.as_ref().map(|(_, _, a)| *a);
+    print_banner(
+        &config,
+        http_addr,
+        tls_addr,
+        &access_url,
+        &db_path,
+        stun.as_ref(),
+        &derp_map,
+        has_users,
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(listen::serve(http, app.clone(), None));
-    if let Some((l, cfg)) = tls {
+    if let Some((l, cfg, _)) = tls {
         tasks.spawn(listen::serve(l, app, Some(cfg)));
     }
     shutdown_signal().await;
@@ -177,7 +212,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn log_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = next.run(req).await;
@@ -185,9 +223,11 @@ async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) 
     resp
 }
 
+#[allow(clippy::too_many_arguments)]
 fn print_banner(
     config: &Config,
     http_addr: std::net::SocketAddr,
+    tls_addr: Option<std::net::SocketAddr>,
     access_url: &url::Url,
     db_path: &std::path::Path,
     stun: Option<&StunInfo>,
@@ -196,8 +236,8 @@ fn print_banner(
 ) {
     let base = access_url.as_str().trim_end_matches('/');
     println!("tether server listening on http://{http_addr}");
-    if let Some(addr) = config.tls_address {
-        println!("  HTTPS on {addr}");
+    if let Some(addr) = tls_addr {
+        println!("tether server listening on https://{addr}");
     }
     println!("  access URL:  {base}");
     println!("  database:    {} (SQLite)", db_path.display());

@@ -26,13 +26,18 @@ pub async fn bind(addr: SocketAddr, flag: &str, env: &str) -> Result<TcpListener
 
 /// Loads a rustls server config from PEM files.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let cert_bytes = std::fs::read(cert).map_err(|e| format!("could not read --tls-cert-file {}: {e}", cert.display()))?;
-    let key_bytes = std::fs::read(key).map_err(|e| format!("could not read --tls-key-file {}: {e}", key.display()))?;
+    let cert_bytes = std::fs::read(cert)
+        .map_err(|e| format!("could not read --tls-cert-file {}: {e}", cert.display()))?;
+    let key_bytes = std::fs::read(key)
+        .map_err(|e| format!("could not read --tls-key-file {}: {e}", key.display()))?;
     let certs = rustls_pemfile::certs(&mut cert_bytes.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("--tls-cert-file {} is not valid PEM: {e}", cert.display()))?;
     if certs.is_empty() {
-        return Err(format!("--tls-cert-file {} holds no certificate", cert.display()));
+        return Err(format!(
+            "--tls-cert-file {} holds no certificate",
+            cert.display()
+        ));
     }
     let key_der = rustls_pemfile::private_key(&mut key_bytes.as_slice())
         .map_err(|e| format!("--tls-key-file {} is not valid PEM: {e}", key.display()))?
@@ -68,9 +73,18 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
             let svc = TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
-                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await
+                }
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
+                    let tls = match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -81,7 +95,9 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
                             return;
                         }
                     };
-                    builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).await
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                        .await
                 }
             };
             if let Err(e) = result {

@@ -37,7 +37,9 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
         Some(u) => u,
         None => match g.config.url()? {
             Some(u) => u,
-            None => bail!("which server? run `tether login <url>`, e.g. `tether login http://127.0.0.1:3000`"),
+            None => bail!(
+                "which server? run `tether login <url>`, e.g. `tether login http://127.0.0.1:3000`"
+            ),
         },
     };
     let api = ApiClient::new(url.clone(), None)?;
@@ -62,8 +64,16 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
                 p
             }
         };
-        api.post("/api/v2/users/first", &CreateUserRequest { username, email, password, is_admin: true })
-            .await?
+        api.post(
+            "/api/v2/users/first",
+            &CreateUserRequest {
+                username,
+                email,
+                password,
+                is_admin: true,
+            },
+        )
+        .await?
     } else if first.is_success() {
         let username = match args.username {
             Some(u) => u,
@@ -73,14 +83,21 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             Some(p) => p,
             None => prompt_password("Password", "--password")?,
         };
-        api.post("/api/v2/users/login", &LoginRequest { username, password }).await?
+        api.post("/api/v2/users/login", &LoginRequest { username, password })
+            .await?
     } else {
-        bail!("{url} does not look like a tether server (GET /api/v2/users/first answered {first})");
+        bail!(
+            "{url} does not look like a tether server (GET /api/v2/users/first answered {first})"
+        );
     };
     g.config
         .save(&url, &resp.session_token)
         .context("logged in, but could not store the session token")?;
-    println!("Welcome to tether, {}! You are logged in to {}.", resp.user.username, url.as_str().trim_end_matches('/'));
+    println!(
+        "Welcome to tether, {}! You are logged in to {}.",
+        resp.user.username,
+        url.as_str().trim_end_matches('/')
+    );
     println!("Next, create a workspace:\n\n  tether create dev\n");
     Ok(())
 }
@@ -91,10 +108,12 @@ pub async fn logout(g: &Globals) -> Result<()> {
         println!("You are not logged in.");
         return Ok(());
     };
-    if let Some(url) = g.url.clone().or(g.config.url()?) {
-        if let Err(e) = ApiClient::new(url, Some(token))?.post_empty("/api/v2/users/logout").await {
-            eprintln!("warning: the server did not revoke the token ({e}); removing it locally anyway");
-        }
+    if let Some(url) = g.url.clone().or(g.config.url()?)
+        && let Err(e) = ApiClient::new(url, Some(token))?
+            .post_empty("/api/v2/users/logout")
+            .await
+    {
+        eprintln!("warning: the server did not revoke the token ({e}); removing it locally anyway");
     }
     g.config.clear_session()?;
     println!("You are logged out.");

@@ -16,7 +16,10 @@ pub fn prompt(label: &str, flag: &str) -> Result<String> {
     eprint!("{label}: ");
     std::io::stderr().flush().ok();
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("could not read from the terminal")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("could not read from the terminal")?;
     Ok(line.trim().to_string())
 }
 

@@ -18,7 +18,12 @@ pub enum UsersCommand {
         #[arg(long, short = 'e')]
         email: Option<String>,
         /// Password (prompted when omitted).
-        #[arg(long, short = 'p', env = "TETHER_NEW_USER_PASSWORD", hide_env_values = true)]
+        #[arg(
+            long,
+            short = 'p',
+            env = "TETHER_NEW_USER_PASSWORD",
+            hide_env_values = true
+        )]
         password: Option<String>,
         /// Make the user an admin.
         #[arg(long)]
@@ -29,7 +34,12 @@ pub enum UsersCommand {
 /// Runs a users subcommand.
 pub async fn run(g: &Globals, cmd: UsersCommand) -> Result<()> {
     match cmd {
-        UsersCommand::Create { username, email, password, admin } => {
+        UsersCommand::Create {
+            username,
+            email,
+            password,
+            admin,
+        } => {
             let api = g.client()?;
             let username = match username {
                 Some(u) => u,
@@ -44,9 +54,21 @@ pub async fn run(g: &Globals, cmd: UsersCommand) -> Result<()> {
                 None => prompt_password("Password", "--password")?,
             };
             let user: User = api
-                .post("/api/v2/users", &CreateUserRequest { username, email, password, is_admin: admin })
+                .post(
+                    "/api/v2/users",
+                    &CreateUserRequest {
+                        username,
+                        email,
+                        password,
+                        is_admin: admin,
+                    },
+                )
                 .await?;
-            println!("User {} created{}.", user.username, if user.is_admin { " (admin)" } else { "" });
+            println!(
+                "User {} created{}.",
+                user.username,
+                if user.is_admin { " (admin)" } else { "" }
+            );
             Ok(())
         }
     }

@@ -4,7 +4,9 @@ use std::io::IsTerminal;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use tether_server::api::types::{AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Workspace};
+use tether_server::api::types::{
+    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Workspace,
+};
 
 use crate::Globals;
 
@@ -46,11 +48,17 @@ pub struct DeleteArgs {
 /// Creates a workspace and prints the agent command once.
 pub async fn create(g: &Globals, args: CreateArgs) -> Result<()> {
     let api = g.client()?;
-    let resp: CreateWorkspaceResponse =
-        api.post("/api/v2/workspaces", &CreateWorkspaceRequest { name: args.name }).await?;
+    let resp: CreateWorkspaceResponse = api
+        .post(
+            "/api/v2/workspaces",
+            &CreateWorkspaceRequest { name: args.name },
+        )
+        .await?;
     let url = api.base.as_str().trim_end_matches('/');
     println!("Workspace {} created.", resp.workspace.name);
-    println!("Start its agent inside the workspace with this command (the token is shown only once):\n");
+    println!(
+        "Start its agent inside the workspace with this command (the token is shown only once):\n"
+    );
     println!("  tether agent --url {url} --token {}\n", resp.agent_token);
     Ok(())
 }
@@ -77,8 +85,15 @@ pub fn table(list: &[Workspace], now: DateTime<Utc>) -> String {
                 AgentStatus::Connected => "connected",
                 AgentStatus::Disconnected => "disconnected",
             };
-            let seen = if w.status == AgentStatus::Connected { "now".into() } else { ago(w.last_seen_at, now) };
-            let relay = w.relay.as_ref().map_or_else(|| "-".to_string(), |r| r.region_code.clone());
+            let seen = if w.status == AgentStatus::Connected {
+                "now".into()
+            } else {
+                ago(w.last_seen_at, now)
+            };
+            let relay = w
+                .relay
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |r| r.region_code.clone());
             [w.name.clone(), status.into(), seen, relay]
         })
         .collect();
@@ -91,7 +106,11 @@ pub fn table(list: &[Workspace], now: DateTime<Utc>) -> String {
     }
     let mut out = String::new();
     for r in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
@@ -103,7 +122,9 @@ pub async fn list(g: &Globals, args: ListArgs) -> Result<()> {
     let list: Vec<Workspace> = g.client()?.get("/api/v2/workspaces").await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-        Output::Table if list.is_empty() => println!("You have no workspaces; create one with `tether create NAME`."),
+        Output::Table if list.is_empty() => {
+            println!("You have no workspaces; create one with `tether create NAME`.")
+        }
         Output::Table => print!("{}", table(&list, Utc::now())),
     }
     Ok(())
@@ -116,12 +137,16 @@ pub async fn delete(g: &Globals, args: DeleteArgs) -> Result<()> {
         if !std::io::stdin().is_terminal() {
             bail!("deleting {} needs confirmation: pass --yes", args.name);
         }
-        let answer = super::prompt(&format!("Delete workspace {}? Type its name to confirm", args.name), "--yes")?;
+        let answer = super::prompt(
+            &format!("Delete workspace {}? Type its name to confirm", args.name),
+            "--yes",
+        )?;
         if answer != args.name {
             bail!("not deleted: the confirmation did not match");
         }
     }
-    api.delete(&format!("/api/v2/workspaces/{}", args.name)).await?;
+    api.delete(&format!("/api/v2/workspaces/{}", args.name))
+        .await?;
     println!("Workspace {} deleted.", args.name);
     Ok(())
 }
@@ -135,7 +160,10 @@ mod tests {
     fn table_and_ago() {
         let now = Utc::now();
         assert_eq!(ago(None, now), "never");
-        assert_eq!(ago(Some(now - chrono::Duration::seconds(200)), now), "3m ago");
+        assert_eq!(
+            ago(Some(now - chrono::Duration::seconds(200)), now),
+            "3m ago"
+        );
         let ws = |name: &str, status, seen, relay| Workspace {
             id: uuid::Uuid::nil(),
             name: name.into(),
@@ -148,7 +176,16 @@ mod tests {
         };
         let t = table(
             &[
-                ws("dev", AgentStatus::Connected, Some(now), Some(Relay { region_id: 999, region_code: "tether".into(), region_name: "x".into() })),
+                ws(
+                    "dev",
+                    AgentStatus::Connected,
+                    Some(now),
+                    Some(Relay {
+                        region_id: 999,
+                        region_code: "tether".into(),
+                        region_name: "x".into(),
+                    }),
+                ),
                 ws("old-box", AgentStatus::Disconnected, None, None),
             ],
             now,

@@ -35,7 +35,14 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut child = Command::new(bin())
-            .args(["server", "--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "server",
+                "--http-address",
+                "127.0.0.1:0",
+                "--stun-address",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(&data)
             .args(extra)
             .env("TETHER_LOG", "info")
@@ -65,12 +72,17 @@ impl TestServer {
                     panic!("server did not become ready; printed: {banner:?}");
                 }
             };
-            if let Some(rest) = line.strip_prefix("tether server listening on ") {
-                url = Some(rest.trim().to_string());
+            if let Some(rest) = line.strip_prefix("tether server listening on http://") {
+                url = Some(format!("http://{}", rest.trim()));
             }
             banner.push(line);
         }
-        Self { child, url: url.unwrap(), dir, banner }
+        Self {
+            child,
+            url: url.unwrap(),
+            dir,
+            banner,
+        }
     }
 
     /// A fresh CLI config dir under the temp dir.
@@ -109,8 +121,14 @@ pub fn tether(cfg: &Path, args: &[&str]) -> Out {
 /// Like [`tether`] with extra environment variables.
 pub fn tether_env(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(bin());
-    cmd.arg("--global-config").arg(cfg).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("TETHER_URL").env_remove("TETHER_SESSION_TOKEN");
+    cmd.arg("--global-config")
+        .arg(cfg)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("TETHER_URL")
+        .env_remove("TETHER_SESSION_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -158,18 +176,27 @@ pub fn first_user(srv: &TestServer) -> PathBuf {
 pub fn create_workspace(cfg: &Path, name: &str) -> String {
     let out = tether(cfg, &["create", name]);
     assert_eq!(out.code, 0, "create failed: {}", out.stderr);
-    let line = out.stdout.lines().find(|l| l.contains("tether agent --url")).unwrap();
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("tether agent --url"))
+        .unwrap();
     line.split("--token ").nth(1).unwrap().trim().to_string()
 }
 
 /// Reads the stored session token of a config dir.
 pub fn session_token(cfg: &Path) -> String {
-    std::fs::read_to_string(cfg.join("session")).unwrap().trim().to_string()
+    std::fs::read_to_string(cfg.join("session"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// A coordination WebSocket.
 pub struct CoordConn {
-    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
 }
 
 /// Why a coordination connect failed.
@@ -183,18 +210,33 @@ pub struct ConnectRefused {
 
 impl CoordConn {
     /// Connects to `path` with a header token.
-    pub async fn connect(base: &str, path: &str, header: &str, token: &str) -> Result<Self, ConnectRefused> {
+    pub async fn connect(
+        base: &str,
+        path: &str,
+        header: &str,
+        token: &str,
+    ) -> Result<Self, ConnectRefused> {
         let url = format!("{}{path}", base.replace("http://", "ws://"));
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert(
-            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(header.as_bytes()).unwrap(),
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(header.as_bytes())
+                .unwrap(),
             token.parse().unwrap(),
         );
-        match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(req)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        {
             Ok(Ok((ws, _))) => Ok(Self { ws }),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => Err(ConnectRefused {
                 status: resp.status().as_u16(),
-                body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+                body: resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
             }),
             Ok(Err(e)) => panic!("websocket connect failed: {e}"),
             Err(_) => panic!("websocket connect timed out"),
@@ -203,12 +245,24 @@ impl CoordConn {
 
     /// An agent's coordination connection.
     pub async fn agent(base: &str, token: &str) -> Result<Self, ConnectRefused> {
-        Self::connect(base, "/api/v2/workspaceagents/me/coordinate?version=1.0", "Tether-Agent-Token", token).await
+        Self::connect(
+            base,
+            "/api/v2/workspaceagents/me/coordinate?version=1.0",
+            "Tether-Agent-Token",
+            token,
+        )
+        .await
     }
 
     /// A client's coordination connection.
     pub async fn client(base: &str, token: &str) -> Result<Self, ConnectRefused> {
-        Self::connect(base, "/api/v2/tailnet/coordinate?version=1.0", "Tether-Session-Token", token).await
+        Self::connect(
+            base,
+            "/api/v2/tailnet/coordinate?version=1.0",
+            "Tether-Session-Token",
+            token,
+        )
+        .await
     }
 
     /// Sends a request.
@@ -219,19 +273,26 @@ impl CoordConn {
 
     /// Sends raw text.
     pub async fn send_raw(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .unwrap();
     }
 
     /// The next coordinator message (10 s cap), skipping pings.
     pub async fn recv(&mut self) -> Response {
-        self.try_recv(Duration::from_secs(10)).await.expect("no coordinator message within 10 s")
+        self.try_recv(Duration::from_secs(10))
+            .await
+            .expect("no coordinator message within 10 s")
     }
 
     /// The next message within `wait`, or None.
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Response> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
             match msg.ok()? {
                 Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
                 Message::Close(_) => return None,
@@ -241,7 +302,11 @@ impl CoordConn {
     }
 
     /// Waits for a message matching `pred` (10 s cap), skipping others.
-    pub async fn expect(&mut self, what: &str, mut pred: impl FnMut(&Response) -> bool) -> Response {
+    pub async fn expect(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&Response) -> bool,
+    ) -> Response {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -45,7 +45,9 @@ pub async fn serve_router(listener: TcpListener, app: Router, derp: Arc<Server>)
     let task = tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let svc = TowerToHyperService::new(app.clone());
             conns.spawn(async move {
                 let _ = Builder::new(TokioExecutor::new())
@@ -70,13 +72,20 @@ pub async fn start() -> TestServer {
 pub async fn connect(srv: &TestServer, key: &NodePrivate, ws: bool) -> Client {
     let mut cfg = ClientConfig::new(srv.url(), key.clone());
     cfg.force_websocket = ws;
-    tokio::time::timeout(WAIT, Client::connect(&cfg)).await.expect("connect in time").expect("connect")
+    tokio::time::timeout(WAIT, Client::connect(&cfg))
+        .await
+        .expect("connect in time")
+        .expect("connect")
 }
 
 /// Waits for the next packet (skipping other events), bounded.
 pub async fn next_packet(rx: &mut ClientReceiver) -> (NodePublic, bytes::Bytes) {
     loop {
-        match tokio::time::timeout(WAIT, rx.recv()).await.expect("recv in time").expect("recv") {
+        match tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("recv in time")
+            .expect("recv")
+        {
             Received::Packet { src, data } => return (src, data),
             other => tracing_skip(&other),
         }
@@ -89,7 +98,9 @@ fn tracing_skip(_r: &Received) {}
 /// so nothing after it is consumed. Returns the stream and the status line.
 pub async fn raw_upgrade(addr: SocketAddr, request_line: &str, extra: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(addr).await.expect("tcp");
-    let req = format!("{request_line}\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n{extra}\r\n");
+    let req = format!(
+        "{request_line}\r\nHost: 127.0.0.1\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n{extra}\r\n"
+    );
     s.write_all(req.as_bytes()).await.expect("write");
     let head = read_head(&mut s).await;
     let status = head.lines().next().unwrap_or_default().to_string();
@@ -100,7 +111,10 @@ pub async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(WAIT, s.read(&mut b)).await.expect("head in time").expect("read");
+        let n = tokio::time::timeout(WAIT, s.read(&mut b))
+            .await
+            .expect("head in time")
+            .expect("read");
         assert_eq!(n, 1, "connection closed during HTTP response head");
         head.push(b[0]);
     }

@@ -14,9 +14,15 @@ fn token_from(parts: &Parts, header: &str) -> Option<String> {
     if let Some(v) = parts.headers.get(header).and_then(|v| v.to_str().ok()) {
         return Some(v.trim().to_string());
     }
-    let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let auth = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, token) = auth.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// The logged-in user of a request.
@@ -27,9 +33,15 @@ impl FromRequestParts<AppState> for SessionUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = token_from(parts, SESSION_TOKEN_HEADER).ok_or_else(|| {
-            ApiError::unauthorized("You are not logged in; run `tether login <url>` or set TETHER_SESSION_TOKEN.")
+            ApiError::unauthorized(
+                "You are not logged in; run `tether login <url>` or set TETHER_SESSION_TOKEN.",
+            )
         })?;
-        match state.store.session_user(secret::hash_token(&token), Utc::now()).await? {
+        match state
+            .store
+            .session_user(secret::hash_token(&token), Utc::now())
+            .await?
+        {
             Some(user) => Ok(Self(user)),
             None => Err(ApiError::unauthorized(
                 "Your session token is invalid or expired; run `tether login <url>` again.",
@@ -60,9 +72,14 @@ impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_from(parts, AGENT_TOKEN_HEADER)
-            .ok_or_else(|| ApiError::unauthorized("An agent token is required (--token or TETHER_AGENT_TOKEN)."))?;
-        match state.store.workspace_by_agent_token(secret::hash_token(&token)).await? {
+        let token = token_from(parts, AGENT_TOKEN_HEADER).ok_or_else(|| {
+            ApiError::unauthorized("An agent token is required (--token or TETHER_AGENT_TOKEN).")
+        })?;
+        match state
+            .store
+            .workspace_by_agent_token(secret::hash_token(&token))
+            .await?
+        {
             Some(ws) => Ok(Self(ws)),
             None => Err(ApiError::unauthorized(
                 "The agent token is not valid; the workspace may have been deleted.",

@@ -30,7 +30,11 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and message.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), detail: String::new() }
+        Self {
+            status,
+            message: message.into(),
+            detail: String::new(),
+        }
     }
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -65,13 +69,19 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => ApiError::conflict(msg),
             StoreError::Unavailable(msg) => {
                 tracing::error!(error = %msg, "database unavailable");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; nothing was changed.")
-                    .with_detail(msg)
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The database is unavailable; nothing was changed.",
+                )
+                .with_detail(msg)
             }
             other => {
                 tracing::error!(error = %other, "database error");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal database error; nothing was changed.")
-                    .with_detail(other.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal database error; nothing was changed.",
+                )
+                .with_detail(other.to_string())
             }
         }
     }
@@ -79,7 +89,10 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { message: self.message, detail: self.detail };
+        let body = ErrorBody {
+            message: self.message,
+            detail: self.detail,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -98,8 +111,10 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rej) => Err(ApiError::bad_request("The request body is not valid JSON for this endpoint.")
-                .with_detail(rej.body_text())),
+            Err(rej) => Err(ApiError::bad_request(
+                "The request body is not valid JSON for this endpoint.",
+            )
+            .with_detail(rej.body_text())),
         }
     }
 }

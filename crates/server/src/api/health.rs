@@ -26,30 +26,67 @@ pub mod code {
 }
 
 fn ok(message: impl Into<String>, details: serde_json::Value) -> HealthSection {
-    HealthSection { severity: Severity::Ok, code: None, message: message.into(), details }
+    HealthSection {
+        severity: Severity::Ok,
+        code: None,
+        message: message.into(),
+        details,
+    }
 }
 
-fn problem(severity: Severity, code: &str, message: impl Into<String>, details: serde_json::Value) -> HealthSection {
-    HealthSection { severity, code: Some(code.into()), message: message.into(), details }
+fn problem(
+    severity: Severity,
+    code: &str,
+    message: impl Into<String>,
+    details: serde_json::Value,
+) -> HealthSection {
+    HealthSection {
+        severity,
+        code: Some(code.into()),
+        message: message.into(),
+        details,
+    }
 }
 
 /// `GET /api/v2/debug/health`.
 pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
-    let database = match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await {
-        Ok(Ok(latency)) if latency.as_millis() > 500 => problem(
-            Severity::Warning,
-            code::DATABASE_SLOW,
-            format!("The database answered in {} ms.", latency.as_millis()),
-            json!({ "latency_ms": latency.as_secs_f64() * 1000.0 }),
-        ),
-        Ok(Ok(latency)) => ok("The database answers.", json!({ "latency_ms": latency.as_secs_f64() * 1000.0 })),
-        Ok(Err(e)) => problem(Severity::Error, code::DATABASE_UNREACHABLE, format!("The database is unreachable: {e}"), json!({})),
-        Err(_) => problem(Severity::Error, code::DATABASE_UNREACHABLE, "The database did not answer within 5 s.", json!({})),
-    };
+    let database =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await {
+            Ok(Ok(latency)) if latency.as_millis() > 500 => problem(
+                Severity::Warning,
+                code::DATABASE_SLOW,
+                format!("The database answered in {} ms.", latency.as_millis()),
+                json!({ "latency_ms": latency.as_secs_f64() * 1000.0 }),
+            ),
+            Ok(Ok(latency)) => ok(
+                "The database answers.",
+                json!({ "latency_ms": latency.as_secs_f64() * 1000.0 }),
+            ),
+            Ok(Err(e)) => problem(
+                Severity::Error,
+                code::DATABASE_UNREACHABLE,
+                format!("The database is unreachable: {e}"),
+                json!({}),
+            ),
+            Err(_) => problem(
+                Severity::Error,
+                code::DATABASE_UNREACHABLE,
+                "The database did not answer within 5 s.",
+                json!({}),
+            ),
+        };
 
     let map = state.hub.read(|c| c.derp_map().clone());
-    let regions: Vec<_> = map.regions.values().map(|r| json!({"id": r.region_id, "code": r.region_code, "name": r.region_name})).collect();
-    let refresh_error = state.derp_map_status.read().ok().and_then(|s| s.last_refresh_error.clone());
+    let regions: Vec<_> = map
+        .regions
+        .values()
+        .map(|r| json!({"id": r.region_id, "code": r.region_code, "name": r.region_name}))
+        .collect();
+    let refresh_error = state
+        .derp_map_status
+        .read()
+        .ok()
+        .and_then(|s| s.last_refresh_error.clone());
     let derp = match (&state.derp, refresh_error) {
         (_, Some(err)) => problem(
             Severity::Warning,
@@ -91,11 +128,15 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
             let st = s.stats.snapshot();
             json!({ "address": s.addr.to_string(), "requests_answered": st.answered, "packets_ignored": st.ignored })
         });
-        ok("STUN is available.", json!({ "servers": stun_servers, "builtin": builtin }))
+        ok(
+            "STUN is available.",
+            json!({ "servers": stun_servers, "builtin": builtin }),
+        )
     };
 
     let stats = state.hub.read(|c| c.stats());
-    let details = json!({ "agents": stats.agents, "clients": stats.clients, "tunnels": stats.tunnels });
+    let details =
+        json!({ "agents": stats.agents, "clients": stats.clients, "tunnels": stats.tunnels });
     let coordinator = if state.block_direct {
         problem(
             Severity::Ok,
@@ -107,14 +148,30 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
         ok("The coordinator is running.", details)
     };
 
-    let severity = [database.severity, derp.severity, stun.severity, coordinator.severity]
-        .into_iter()
-        .max()
-        .unwrap_or(Severity::Ok);
-    Json(HealthReport { healthy: severity != Severity::Error, severity, time: Utc::now(), database, derp, stun, coordinator })
+    let severity = [
+        database.severity,
+        derp.severity,
+        stun.severity,
+        coordinator.severity,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(Severity::Ok);
+    Json(HealthReport {
+        healthy: severity != Severity::Error,
+        severity,
+        time: Utc::now(),
+        database,
+        derp,
+        stun,
+        coordinator,
+    })
 }
 
 /// `GET /api/v2/buildinfo`.
 pub async fn buildinfo() -> Json<BuildInfo> {
-    Json(BuildInfo { version: env!("CARGO_PKG_VERSION").into(), coordination_version: tether_coord::proto::VERSION.into() })
+    Json(BuildInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        coordination_version: tether_coord::proto::VERSION.into(),
+    })
 }

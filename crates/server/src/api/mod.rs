@@ -21,18 +21,36 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "OK" }))
         .route("/api/v2/buildinfo", get(health::buildinfo))
         .route("/api/v2/debug/health", get(health::report))
-        .route("/api/v2/users/first", get(users::first_exists).post(users::create_first))
+        .route(
+            "/api/v2/users/first",
+            get(users::first_exists).post(users::create_first),
+        )
         .route("/api/v2/users/login", post(users::login))
         .route("/api/v2/users/logout", post(users::logout))
         .route("/api/v2/users/me", get(users::me))
         .route("/api/v2/users", post(users::create))
-        .route("/api/v2/workspaces", get(workspaces::list).post(workspaces::create))
-        .route("/api/v2/workspaces/{name}", get(workspaces::get).delete(workspaces::delete))
+        .route(
+            "/api/v2/workspaces",
+            get(workspaces::list).post(workspaces::create),
+        )
+        .route(
+            "/api/v2/workspaces/{name}",
+            get(workspaces::get).delete(workspaces::delete),
+        )
         .route("/api/v2/derp-map", get(tailnet::derp_map))
         .route("/api/v2/tailnet/connection", get(tailnet::connection_info))
-        .route("/api/v2/tailnet/coordinate", get(tailnet::client_coordinate))
-        .route("/api/v2/workspaceagents/me/coordinate", get(tailnet::agent_coordinate))
-        .route("/api/v2/workspaceagents/me/connection", get(tailnet::agent_connection_info))
+        .route(
+            "/api/v2/tailnet/coordinate",
+            get(tailnet::client_coordinate),
+        )
+        .route(
+            "/api/v2/workspaceagents/me/coordinate",
+            get(tailnet::agent_coordinate),
+        )
+        .route(
+            "/api/v2/workspaceagents/me/connection",
+            get(tailnet::agent_connection_info),
+        )
         .fallback(|| async { error::ApiError::not_found("No such API route.") })
         .with_state(state)
 }

@@ -15,7 +15,10 @@ pub fn validate(kind: &str, name: &str) -> Result<(), ApiError> {
     if name.len() > 63 {
         return Err(bad("it is longer than 63 characters"));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         if c.is_ascii_uppercase() {
             return Err(bad("uppercase letters are not allowed"));
         }
@@ -36,9 +39,22 @@ mod tests {
         for ok in ["dev", "a", "my-ws-2", &"a".repeat(63)] {
             assert!(validate("workspace", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-dev", "dev-", "Dev", "dev.box", "dev box", "dév", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-dev",
+            "dev-",
+            "Dev",
+            "dev.box",
+            "dev box",
+            "dév",
+            &"a".repeat(64),
+        ] {
             let e = validate("workspace", bad).expect_err(bad);
-            assert!(e.message.starts_with("Invalid workspace name"), "{}", e.message);
+            assert!(
+                e.message.starts_with("Invalid workspace name"),
+                "{}",
+                e.message
+            );
         }
     }
 }

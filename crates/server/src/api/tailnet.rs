@@ -31,12 +31,18 @@ fn info(state: &AppState) -> ConnectionInfo {
 }
 
 /// `GET /api/v2/tailnet/connection` for clients.
-pub async fn connection_info(State(state): State<AppState>, SessionUser(_): SessionUser) -> Json<ConnectionInfo> {
+pub async fn connection_info(
+    State(state): State<AppState>,
+    SessionUser(_): SessionUser,
+) -> Json<ConnectionInfo> {
     Json(info(&state))
 }
 
 /// `GET /api/v2/workspaceagents/me/connection` for agents.
-pub async fn agent_connection_info(State(state): State<AppState>, AgentAuth(_): AgentAuth) -> Json<ConnectionInfo> {
+pub async fn agent_connection_info(
+    State(state): State<AppState>,
+    AgentAuth(_): AgentAuth,
+) -> Json<ConnectionInfo> {
     Json(info(&state))
 }
 
@@ -59,7 +65,10 @@ pub async fn client_coordinate(
 ) -> Result<Response, ApiError> {
     check_version(&q)?;
     let hub = state.hub.clone();
-    let role = Role::Client { id: Hub::new_client_id(), user: user.id };
+    let role = Role::Client {
+        id: Hub::new_client_id(),
+        user: user.id,
+    };
     Ok(ws.on_upgrade(move |socket| async move {
         hub.serve(socket, role, |_| {}).await;
     }))
@@ -76,7 +85,10 @@ pub async fn agent_coordinate(
     let hub = state.hub.clone();
     let store = state.store.clone();
     let agent_id = ws_row.agent_id;
-    if let Err(e) = store.record_agent_seen(agent_id, Utc::now(), ws_row.last_relay).await {
+    if let Err(e) = store
+        .record_agent_seen(agent_id, Utc::now(), ws_row.last_relay)
+        .await
+    {
         tracing::warn!(error = %e, "could not record agent connect");
     }
     tracing::info!(workspace = %ws_row.name, owner = %ws_row.owner_username, "agent connected");

@@ -17,31 +17,51 @@ pub const SESSION_LIFETIME_DAYS: i64 = 30;
 
 /// The API view of a stored user.
 pub fn to_api(u: &tether_store::User) -> User {
-    User { id: u.id, username: u.username.clone(), email: u.email.clone(), is_admin: u.is_admin, created_at: u.created_at }
+    User {
+        id: u.id,
+        username: u.username.clone(),
+        email: u.email.clone(),
+        is_admin: u.is_admin,
+        created_at: u.created_at,
+    }
 }
 
 fn validate_new_user(req: &CreateUserRequest) -> Result<(), ApiError> {
     names::validate("user", &req.username)?;
     let email = req.email.trim();
-    let valid_email = email
-        .split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace));
+    let valid_email = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && !domain.is_empty() && !email.contains(char::is_whitespace)
+    });
     if !valid_email {
-        return Err(ApiError::bad_request(format!("Invalid email address {:?}.", req.email)));
+        return Err(ApiError::bad_request(format!(
+            "Invalid email address {:?}.",
+            req.email
+        )));
     }
     if req.password.chars().count() < 8 {
-        return Err(ApiError::bad_request("The password must be at least 8 characters long."));
+        return Err(ApiError::bad_request(
+            "The password must be at least 8 characters long.",
+        ));
     }
     Ok(())
 }
 
-async fn insert_user(state: &AppState, req: &CreateUserRequest, is_admin: bool) -> Result<tether_store::User, ApiError> {
+async fn insert_user(
+    state: &AppState,
+    req: &CreateUserRequest,
+    is_admin: bool,
+) -> Result<tether_store::User, ApiError> {
     validate_new_user(req)?;
     let password = req.password.clone();
     // Argon2 is deliberately slow; keep it off the async workers.
     let password_hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("password hashing failed: {e}")))??;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("password hashing failed: {e}"),
+            )
+        })??;
     Ok(state
         .store
         .create_user(NewUser {
@@ -53,11 +73,21 @@ async fn insert_user(state: &AppState, req: &CreateUserRequest, is_admin: bool) 
         .await?)
 }
 
-async fn new_session(state: &AppState, user: &tether_store::User) -> Result<LoginResponse, ApiError> {
+async fn new_session(
+    state: &AppState,
+    user: &tether_store::User,
+) -> Result<LoginResponse, ApiError> {
     let token = secret::new_token();
     let expires_at = Utc::now() + Duration::days(SESSION_LIFETIME_DAYS);
-    state.store.create_session(user.id, secret::hash_token(&token), expires_at).await?;
-    Ok(LoginResponse { session_token: token, expires_at, user: to_api(user) })
+    state
+        .store
+        .create_session(user.id, secret::hash_token(&token), expires_at)
+        .await?;
+    Ok(LoginResponse {
+        session_token: token,
+        expires_at,
+        user: to_api(user),
+    })
 }
 
 /// `GET /api/v2/users/first`: 200 when a first user exists, 404 when setup is pending.
@@ -65,7 +95,9 @@ pub async fn first_exists(State(state): State<AppState>) -> Result<StatusCode, A
     if state.store.user_count().await? > 0 {
         Ok(StatusCode::OK)
     } else {
-        Err(ApiError::not_found("The first user has not been created yet."))
+        Err(ApiError::not_found(
+            "The first user has not been created yet.",
+        ))
     }
 }
 
@@ -75,7 +107,9 @@ pub async fn create_first(
     ApiJson(req): ApiJson<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
     if state.store.user_count().await? > 0 {
-        return Err(ApiError::conflict("The first user already exists; log in instead."));
+        return Err(ApiError::conflict(
+            "The first user already exists; log in instead.",
+        ));
     }
     let user = insert_user(&state, &req, true).await?;
     tracing::info!(user = %user.username, "first user created");
@@ -130,7 +164,10 @@ pub async fn logout(
                 .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
         })
         .unwrap_or_default();
-    state.store.delete_session(secret::hash_token(&token)).await?;
+    state
+        .store
+        .delete_session(secret::hash_token(&token))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

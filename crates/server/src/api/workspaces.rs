@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::auth::SessionUser;
 use super::error::{ApiError, ApiJson};
 use super::names;
-use super::types::{AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Relay, Workspace};
+use super::types::{
+    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Relay, Workspace,
+};
 use crate::state::AppState;
 
 /// The API view of a stored workspace, with live status from the coordinator.
@@ -28,7 +30,11 @@ pub fn to_api(state: &AppState, ws: &tether_store::Workspace) -> Workspace {
                 .get(&id)
                 .map(|r| (r.region_code.clone(), r.region_name.clone()))
                 .unwrap_or_default();
-            Relay { region_id: id, region_code, region_name }
+            Relay {
+                region_id: id,
+                region_code,
+                region_name,
+            }
         });
         (live.is_some(), relay)
     });
@@ -49,7 +55,11 @@ pub fn to_api(state: &AppState, ws: &tether_store::Workspace) -> Workspace {
     }
 }
 
-async fn find(state: &AppState, owner: Uuid, name: &str) -> Result<tether_store::Workspace, ApiError> {
+async fn find(
+    state: &AppState,
+    owner: Uuid,
+    name: &str,
+) -> Result<tether_store::Workspace, ApiError> {
     state
         .store
         .workspace_by_name(owner, name)
@@ -74,13 +84,24 @@ pub async fn create(
             agent_token_hash: secret::hash_token(&agent_token),
         })
         .await?;
-    state.hub.with(|c| c.set_agent_owner(ws.agent_id, ws.owner_id));
+    state
+        .hub
+        .with(|c| c.set_agent_owner(ws.agent_id, ws.owner_id));
     tracing::info!(workspace = %ws.name, owner = %user.username, "workspace created");
-    Ok((StatusCode::CREATED, Json(CreateWorkspaceResponse { workspace: to_api(&state, &ws), agent_token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateWorkspaceResponse {
+            workspace: to_api(&state, &ws),
+            agent_token,
+        }),
+    ))
 }
 
 /// `GET /api/v2/workspaces`: the caller's workspaces.
-pub async fn list(State(state): State<AppState>, SessionUser(user): SessionUser) -> Result<Json<Vec<Workspace>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    SessionUser(user): SessionUser,
+) -> Result<Json<Vec<Workspace>>, ApiError> {
     let all = state.store.workspaces_for_owner(user.id).await?;
     Ok(Json(all.iter().map(|w| to_api(&state, w)).collect()))
 }
@@ -103,7 +124,9 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let ws = find(&state, user.id, &name).await?;
     state.store.delete_workspace(ws.id).await?;
-    state.hub.with(|c| c.remove_agent(ws.agent_id, std::time::Instant::now()));
+    state
+        .hub
+        .with(|c| c.remove_agent(ws.agent_id, std::time::Instant::now()));
     tracing::info!(workspace = %ws.name, owner = %user.username, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }
