@@ -58,6 +58,8 @@ enum Command {
     List(cmd::workspaces::ListArgs),
     /// Delete a workspace (its agent token stops working).
     Delete(cmd::workspaces::DeleteArgs),
+    /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
+    ConfigSsh(cmd::config_ssh::ConfigSshArgs),
 }
 
 /// Global options every command may need.
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
             Command::Create(a) => cmd::workspaces::create(&globals, a).await,
             Command::List(a) => cmd::workspaces::list(&globals, a).await,
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
+            Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
         }
     });
     match result {

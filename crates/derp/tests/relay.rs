@@ -315,18 +315,19 @@ async fn slow_reader_does_not_stall_others() {
     ))
     .await;
     let (a, b) = pair(&srv, false).await;
-    // The sleeper logs in and never reads; the flooder fills its socket and queues.
+    // The sleeper logs in and never reads. A floods it while also exchanging with B,
+    // so a relay that blocked a sender on a full destination would stall A→B.
     let sleeper_key = NodePrivate::generate();
     let (_sleeper, _dec) = raw_login(&srv, &sleeper_key).await;
-    let flooder = connect(&srv, &NodePrivate::generate(), false).await;
-    let (f_tx, _f_rx) = flooder.split();
     let sleeper = sleeper_key.public();
+    let a_flood = a.0.clone();
     let flood = tokio::spawn(async move {
         let big = vec![7u8; 60_000];
         for _ in 0..400 {
-            if f_tx.send(sleeper, &big).await.is_err() {
-                break;
-            }
+            a_flood
+                .send(sleeper, &big)
+                .await
+                .expect("flooding never blocks the sender");
         }
     });
     timeout(Duration::from_secs(60), exchange(a, b, 2000))
@@ -336,11 +337,19 @@ async fn slow_reader_does_not_stall_others() {
         .await
         .expect("flood in time")
         .expect("flood task");
-    let st = srv.derp.stats();
     assert!(
-        st.packets_dropped > 0,
-        "the sleeper's packets were dropped: {st:?}"
+        srv.derp.stats().packets_dropped > 0,
+        "the sleeper's packets were dropped"
     );
+    // The sleeper's blocked write hits the write timeout and only it is closed.
+    timeout(WAIT, async {
+        while srv.derp.is_connected(&sleeper) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("sleeper closed by write timeout");
+    assert_eq!(srv.derp.stats().clients, 2);
 }
 
 #[tokio::test]
@@ -588,4 +597,82 @@ async fn http_endpoints() {
         !h.to_ascii_lowercase().contains("x-tailscale-response"),
         "bad challenge not echoed: {h}"
     );
+}
+
+#[tokio::test]
+async fn keepalive_sent_and_client_idle_timeout() {
+    let srv = start_with(Server::with_config(
+        NodePrivate::generate(),
+        Arc::new(AllowAll),
+        ServerConfig {
+            keepalive: Duration::from_millis(100),
+            keepalive_jitter: Duration::ZERO,
+            ..Default::default()
+        },
+    ))
+    .await;
+    let (mut raw, mut dec) = raw_login(&srv, &NodePrivate::generate()).await;
+    assert_eq!(read_frame(&mut raw, &mut dec).await, Some(Frame::KeepAlive));
+    assert_eq!(read_frame(&mut raw, &mut dec).await, Some(Frame::KeepAlive));
+
+    // Against a default server (60 s keepalive), a 300 ms idle limit must trip.
+    let quiet = start().await;
+    let mut cfg = ClientConfig::new(quiet.url(), NodePrivate::generate());
+    cfg.idle_timeout = Duration::from_millis(300);
+    let (_tx, mut rx) = timeout(WAIT, Client::connect(&cfg))
+        .await
+        .expect("t")
+        .expect("connect")
+        .split();
+    let e = timeout(WAIT, rx.recv())
+        .await
+        .expect("in time")
+        .expect_err("idle");
+    assert!(matches!(e, ClientError::IdleTimeout(_)), "{e}");
+}
+
+#[tokio::test]
+async fn region_dial_skips_stun_only_and_dead_nodes() {
+    use tether_derp::map::{DerpNode, DerpRegion};
+    let srv = start().await;
+    let dead_port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let node = |name: &str, port: u16, stun_only: bool| DerpNode {
+        name: name.into(),
+        region_id: 999,
+        host_name: "127.0.0.1".into(),
+        derp_port: i32::from(port),
+        stun_only,
+        force_http: true,
+        ..Default::default()
+    };
+    let region = DerpRegion {
+        region_id: 999,
+        nodes: vec![
+            node("stun", srv.addr.port(), true),
+            node("dead", dead_port, false),
+            node("live", srv.addr.port(), false),
+        ],
+        ..Default::default()
+    };
+    let key = NodePrivate::generate();
+    let base = ClientConfig::new(srv.url(), key.clone());
+    let c = timeout(WAIT, Client::connect_region(&region, &base))
+        .await
+        .expect("t")
+        .expect("connect");
+    assert_eq!(c.server_key(), srv.derp.public_key());
+    assert!(srv.derp.is_connected(&key.public()));
+
+    let empty = DerpRegion {
+        region_id: 5,
+        nodes: vec![node("s", 1, true)],
+        ..Default::default()
+    };
+    let e = Client::connect_region(&empty, &base)
+        .await
+        .expect_err("no nodes");
+    assert!(matches!(e, ClientError::NoNodes(5)), "{e}");
 }

@@ -91,7 +91,7 @@ impl AsyncRead for ChannelReader {
 /// Shutting the write side down sends EOF; call [`ChannelIo::close`] when done.
 pub(crate) struct ChannelIo {
     reader: ChannelReader,
-    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    writer: Pin<Box<dyn AsyncWrite + Send + Sync>>,
     write_half: ChannelWriteHalf<Msg>,
 }
 

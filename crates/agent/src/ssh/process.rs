@@ -234,12 +234,14 @@ fn pty_err(e: pty_process::Error) -> io::Error {
 /// Start the in-process SFTP server on a session channel.
 pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut) -> Running {
     let (ours, theirs) = tokio::io::duplex(SFTP_PIPE);
-    russh_sftp::server::run(theirs, FsSftp::new(user.home.clone()));
+    let sftp = FsSftp::new(user.home.clone());
     let (read, write) = tokio::io::split(ours);
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let span = tracing::debug_span!("sftp", id = %out.id);
     tokio::spawn(
         async move {
+            // Spawns the SFTP server task on `theirs` and returns at once.
+            russh_sftp::server::run(theirs, sftp).await;
             tracing::info!("sftp subsystem started");
             let pump_in = tokio::spawn(pump_stdin(stdin, write));
             let pump_out = copy_out(read, out.writer.make_writer());

@@ -1,5 +1,7 @@
 //! One module per group of commands.
 
+pub mod config_ssh;
+pub mod forward_spec;
 pub mod login;
 pub mod users;
 pub mod workspaces;

@@ -1,0 +1,495 @@
+//! The sans-IO tailnet node: WireGuard tunnels per peer, the path layer and the netstack.
+//!
+//! Inputs are DERP packets ([`Core::handle_derp`]), peer changes ([`Core::upsert_peer`],
+//! [`Core::remove_peer`]) and the time, passed to [`Core::poll`]. Outputs are
+//! [`Transmit`]s (a WireGuard datagram, the peer's key and the path to use), the next
+//! deadline ([`Core::poll_timeout`]) and [`Event`]s. Nothing here reads a clock or
+//! touches a socket.
+//!
+//! One caveat about time: gotatun's `Tunn` keeps its own monotonic clock for the
+//! WireGuard protocol timers (rekey, keepalive, session expiry), which it reads when
+//! [`Core::poll`] calls `update_timers`. The retransmission of our handshake
+//! initiations, which is what matters for getting a session up over a lossy path, is
+//! driven here by the time passed in, so simulations on a virtual clock recover from
+//! lost handshakes deterministically.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use gotatun::noise::errors::WireGuardError;
+use gotatun::noise::index_table::IndexTable;
+use gotatun::noise::rate_limiter::RateLimiter;
+use gotatun::noise::{Tunn, TunnResult};
+use gotatun::packet::{Packet, WgKind};
+use gotatun::tun::MtuWatcher;
+use gotatun::x25519;
+use tether_key::{NodePrivate, NodePublic};
+use tracing::{debug, info, trace};
+use uuid::Uuid;
+
+use crate::netstack::{MTU, Netstack};
+use crate::path::{PathInfo, PathKind};
+
+/// Resend our handshake initiation after this long without an answer (WireGuard's
+/// REKEY_TIMEOUT).
+pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stop retrying a handshake after this long (WireGuard's REKEY_ATTEMPT_TIME).
+pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
+/// How often gotatun's own WireGuard timers are serviced.
+pub const WG_TICK: Duration = Duration::from_secs(1);
+/// Handshake initiations accepted per second before cookies are demanded.
+const HANDSHAKE_RATE_LIMIT: u64 = 100;
+
+/// What a peer is, as the coordinator told us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// The peer's id.
+    pub id: Uuid,
+    /// Its WireGuard / DERP key.
+    pub key: NodePublic,
+    /// Its home DERP region (0 while unknown).
+    pub home_region: u32,
+    /// Its tailnet addresses; packets to these go to it, packets from it must carry one.
+    pub addresses: Vec<Ipv6Addr>,
+}
+
+/// A datagram to hand to the path layer's I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The peer it is for.
+    pub peer: Uuid,
+    /// The peer's node key (the DERP destination).
+    pub dst: NodePublic,
+    /// Which path to send it on.
+    pub path: PathKind,
+    /// The WireGuard datagram (ciphertext, or a handshake message).
+    pub data: Vec<u8>,
+}
+
+/// Something the driver may want to log or wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A WireGuard session with the peer came up.
+    SessionUp {
+        /// The peer.
+        peer: Uuid,
+    },
+    /// Our handshake attempts to the peer ran out of time.
+    HandshakeGaveUp {
+        /// The peer.
+        peer: Uuid,
+    },
+}
+
+struct Peer {
+    cfg: PeerConfig,
+    tunn: Tunn,
+    /// When our latest handshake initiation went out, while unanswered.
+    init_sent: Option<Instant>,
+    /// When the current series of initiations started.
+    init_started: Option<Instant>,
+    session_up: bool,
+}
+
+impl Peer {
+    fn path(&self, fallback_region: u32) -> PathKind {
+        let region = if self.cfg.home_region != 0 {
+            self.cfg.home_region
+        } else {
+            fallback_region
+        };
+        PathKind::Derp { region }
+    }
+}
+
+/// The node's data plane state.
+pub struct Core {
+    private: [u8; 32],
+    public: NodePublic,
+    home_region: u32,
+    peers: HashMap<Uuid, Peer>,
+    by_key: HashMap<NodePublic, Uuid>,
+    by_ip: HashMap<Ipv6Addr, Uuid>,
+    index_table: IndexTable,
+    rate_limiter: Arc<RateLimiter>,
+    netstack: Netstack,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    mtu: MtuWatcher,
+    next_wg_tick: Instant,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("key", &self.public)
+            .field("home_region", &self.home_region)
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The fake source address gotatun's rate limiter keys DERP traffic by.
+fn derp_addr(region: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), (region & 0xffff) as u16)
+}
+
+fn ipv6_src_dst(packet: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return None;
+    }
+    let src: [u8; 16] = packet[8..24].try_into().ok()?;
+    let dst: [u8; 16] = packet[24..40].try_into().ok()?;
+    Some((Ipv6Addr::from(src), Ipv6Addr::from(dst)))
+}
+
+fn push_transmit(out: &mut VecDeque<Transmit>, peer: &mut Peer, fallback_region: u32, kind: WgKind, now: Instant) {
+    if matches!(kind, WgKind::HandshakeInit(_)) {
+        peer.init_sent = Some(now);
+        peer.init_started.get_or_insert(now);
+        debug!(peer = %peer.cfg.id, "sending WireGuard handshake initiation");
+    }
+    let packet: Packet = kind.into();
+    out.push_back(Transmit {
+        peer: peer.cfg.id,
+        dst: peer.cfg.key,
+        path: peer.path(fallback_region),
+        data: packet.to_vec(),
+    });
+}
+
+impl Core {
+    /// A node with this key and tailnet address; `seed` drives the netstack's choices.
+    pub fn new(private: &NodePrivate, ip: Ipv6Addr, now: Instant, seed: u64) -> Self {
+        let public = private.public();
+        let rate_limiter = Arc::new(RateLimiter::new(
+            &x25519::PublicKey::from(*public.as_bytes()),
+            HANDSHAKE_RATE_LIMIT,
+        ));
+        Self {
+            private: private.to_bytes(),
+            public,
+            home_region: 0,
+            peers: HashMap::new(),
+            by_key: HashMap::new(),
+            by_ip: HashMap::new(),
+            index_table: IndexTable::from_os_rng(),
+            rate_limiter,
+            netstack: Netstack::new(ip, now, seed),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            mtu: MtuWatcher::new(MTU as u16),
+            next_wg_tick: now + WG_TICK,
+        }
+    }
+
+    /// Our node key.
+    pub fn public_key(&self) -> NodePublic {
+        self.public
+    }
+
+    /// Our tailnet address.
+    pub fn ip(&self) -> Ipv6Addr {
+        self.netstack.ip()
+    }
+
+    /// Our home DERP region (0 while unknown): used for peers whose home is unknown.
+    pub fn home_region(&self) -> u32 {
+        self.home_region
+    }
+
+    /// Sets our home DERP region.
+    pub fn set_home_region(&mut self, region: u32) {
+        self.home_region = region;
+    }
+
+    /// The IP stack, for socket operations.
+    pub fn netstack(&mut self) -> &mut Netstack {
+        &mut self.netstack
+    }
+
+    /// Ids of the peers we know.
+    pub fn peer_ids(&self) -> Vec<Uuid> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Whether peer `id` is known.
+    pub fn has_peer(&self, id: Uuid) -> bool {
+        self.peers.contains_key(&id)
+    }
+
+    /// The peer owning tailnet address `ip`.
+    pub fn peer_by_ip(&self, ip: Ipv6Addr) -> Option<Uuid> {
+        self.by_ip.get(&ip).copied()
+    }
+
+    /// The path to peer `id` and whether its session is up.
+    pub fn path(&self, id: Uuid) -> Option<PathInfo> {
+        let p = self.peers.get(&id)?;
+        Some(PathInfo {
+            current: p.path(self.home_region),
+            home_region: p.cfg.home_region,
+            handshake_done: p.session_up,
+        })
+    }
+
+    /// Adds a peer or updates it. A changed key starts a fresh tunnel.
+    pub fn upsert_peer(&mut self, mut cfg: PeerConfig) {
+        if cfg.addresses.is_empty() {
+            cfg.addresses.push(tether_coord::proto::tailnet_ip(cfg.id));
+        }
+        if cfg.key == self.public {
+            debug!(peer = %cfg.id, "ignoring a peer with our own key");
+            return;
+        }
+        if let Some(owner) = self.by_key.get(&cfg.key) {
+            if *owner != cfg.id {
+                debug!(peer = %cfg.id, other = %owner, "ignoring a peer whose key another peer uses");
+                return;
+            }
+        }
+        let id = cfg.id;
+        match self.peers.get_mut(&id) {
+            Some(p) if p.cfg.key == cfg.key => {
+                if p.cfg.home_region != cfg.home_region {
+                    info!(peer = %id, from = p.cfg.home_region, to = cfg.home_region, "peer moved home DERP region");
+                }
+                for a in &p.cfg.addresses {
+                    self.by_ip.remove(a);
+                }
+                for a in &cfg.addresses {
+                    self.by_ip.insert(*a, id);
+                }
+                p.cfg = cfg;
+            }
+            _ => {
+                self.remove_peer(id);
+                let tunn = Tunn::new(
+                    x25519::StaticSecret::from(self.private),
+                    x25519::PublicKey::from(*cfg.key.as_bytes()),
+                    None,
+                    None,
+                    self.index_table.clone(),
+                    self.rate_limiter.clone(),
+                );
+                info!(peer = %id, key = %cfg.key.short(), region = cfg.home_region, "peer added");
+                self.by_key.insert(cfg.key, id);
+                for a in &cfg.addresses {
+                    self.by_ip.insert(*a, id);
+                }
+                self.peers.insert(
+                    id,
+                    Peer {
+                        cfg,
+                        tunn,
+                        init_sent: None,
+                        init_started: None,
+                        session_up: false,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets a peer and its tunnel. Returns whether it was known.
+    pub fn remove_peer(&mut self, id: Uuid) -> bool {
+        let Some(p) = self.peers.remove(&id) else {
+            return false;
+        };
+        self.by_key.remove(&p.cfg.key);
+        for a in &p.cfg.addresses {
+            if self.by_ip.get(a) == Some(&id) {
+                self.by_ip.remove(a);
+            }
+        }
+        info!(peer = %id, "peer removed");
+        true
+    }
+
+    /// Starts a WireGuard handshake with `id` now, unless a session is up or one is in flight.
+    pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
+        let home = self.home_region;
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if p.tunn.has_active_session() || p.init_sent.is_some() {
+            return;
+        }
+        if let Some(init) = p.tunn.format_handshake_initiation(false) {
+            push_transmit(&mut self.transmits, p, home, init.into(), now);
+        }
+    }
+
+    /// A datagram arrived over DERP `region` from node `src`.
+    pub fn handle_derp(&mut self, now: Instant, region: u32, src: NodePublic, data: &[u8]) {
+        let Some(&id) = self.by_key.get(&src) else {
+            trace!(key = %src.short(), region, "dropping packet from an unknown node");
+            return;
+        };
+        let home = self.home_region;
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let packet = Packet::from_bytes(BytesMut::from(data));
+        let kind = match self.rate_limiter.verify_packet(derp_addr(region), packet) {
+            Ok(k) => k,
+            Err(TunnResult::WriteToNetwork(reply)) => {
+                push_transmit(&mut self.transmits, peer, home, reply, now);
+                return;
+            }
+            Err(e) => {
+                debug!(peer = %id, region, error = ?e, "dropping invalid WireGuard packet");
+                return;
+            }
+        };
+        match peer.tunn.handle_incoming_packet(kind) {
+            TunnResult::Done => {}
+            TunnResult::Err(e) => debug!(peer = %id, region, error = ?e, "WireGuard rejected a packet"),
+            TunnResult::WriteToNetwork(reply) => push_transmit(&mut self.transmits, peer, home, reply, now),
+            TunnResult::WriteToTunnel(ip) => {
+                if !ip.is_empty() {
+                    match ipv6_src_dst(&ip) {
+                        Some((src_ip, _)) if peer.cfg.addresses.contains(&src_ip) => {
+                            self.netstack.push_inbound(ip.to_vec());
+                        }
+                        other => {
+                            debug!(peer = %id, src = ?other.map(|a| a.0), "dropping packet with a source address the peer does not own");
+                        }
+                    }
+                }
+            }
+        }
+        let queued: Vec<WgKind> = peer.tunn.get_queued_packets(&mut self.mtu).collect();
+        for queued in queued {
+            push_transmit(&mut self.transmits, peer, home, queued, now);
+        }
+        Self::note_session(&mut self.events, peer);
+    }
+
+    fn note_session(events: &mut VecDeque<Event>, peer: &mut Peer) {
+        if !peer.session_up && peer.tunn.has_active_session() {
+            peer.session_up = true;
+            peer.init_sent = None;
+            peer.init_started = None;
+            info!(peer = %peer.cfg.id, "WireGuard session up");
+            events.push_back(Event::SessionUp { peer: peer.cfg.id });
+        } else if peer.session_up && peer.tunn.time_since_last_handshake().is_none() {
+            peer.session_up = false;
+            debug!(peer = %peer.cfg.id, "WireGuard session gone");
+        }
+    }
+
+    /// Runs everything due at `now`: the netstack, encryption of what it sent, WireGuard
+    /// timers and handshake retries.
+    pub fn poll(&mut self, now: Instant) {
+        self.netstack.poll(now);
+        while let Some(p) = self.netstack.pop_outbound() {
+            self.route_outbound(now, p);
+        }
+        self.run_timers(now);
+    }
+
+    fn route_outbound(&mut self, now: Instant, packet: Vec<u8>) {
+        let Some((_, dst)) = ipv6_src_dst(&packet) else {
+            trace!("dropping outbound packet that is not IPv6");
+            return;
+        };
+        let Some(id) = self.by_ip.get(&dst).copied() else {
+            trace!(%dst, "no peer for destination; dropping");
+            return;
+        };
+        let home = self.home_region;
+        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let p = Packet::from_bytes(BytesMut::from(&packet[..]));
+        if let Some(kind) = peer.tunn.handle_outgoing_packet(p, Some(&mut self.mtu)) {
+            push_transmit(&mut self.transmits, peer, home, kind, now);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let home = self.home_region;
+        let wg_tick = now >= self.next_wg_tick;
+        if wg_tick {
+            self.next_wg_tick = now + WG_TICK;
+        }
+        for peer in self.peers.values_mut() {
+            Self::note_session(&mut self.events, peer);
+            if let (Some(sent), Some(started)) = (peer.init_sent, peer.init_started) {
+                if now.saturating_duration_since(started) >= REKEY_ATTEMPT_TIME {
+                    debug!(peer = %peer.cfg.id, "giving up on the handshake");
+                    peer.init_sent = None;
+                    peer.init_started = None;
+                    self.events.push_back(Event::HandshakeGaveUp { peer: peer.cfg.id });
+                } else if now.saturating_duration_since(sent) >= REKEY_TIMEOUT {
+                    debug!(peer = %peer.cfg.id, "handshake unanswered; retrying");
+                    if let Some(init) = peer.tunn.format_handshake_initiation(true) {
+                        push_transmit(&mut self.transmits, peer, home, init.into(), now);
+                    }
+                }
+            }
+            if wg_tick {
+                match peer.tunn.update_timers() {
+                    Ok(Some(kind)) => push_transmit(&mut self.transmits, peer, home, kind, now),
+                    Ok(None) => {}
+                    Err(WireGuardError::ConnectionExpired) => {
+                        if peer.session_up {
+                            debug!(peer = %peer.cfg.id, "WireGuard session expired");
+                            peer.session_up = false;
+                        }
+                    }
+                    Err(e) => trace!(peer = %peer.cfg.id, error = ?e, "WireGuard timer error"),
+                }
+            }
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::poll`] must run next at the latest.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let mut t = self.netstack.poll_at(now);
+        let mut min = |x: Instant| t = Some(t.map_or(x, |t: Instant| t.min(x)));
+        if !self.peers.is_empty() {
+            min(self.next_wg_tick);
+        }
+        for p in self.peers.values() {
+            if let Some(sent) = p.init_sent {
+                min(sent + REKEY_TIMEOUT);
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_key_is_the_wireguard_static_key() {
+        let private = NodePrivate::generate();
+        let secret = x25519::StaticSecret::from(private.to_bytes());
+        assert_eq!(x25519::PublicKey::from(&secret).to_bytes(), *private.public().as_bytes());
+    }
+
+    #[test]
+    fn ipv6_addresses_are_read_from_the_header() {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x60;
+        p[23] = 1;
+        p[39] = 2;
+        let (s, d) = ipv6_src_dst(&p).expect("v6");
+        assert_eq!(s, Ipv6Addr::from(1u128));
+        assert_eq!(d, Ipv6Addr::from(2u128));
+        p[0] = 0x45;
+        assert!(ipv6_src_dst(&p).is_none());
+        assert!(ipv6_src_dst(&p[..10]).is_none());
+    }
+}

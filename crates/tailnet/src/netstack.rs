@@ -1,0 +1,579 @@
+//! The userspace IP stack: one smoltcp [`Interface`] over a packet-queue device.
+//!
+//! Decrypted IP packets go in with [`Netstack::push_inbound`]; packets the stack wants
+//! to send come out of [`Netstack::pop_outbound`]. Time is passed in. Listening is per
+//! port on the fly: an inbound SYN to a port someone listens on (or to any port, when
+//! "accept any" is on) gets a fresh smoltcp listening socket just before smoltcp sees
+//! it, so any number of concurrent connections per port are accepted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use smoltcp::iface::{Config, Interface, Route, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{AnySocket, tcp, udp};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv6Packet, TcpPacket};
+use tracing::{debug, trace};
+
+use tether_coord::proto::TAILNET_PREFIX;
+
+/// The tailnet MTU, as Tailscale uses: fits a WireGuard packet in 1280-byte paths.
+pub const MTU: usize = 1280;
+/// TCP receive and send buffer per socket: large enough for window scaling to matter.
+pub const TCP_BUFFER: usize = 1 << 20;
+/// Connections per listening port (or for "accept any") waiting for `accept`.
+pub const ACCEPT_BACKLOG: usize = 128;
+/// Cap on sockets of all kinds, so a SYN flood cannot exhaust memory.
+pub const MAX_SOCKETS: usize = 1024;
+/// Packets queued in either direction inside the device before new ones are dropped.
+const DEVICE_QUEUE: usize = 4096;
+/// UDP datagrams buffered per socket in each direction.
+const UDP_PACKETS: usize = 256;
+/// Idle TCP connections send keepalives this often.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
+/// A TCP peer silent for this long (unacknowledged data) is given up.
+const TCP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What went wrong with a netstack operation.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NetstackError {
+    /// The port is already listened on or bound.
+    #[error("port {0} is already in use")]
+    AddrInUse(u16),
+    /// Too many sockets are open.
+    #[error("too many open sockets (limit {MAX_SOCKETS})")]
+    TooManySockets,
+    /// No free local port was found for an outgoing connection.
+    #[error("no free local port")]
+    NoFreePort,
+    /// smoltcp refused the connect (bad address or port 0).
+    #[error("cannot connect to {0}: {1}")]
+    Connect(SocketAddrV6, String),
+}
+
+/// Where an accepted connection is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcceptKey {
+    /// An explicit listener on this port.
+    Port(u16),
+    /// The "accept any port" queue.
+    Any,
+}
+
+/// A connection ready to be handed to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    /// The socket.
+    pub handle: SocketHandle,
+    /// Our port the peer connected to.
+    pub local_port: u16,
+    /// The peer's address.
+    pub remote: SocketAddrV6,
+}
+
+#[derive(Default)]
+struct AcceptQueue {
+    ready: VecDeque<Accepted>,
+    waker: Option<Waker>,
+}
+
+/// A device that is two packet queues.
+struct QueueDevice {
+    rx: VecDeque<Vec<u8>>,
+    tx: VecDeque<Vec<u8>>,
+}
+
+struct RxToken(Vec<u8>);
+struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl smoltcp::phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl smoltcp::phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((RxToken(p), TxToken(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<TxToken<'_>> {
+        (self.tx.len() < DEVICE_QUEUE).then(|| TxToken(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = MTU;
+        caps
+    }
+}
+
+/// The node's IP stack.
+pub struct Netstack {
+    ip: Ipv6Addr,
+    epoch: Instant,
+    iface: Interface,
+    device: QueueDevice,
+    sockets: SocketSet<'static>,
+    /// Explicitly listened ports.
+    listening: HashSet<u16>,
+    accept_any: bool,
+    queues: HashMap<AcceptKey, AcceptQueue>,
+    /// Sockets created for inbound SYNs, not yet handed out, and where they go.
+    pending: HashMap<SocketHandle, AcceptKey>,
+    /// Sockets the application dropped; removed once closed.
+    orphans: HashSet<SocketHandle>,
+    udp_ports: HashMap<u16, SocketHandle>,
+    rng: StdRng,
+}
+
+impl std::fmt::Debug for Netstack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netstack")
+            .field("ip", &self.ip)
+            .field("sockets", &self.sockets.iter().count())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_smol(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
+    let d = now.saturating_duration_since(epoch);
+    smoltcp::time::Instant::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn from_smol(epoch: Instant, t: smoltcp::time::Instant) -> Instant {
+    epoch + Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
+
+fn v6(ep: IpEndpoint) -> Option<SocketAddrV6> {
+    #[allow(unreachable_patterns)]
+    match ep.addr {
+        IpAddress::Ipv6(a) => Some(SocketAddrV6::new(a, ep.port, 0, 0)),
+        _ => None,
+    }
+}
+
+impl Netstack {
+    /// A stack with address `ip/128` and a route to the tailnet /48; `seed` drives port choice.
+    pub fn new(ip: Ipv6Addr, now: Instant, seed: u64) -> Self {
+        let mut device = QueueDevice {
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+        };
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, to_smol(now, now));
+        iface.update_ip_addrs(|addrs| {
+            // One address; the capacity is at least one.
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(ip), 128));
+        });
+        let mut prefix = [0u8; 16];
+        prefix[..6].copy_from_slice(&TAILNET_PREFIX);
+        iface.routes_mut().update(|routes| {
+            let _ = routes.push(Route {
+                cidr: IpCidr::new(IpAddress::Ipv6(Ipv6Addr::from(prefix)), 48),
+                via_router: IpAddress::Ipv6(ip),
+                preferred_until: None,
+                expires_at: None,
+            });
+        });
+        Self {
+            ip,
+            epoch: now,
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            listening: HashSet::new(),
+            accept_any: false,
+            queues: HashMap::new(),
+            pending: HashMap::new(),
+            orphans: HashSet::new(),
+            udp_ports: HashMap::new(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// This stack's address.
+    pub fn ip(&self) -> Ipv6Addr {
+        self.ip
+    }
+
+    fn socket_count(&self) -> usize {
+        self.sockets.iter().count()
+    }
+
+    fn new_tcp_socket() -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_congestion_control(tcp::CongestionControl::Reno);
+        s.set_keep_alive(Some(smoltcp::time::Duration::from_micros(TCP_KEEPALIVE.as_micros() as u64)));
+        s.set_timeout(Some(smoltcp::time::Duration::from_micros(TCP_TIMEOUT.as_micros() as u64)));
+        s
+    }
+
+    /// Hands a decrypted IP packet to the stack (processed by the next [`Netstack::poll`]).
+    /// A SYN to a port that is listened on (or any port with "accept any") gets a
+    /// listening socket first.
+    pub fn push_inbound(&mut self, mut packet: Vec<u8>) {
+        let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else {
+            trace!(len = packet.len(), "dropping inbound packet that is not IPv6");
+            return;
+        };
+        let total = 40 + usize::from(ip.payload_len());
+        if ip.next_header() == IpProtocol::Tcp {
+            let src = ip.src_addr();
+            if let Ok(tcp) = TcpPacket::new_checked(ip.payload()) {
+                if tcp.syn() && !tcp.ack() {
+                    self.on_syn(SocketAddrV6::new(src, tcp.src_port(), 0, 0), tcp.dst_port());
+                }
+            }
+        }
+        // WireGuard pads packets to 16 bytes; give smoltcp only the IP packet itself.
+        packet.truncate(total);
+        if self.device.rx.len() >= DEVICE_QUEUE {
+            trace!("netstack inbound queue full; dropping packet");
+            return;
+        }
+        self.device.rx.push_back(packet);
+    }
+
+    fn on_syn(&mut self, remote: SocketAddrV6, port: u16) {
+        let key = if self.listening.contains(&port) {
+            AcceptKey::Port(port)
+        } else if self.accept_any {
+            AcceptKey::Any
+        } else {
+            return;
+        };
+        let mut have_listener = false;
+        for (h, s) in self.sockets.iter() {
+            let Some(s) = tcp::Socket::downcast(s) else { continue };
+            if s.state() == tcp::State::Listen {
+                if self.pending.contains_key(&h) && s.listen_endpoint().port == port {
+                    have_listener = true;
+                }
+            } else if s.local_endpoint().is_some_and(|l| l.port == port)
+                && s.remote_endpoint().and_then(v6) == Some(remote)
+            {
+                // A retransmitted SYN for a connection we already have.
+                return;
+            }
+        }
+        if have_listener {
+            return;
+        }
+        if self.socket_count() >= MAX_SOCKETS {
+            debug!(%remote, port, "too many sockets; refusing inbound connection");
+            return;
+        }
+        let mut s = Self::new_tcp_socket();
+        if s.listen(port).is_err() {
+            return;
+        }
+        let h = self.sockets.add(s);
+        self.pending.insert(h, key);
+        trace!(%remote, port, "listening socket created for inbound SYN");
+    }
+
+    /// Runs the stack: consumes inbound packets, produces outbound ones, moves
+    /// established inbound connections to their accept queues, reaps closed sockets.
+    pub fn poll(&mut self, now: Instant) {
+        let ts = to_smol(self.epoch, now);
+        self.iface.poll(ts, &mut self.device, &mut self.sockets);
+        self.sweep();
+    }
+
+    fn sweep(&mut self) {
+        let mut moved = Vec::new();
+        let mut dead = Vec::new();
+        for (&h, &key) in &self.pending {
+            let s = self.sockets.get::<tcp::Socket>(h);
+            match s.state() {
+                tcp::State::Listen | tcp::State::SynReceived => {}
+                tcp::State::Established | tcp::State::CloseWait => {
+                    let local_port = s.local_endpoint().map_or(0, |l| l.port);
+                    match s.remote_endpoint().and_then(v6) {
+                        Some(remote) => moved.push((key, Accepted { handle: h, local_port, remote })),
+                        None => dead.push(h),
+                    }
+                }
+                _ => dead.push(h),
+            }
+        }
+        for h in dead {
+            self.pending.remove(&h);
+            self.sockets.remove(h);
+        }
+        for (key, acc) in moved {
+            self.pending.remove(&acc.handle);
+            let q = self.queues.entry(key).or_default();
+            if q.ready.len() >= ACCEPT_BACKLOG {
+                debug!(remote = %acc.remote, port = acc.local_port, "accept backlog full; resetting connection");
+                self.sockets.get_mut::<tcp::Socket>(acc.handle).abort();
+                self.orphans.insert(acc.handle);
+                continue;
+            }
+            debug!(remote = %acc.remote, port = acc.local_port, "inbound TCP connection established");
+            q.ready.push_back(acc);
+            if let Some(w) = q.waker.take() {
+                w.wake();
+            }
+        }
+        let closed: Vec<SocketHandle> = self
+            .orphans
+            .iter()
+            .copied()
+            .filter(|&h| matches!(self.sockets.get::<tcp::Socket>(h).state(), tcp::State::Closed | tcp::State::TimeWait))
+            .collect();
+        for h in closed {
+            self.orphans.remove(&h);
+            self.sockets.remove(h);
+        }
+    }
+
+    /// Next packet the stack wants to send.
+    pub fn pop_outbound(&mut self) -> Option<Vec<u8>> {
+        self.device.tx.pop_front()
+    }
+
+    /// When [`Netstack::poll`] must run next, if a socket timer is pending.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        if !self.device.rx.is_empty() {
+            return Some(now);
+        }
+        let ts = to_smol(self.epoch, now);
+        self.iface.poll_at(ts, &self.sockets).map(|t| from_smol(self.epoch, t).max(now))
+    }
+
+    /// Starts accepting connections to `port`.
+    pub fn tcp_listen(&mut self, port: u16) -> Result<(), NetstackError> {
+        if port == 0 || !self.listening.insert(port) {
+            return Err(NetstackError::AddrInUse(port));
+        }
+        debug!(port, "listening");
+        Ok(())
+    }
+
+    /// Stops accepting on `port`; connections not yet accepted are reset.
+    pub fn tcp_unlisten(&mut self, port: u16) {
+        if self.listening.remove(&port) {
+            self.drop_queue(AcceptKey::Port(port));
+        }
+    }
+
+    /// Turns "accept connections to any port nobody listens on" on or off.
+    pub fn set_accept_any(&mut self, on: bool) {
+        self.accept_any = on;
+        if !on {
+            self.drop_queue(AcceptKey::Any);
+        }
+    }
+
+    /// Whether "accept any" is on.
+    pub fn accept_any(&self) -> bool {
+        self.accept_any
+    }
+
+    fn drop_queue(&mut self, key: AcceptKey) {
+        if let Some(q) = self.queues.remove(&key) {
+            for a in q.ready {
+                self.sockets.get_mut::<tcp::Socket>(a.handle).abort();
+                self.orphans.insert(a.handle);
+            }
+        }
+        let half: Vec<SocketHandle> = self.pending.iter().filter(|(_, k)| **k == key).map(|(h, _)| *h).collect();
+        for h in half {
+            self.pending.remove(&h);
+            self.sockets.get_mut::<tcp::Socket>(h).abort();
+            self.orphans.insert(h);
+        }
+    }
+
+    /// Takes an established inbound connection from a queue, or registers `waker`.
+    pub fn tcp_accept(&mut self, key: AcceptKey, waker: Option<&Waker>) -> Option<Accepted> {
+        let q = self.queues.entry(key).or_default();
+        let got = q.ready.pop_front();
+        if got.is_none() {
+            if let Some(w) = waker {
+                q.waker = Some(w.clone());
+            }
+        }
+        got
+    }
+
+    /// Opens a TCP connection to `remote` from a random free port.
+    pub fn tcp_connect(&mut self, remote: SocketAddrV6) -> Result<SocketHandle, NetstackError> {
+        if self.socket_count() >= MAX_SOCKETS {
+            return Err(NetstackError::TooManySockets);
+        }
+        let used: HashSet<u16> = self
+            .sockets
+            .iter()
+            .filter_map(|(_, s)| tcp::Socket::downcast(s))
+            .filter_map(|s| s.local_endpoint().map(|l| l.port))
+            .collect();
+        let mut port = None;
+        for _ in 0..64 {
+            let p = self.rng.gen_range(49152..=65535u16);
+            if !used.contains(&p) && !self.listening.contains(&p) {
+                port = Some(p);
+                break;
+            }
+        }
+        let port = port.ok_or(NetstackError::NoFreePort)?;
+        let mut s = Self::new_tcp_socket();
+        s.connect(self.iface.context(), (IpAddress::Ipv6(*remote.ip()), remote.port()), port)
+            .map_err(|e| NetstackError::Connect(remote, e.to_string()))?;
+        debug!(%remote, local_port = port, "TCP connect");
+        Ok(self.sockets.add(s))
+    }
+
+    /// The TCP socket behind `h`. `h` must be a live TCP handle from this stack.
+    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// The application is done with `h`: close it (FIN) and forget it once closed.
+    pub fn tcp_release(&mut self, h: SocketHandle) {
+        let s = self.sockets.get_mut::<tcp::Socket>(h);
+        if s.state() == tcp::State::Closed {
+            self.sockets.remove(h);
+            return;
+        }
+        s.close();
+        self.orphans.insert(h);
+    }
+
+    /// Binds a UDP socket to `port`.
+    pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, NetstackError> {
+        if port == 0 || self.udp_ports.contains_key(&port) {
+            return Err(NetstackError::AddrInUse(port));
+        }
+        if self.socket_count() >= MAX_SOCKETS {
+            return Err(NetstackError::TooManySockets);
+        }
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0u8; UDP_PACKETS * MTU]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0u8; UDP_PACKETS * MTU]),
+        );
+        s.bind(port).map_err(|_| NetstackError::AddrInUse(port))?;
+        let h = self.sockets.add(s);
+        self.udp_ports.insert(port, h);
+        Ok(h)
+    }
+
+    /// The UDP socket behind `h`. `h` must be a live UDP handle from this stack.
+    pub fn udp(&mut self, h: SocketHandle) -> &mut udp::Socket<'static> {
+        self.sockets.get_mut::<udp::Socket>(h)
+    }
+
+    /// Closes a UDP socket.
+    pub fn udp_release(&mut self, h: SocketHandle) {
+        let port = self.sockets.get::<udp::Socket>(h).endpoint().port;
+        self.udp_ports.remove(&port);
+        self.sockets.remove(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+    use super::*;
+
+    /// Moves every outbound packet of `a` into `b` and vice versa until both are quiet.
+    fn pump(a: &mut Netstack, b: &mut Netstack, now: Instant) {
+        for _ in 0..100 {
+            a.poll(now);
+            b.poll(now);
+            let mut moved = false;
+            while let Some(p) = a.pop_outbound() {
+                b.push_inbound(p);
+                moved = true;
+            }
+            while let Some(p) = b.pop_outbound() {
+                a.push_inbound(p);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn ip(last: u8) -> Ipv6Addr {
+        let mut raw = [0u8; 16];
+        raw[..6].copy_from_slice(&TAILNET_PREFIX);
+        raw[15] = last;
+        Ipv6Addr::from(raw)
+    }
+
+    #[test]
+    fn accept_any_creates_listeners_per_syn_and_unlistened_ports_are_refused() {
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        // Nobody listens on b: the connect is reset.
+        let refused = a.tcp_connect(SocketAddrV6::new(ip(2), 4444, 0, 0)).unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(a.tcp(refused).state(), tcp::State::Closed);
+
+        b.set_accept_any(true);
+        let c1 = a.tcp_connect(SocketAddrV6::new(ip(2), 4444, 0, 0)).unwrap();
+        let c2 = a.tcp_connect(SocketAddrV6::new(ip(2), 4444, 0, 0)).unwrap();
+        let c3 = a.tcp_connect(SocketAddrV6::new(ip(2), 5555, 0, 0)).unwrap();
+        pump(&mut a, &mut b, now);
+        for c in [c1, c2, c3] {
+            assert_eq!(a.tcp(c).state(), tcp::State::Established);
+        }
+        let mut ports = Vec::new();
+        while let Some(acc) = b.tcp_accept(AcceptKey::Any, None) {
+            assert_eq!(acc.remote.ip(), &ip(1));
+            ports.push(acc.local_port);
+        }
+        ports.sort_unstable();
+        assert_eq!(ports, vec![4444, 4444, 5555]);
+    }
+
+    #[test]
+    fn explicit_listener_gets_its_port_only() {
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        b.tcp_listen(7).unwrap();
+        assert_eq!(b.tcp_listen(7), Err(NetstackError::AddrInUse(7)));
+        let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
+        let other = a.tcp_connect(SocketAddrV6::new(ip(2), 8, 0, 0)).unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(a.tcp(c).state(), tcp::State::Established);
+        assert_eq!(a.tcp(other).state(), tcp::State::Closed);
+        let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
+        assert_eq!(acc.local_port, 7);
+        a.tcp(c).send_slice(b"ping").unwrap();
+        pump(&mut a, &mut b, now);
+        let mut buf = [0u8; 8];
+        let n = b.tcp(acc.handle).recv_slice(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ping");
+    }
+}

@@ -1,0 +1,42 @@
+//! Paths to a peer: how a WireGuard datagram reaches it.
+//!
+//! Only DERP exists today; [`PathKind::Direct`] is where magicsock's UDP path goes once
+//! disco finds one. Everything above this layer asks for "the current path" and never
+//! for DERP specifically.
+
+use std::net::SocketAddr;
+
+/// One way to carry a datagram to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathKind {
+    /// Relayed through the DERP server of this region, addressed by the peer's node key.
+    Derp {
+        /// DERP region id.
+        region: u32,
+    },
+    /// Sent over UDP straight to this address (not selected yet: needs disco).
+    Direct {
+        /// The peer's UDP endpoint.
+        addr: SocketAddr,
+    },
+}
+
+impl std::fmt::Display for PathKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Derp { region } => write!(f, "DERP region {region}"),
+            Self::Direct { addr } => write!(f, "direct {addr}"),
+        }
+    }
+}
+
+/// What is known about the way to one peer, for `tether ping` and status output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInfo {
+    /// The path packets to the peer take now.
+    pub current: PathKind,
+    /// The peer's home DERP region (0 while unknown).
+    pub home_region: u32,
+    /// Whether a WireGuard session with the peer is up.
+    pub handshake_done: bool,
+}
