@@ -4,6 +4,7 @@
 mod client;
 mod cmd;
 mod session;
+mod sshclient;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
