@@ -248,7 +248,10 @@ mod tests {
             r#"{"Regions":{"999":{"RegionID":999,"RegionCode":"tether","Nodes":[{"Name":"999b","HostName":"127.0.0.1"}]}}}"#,
         )
         .expect("map");
-        let text = serde_json::to_string(&Response::DerpMap { derp_map: map.clone() }).expect("ser");
+        let text = serde_json::to_string(&Response::DerpMap {
+            derp_map: map.clone(),
+        })
+        .expect("ser");
         let back: Response = serde_json::from_str(&text).expect("de");
         assert_eq!(back, Response::DerpMap { derp_map: map });
     }

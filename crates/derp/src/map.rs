@@ -18,7 +18,12 @@ pub const DEFAULT_DERP_PORT: u16 = 443;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DerpMap {
     /// Regions keyed by their ID (as a JSON string key).
-    #[serde(rename = "Regions", alias = "regions", default, deserialize_with = "region_keys")]
+    #[serde(
+        rename = "Regions",
+        alias = "regions",
+        default,
+        deserialize_with = "region_keys"
+    )]
     pub regions: BTreeMap<u32, DerpRegion>,
     /// Optional tuning of home-region selection.
     #[serde(
@@ -44,7 +49,12 @@ pub struct DerpMap {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HomeParams {
     /// Region ID → score; below 1 favours the region, above 1 penalises it.
-    #[serde(rename = "RegionScore", alias = "regionScore", alias = "regionscore", default)]
+    #[serde(
+        rename = "RegionScore",
+        alias = "regionScore",
+        alias = "regionscore",
+        default
+    )]
     pub region_score: BTreeMap<u32, f64>,
 }
 
@@ -52,22 +62,52 @@ pub struct HomeParams {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DerpRegion {
     /// Region ID, > 0; 900–999 are reserved for self-hosted regions.
-    #[serde(rename = "RegionID", alias = "regionID", alias = "regionId", alias = "regionid")]
+    #[serde(
+        rename = "RegionID",
+        alias = "regionID",
+        alias = "regionId",
+        alias = "regionid"
+    )]
     pub region_id: u32,
     /// Short code such as `nyc`.
-    #[serde(rename = "RegionCode", alias = "regionCode", alias = "regioncode", default)]
+    #[serde(
+        rename = "RegionCode",
+        alias = "regionCode",
+        alias = "regioncode",
+        default
+    )]
     pub region_code: String,
     /// Human name such as "New York City".
-    #[serde(rename = "RegionName", alias = "regionName", alias = "regionname", default)]
+    #[serde(
+        rename = "RegionName",
+        alias = "regionName",
+        alias = "regionname",
+        default
+    )]
     pub region_name: String,
     /// Latitude, for display.
-    #[serde(rename = "Latitude", alias = "latitude", default, skip_serializing_if = "is_zero_f64")]
+    #[serde(
+        rename = "Latitude",
+        alias = "latitude",
+        default,
+        skip_serializing_if = "is_zero_f64"
+    )]
     pub latitude: f64,
     /// Longitude, for display.
-    #[serde(rename = "Longitude", alias = "longitude", default, skip_serializing_if = "is_zero_f64")]
+    #[serde(
+        rename = "Longitude",
+        alias = "longitude",
+        default,
+        skip_serializing_if = "is_zero_f64"
+    )]
     pub longitude: f64,
     /// Deprecated: avoid as a home region.
-    #[serde(rename = "Avoid", alias = "avoid", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "Avoid",
+        alias = "avoid",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub avoid: bool,
     /// Never measure and never pick as home; usable to reach peers homed here.
     #[serde(
@@ -90,28 +130,70 @@ pub struct DerpNode {
     #[serde(rename = "Name", alias = "name", default)]
     pub name: String,
     /// The region this node belongs to.
-    #[serde(rename = "RegionID", alias = "regionID", alias = "regionId", alias = "regionid", default)]
+    #[serde(
+        rename = "RegionID",
+        alias = "regionID",
+        alias = "regionId",
+        alias = "regionid",
+        default
+    )]
     pub region_id: u32,
     /// DNS name (and TLS name unless `CertName` says otherwise).
     #[serde(rename = "HostName", alias = "hostName", alias = "hostname")]
     pub host_name: String,
     /// `sha256-raw:<hex>` pins a self-signed certificate; otherwise the TLS name.
-    #[serde(rename = "CertName", alias = "certName", alias = "certname", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "CertName",
+        alias = "certName",
+        alias = "certname",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cert_name: String,
     /// Forced IPv4 address, or `none` to disable IPv4.
-    #[serde(rename = "IPv4", alias = "ipv4", alias = "IPV4", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "IPv4",
+        alias = "ipv4",
+        alias = "IPV4",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4: String,
     /// Forced IPv6 address, or `none` to disable IPv6.
-    #[serde(rename = "IPv6", alias = "ipv6", alias = "IPV6", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "IPv6",
+        alias = "ipv6",
+        alias = "IPV6",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6: String,
     /// STUN port: 0 means 3478, -1 disables STUN on this node.
-    #[serde(rename = "STUNPort", alias = "stunPort", alias = "stunport", default, skip_serializing_if = "is_zero_i32")]
+    #[serde(
+        rename = "STUNPort",
+        alias = "stunPort",
+        alias = "stunport",
+        default,
+        skip_serializing_if = "is_zero_i32"
+    )]
     pub stun_port: i32,
     /// This node only does STUN, no DERP.
-    #[serde(rename = "STUNOnly", alias = "stunOnly", alias = "stunonly", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "STUNOnly",
+        alias = "stunOnly",
+        alias = "stunonly",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub stun_only: bool,
     /// DERP port: 0 means 443 (or 80 with `ForceHTTP`).
-    #[serde(rename = "DERPPort", alias = "derpPort", alias = "derpport", default, skip_serializing_if = "is_zero_i32")]
+    #[serde(
+        rename = "DERPPort",
+        alias = "derpPort",
+        alias = "derpport",
+        default,
+        skip_serializing_if = "is_zero_i32"
+    )]
     pub derp_port: i32,
     /// Skip TLS verification (tests only).
     #[serde(
@@ -123,26 +205,46 @@ pub struct DerpNode {
     )]
     pub insecure_for_tests: bool,
     /// Forced STUN destination for tests.
-    #[serde(rename = "STUNTestIP", alias = "stunTestIP", alias = "stuntestip", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "STUNTestIP",
+        alias = "stunTestIP",
+        alias = "stuntestip",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub stun_test_ip: String,
     /// The node also serves plain HTTP on port 80 (captive-portal checks).
-    #[serde(rename = "CanPort80", alias = "canPort80", alias = "canport80", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "CanPort80",
+        alias = "canPort80",
+        alias = "canport80",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub can_port_80: bool,
     /// Coder's extension: speak plain HTTP (not TLS) to this node.
-    #[serde(rename = "ForceHTTP", alias = "forceHTTP", alias = "forcehttp", default, skip_serializing_if = "is_false")]
+    #[serde(
+        rename = "ForceHTTP",
+        alias = "forceHTTP",
+        alias = "forcehttp",
+        default,
+        skip_serializing_if = "is_false"
+    )]
     pub force_http: bool,
 }
 
 /// Region IDs are JSON object keys, so strings. serde_json turns them into integers on
 /// its own, but not when the map is nested in a buffered (internally tagged) enum, so
 /// parse them explicitly.
-fn region_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, DerpRegion>, D::Error> {
+fn region_keys<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<u32, DerpRegion>, D::Error> {
     let raw = BTreeMap::<String, DerpRegion>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| {
-            k.parse::<u32>()
-                .map(|id| (id, v))
-                .map_err(|_| serde::de::Error::custom(format!("region key {k:?} is not a region ID")))
+            k.parse::<u32>().map(|id| (id, v)).map_err(|_| {
+                serde::de::Error::custom(format!("region key {k:?} is not a region ID"))
+            })
         })
         .collect()
 }
@@ -233,9 +335,15 @@ mod tests {
         let nyc = &m.regions[&1];
         assert_eq!(nyc.region_code, "nyc");
         assert_eq!(nyc.nodes[0].stun_port(), Some(3478));
-        assert_eq!(nyc.nodes[0].derp_url(), "https://derp1f.example.net:443/derp");
+        assert_eq!(
+            nyc.nodes[0].derp_url(),
+            "https://derp1f.example.net:443/derp"
+        );
         assert_eq!(m.regions[&2].nodes[0].stun_port(), None);
-        assert_eq!(m.home_params.as_ref().map(|h| h.region_score[&2]), Some(1.5));
+        assert_eq!(
+            m.home_params.as_ref().map(|h| h.region_score[&2]),
+            Some(1.5)
+        );
     }
 
     #[test]
@@ -246,7 +354,8 @@ mod tests {
         .expect("parse");
         let n = &m.regions[&999].nodes[0];
         assert_eq!(n.derp_url(), "http://127.0.0.1:3000/derp");
-        let back: DerpMap = serde_json::from_str(&serde_json::to_string(&m).expect("ser")).expect("de");
+        let back: DerpMap =
+            serde_json::from_str(&serde_json::to_string(&m).expect("ser")).expect("de");
         assert_eq!(back, m);
     }
 }

@@ -330,7 +330,7 @@ async fn slow_reader_does_not_stall_others() {
                 .expect("flooding never blocks the sender");
         }
     });
-    timeout(Duration::from_secs(60), exchange(a, b, 2000))
+    let still_connected = timeout(Duration::from_secs(60), exchange(a, b, 2000))
         .await
         .expect("exchange not stalled");
     timeout(WAIT, flood)
@@ -350,6 +350,7 @@ async fn slow_reader_does_not_stall_others() {
     .await
     .expect("sleeper closed by write timeout");
     assert_eq!(srv.derp.stats().clients, 2);
+    drop(still_connected);
 }
 
 #[tokio::test]
