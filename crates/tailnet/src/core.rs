@@ -146,7 +146,13 @@ fn ipv6_src_dst(packet: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
     Some((Ipv6Addr::from(src), Ipv6Addr::from(dst)))
 }
 
-fn push_transmit(out: &mut VecDeque<Transmit>, peer: &mut Peer, fallback_region: u32, kind: WgKind, now: Instant) {
+fn push_transmit(
+    out: &mut VecDeque<Transmit>,
+    peer: &mut Peer,
+    fallback_region: u32,
+    kind: WgKind,
+    now: Instant,
+) {
     if matches!(kind, WgKind::HandshakeInit(_)) {
         peer.init_sent = Some(now);
         peer.init_started.get_or_insert(now);
@@ -245,11 +251,13 @@ impl Core {
             debug!(peer = %cfg.id, "ignoring a peer with our own key");
             return;
         }
-        if let Some(owner) = self.by_key.get(&cfg.key) {
-            if *owner != cfg.id {
-                debug!(peer = %cfg.id, other = %owner, "ignoring a peer whose key another peer uses");
-                return;
-            }
+        if let Some(&owner) = self.by_key.get(&cfg.key)
+            && owner != cfg.id
+        {
+            // The coordinator keeps keys unique among live peers, so the key's old
+            // owner is stale: a client that reconnected and was given a new id.
+            info!(old = %owner, new = %cfg.id, "peer reappeared under a new id");
+            self.remove_peer(owner);
         }
         let id = cfg.id;
         match self.peers.get_mut(&id) {
@@ -312,7 +320,9 @@ impl Core {
     /// Starts a WireGuard handshake with `id` now, unless a session is up or one is in flight.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
         let home = self.home_region;
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if p.tunn.has_active_session() || p.init_sent.is_some() {
             return;
         }
@@ -328,7 +338,9 @@ impl Core {
             return;
         };
         let home = self.home_region;
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let packet = Packet::from_bytes(BytesMut::from(data));
         let kind = match self.rate_limiter.verify_packet(derp_addr(region), packet) {
             Ok(k) => k,
@@ -343,8 +355,12 @@ impl Core {
         };
         match peer.tunn.handle_incoming_packet(kind) {
             TunnResult::Done => {}
-            TunnResult::Err(e) => debug!(peer = %id, region, error = ?e, "WireGuard rejected a packet"),
-            TunnResult::WriteToNetwork(reply) => push_transmit(&mut self.transmits, peer, home, reply, now),
+            TunnResult::Err(e) => {
+                debug!(peer = %id, region, error = ?e, "WireGuard rejected a packet")
+            }
+            TunnResult::WriteToNetwork(reply) => {
+                push_transmit(&mut self.transmits, peer, home, reply, now)
+            }
             TunnResult::WriteToTunnel(ip) => {
                 if !ip.is_empty() {
                     match ipv6_src_dst(&ip) {
@@ -398,10 +414,20 @@ impl Core {
             return;
         };
         let home = self.home_region;
-        let Some(peer) = self.peers.get_mut(&id) else { return };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
         let p = Packet::from_bytes(BytesMut::from(&packet[..]));
         if let Some(kind) = peer.tunn.handle_outgoing_packet(p, Some(&mut self.mtu)) {
             push_transmit(&mut self.transmits, peer, home, kind, now);
+        } else if peer.init_sent.is_none() && !peer.tunn.has_active_session() {
+            // Queued behind a handshake we are not retrying (never started by us, or
+            // given up on): a packet explicitly queued restarts the attempts, as in
+            // WireGuard.
+            peer.init_started = None;
+            if let Some(init) = peer.tunn.format_handshake_initiation(true) {
+                push_transmit(&mut self.transmits, peer, home, init.into(), now);
+            }
         }
     }
 
@@ -418,7 +444,8 @@ impl Core {
                     debug!(peer = %peer.cfg.id, "giving up on the handshake");
                     peer.init_sent = None;
                     peer.init_started = None;
-                    self.events.push_back(Event::HandshakeGaveUp { peer: peer.cfg.id });
+                    self.events
+                        .push_back(Event::HandshakeGaveUp { peer: peer.cfg.id });
                 } else if now.saturating_duration_since(sent) >= REKEY_TIMEOUT {
                     debug!(peer = %peer.cfg.id, "handshake unanswered; retrying");
                     if let Some(init) = peer.tunn.format_handshake_initiation(true) {
@@ -476,7 +503,47 @@ mod tests {
     fn node_key_is_the_wireguard_static_key() {
         let private = NodePrivate::generate();
         let secret = x25519::StaticSecret::from(private.to_bytes());
-        assert_eq!(x25519::PublicKey::from(&secret).to_bytes(), *private.public().as_bytes());
+        assert_eq!(
+            x25519::PublicKey::from(&secret).to_bytes(),
+            *private.public().as_bytes()
+        );
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn a_key_reappearing_under_a_new_id_replaces_the_old_peer() {
+        let now = Instant::now();
+        let mut core = Core::new(&NodePrivate::generate(), Ipv6Addr::LOCALHOST, now, 1);
+        let key = NodePrivate::generate().public();
+        let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let addr = tether_coord::proto::tailnet_ip(old);
+        let cfg = |id| PeerConfig {
+            id,
+            key,
+            home_region: 7,
+            addresses: vec![addr],
+        };
+        core.upsert_peer(cfg(old));
+        assert_eq!(core.peer_by_ip(addr), Some(old));
+        core.upsert_peer(cfg(new));
+        assert!(!core.has_peer(old));
+        assert_eq!(core.peer_by_ip(addr), Some(new));
+        assert_eq!(
+            core.path(new).map(|p| p.current),
+            Some(PathKind::Derp { region: 7 })
+        );
+        // Our own key is never a peer.
+        let mine = core.public_key();
+        core.upsert_peer(PeerConfig {
+            id: Uuid::from_u128(3),
+            key: mine,
+            home_region: 7,
+            addresses: vec![],
+        });
+        assert!(!core.has_peer(Uuid::from_u128(3)));
+        assert!(core.remove_peer(new));
+        assert!(!core.remove_peer(new));
+        assert_eq!(core.peer_by_ip(addr), None);
     }
 
     #[test]

@@ -14,3 +14,12 @@
 pub mod core;
 pub mod netstack;
 pub mod path;
+
+mod conn;
+mod error;
+mod stream;
+
+pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT};
+pub use error::TailnetError;
+pub use path::{PathInfo, PathKind};
+pub use stream::{TcpListener, TcpStream, UdpSocket};

@@ -17,7 +17,9 @@ use rand::rngs::StdRng;
 use smoltcp::iface::{Config, Interface, Route, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{AnySocket, tcp, udp};
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv6Packet, TcpPacket};
+use smoltcp::wire::{
+    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv6Packet, TcpPacket,
+};
 use tracing::{debug, trace};
 
 use tether_coord::proto::TAILNET_PREFIX;
@@ -116,7 +118,7 @@ impl Device for QueueDevice {
     }
 
     fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<TxToken<'_>> {
-        (self.tx.len() < DEVICE_QUEUE).then(|| TxToken(&mut self.tx))
+        (self.tx.len() < DEVICE_QUEUE).then_some(TxToken(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -228,35 +230,54 @@ impl Netstack {
         );
         s.set_nagle_enabled(false);
         s.set_congestion_control(tcp::CongestionControl::Reno);
-        s.set_keep_alive(Some(smoltcp::time::Duration::from_micros(TCP_KEEPALIVE.as_micros() as u64)));
-        s.set_timeout(Some(smoltcp::time::Duration::from_micros(TCP_TIMEOUT.as_micros() as u64)));
+        s.set_keep_alive(Some(smoltcp::time::Duration::from_micros(
+            TCP_KEEPALIVE.as_micros() as u64,
+        )));
+        s.set_timeout(Some(smoltcp::time::Duration::from_micros(
+            TCP_TIMEOUT.as_micros() as u64,
+        )));
         s
     }
 
     /// Hands a decrypted IP packet to the stack (processed by the next [`Netstack::poll`]).
-    /// A SYN to a port that is listened on (or any port with "accept any") gets a
-    /// listening socket first.
     pub fn push_inbound(&mut self, mut packet: Vec<u8>) {
         let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else {
-            trace!(len = packet.len(), "dropping inbound packet that is not IPv6");
+            trace!(
+                len = packet.len(),
+                "dropping inbound packet that is not IPv6"
+            );
             return;
         };
-        let total = 40 + usize::from(ip.payload_len());
-        if ip.next_header() == IpProtocol::Tcp {
-            let src = ip.src_addr();
-            if let Ok(tcp) = TcpPacket::new_checked(ip.payload()) {
-                if tcp.syn() && !tcp.ack() {
-                    self.on_syn(SocketAddrV6::new(src, tcp.src_port(), 0, 0), tcp.dst_port());
-                }
-            }
-        }
         // WireGuard pads packets to 16 bytes; give smoltcp only the IP packet itself.
+        let total = 40 + usize::from(ip.payload_len());
         packet.truncate(total);
         if self.device.rx.len() >= DEVICE_QUEUE {
             trace!("netstack inbound queue full; dropping packet");
             return;
         }
         self.device.rx.push_back(packet);
+    }
+
+    /// A SYN to a port that is listened on (or any port with "accept any") gets a
+    /// listening socket just before smoltcp processes it.
+    fn inspect_inbound(&mut self) {
+        let Some(packet) = self.device.rx.front() else {
+            return;
+        };
+        let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else {
+            return;
+        };
+        if ip.next_header() != IpProtocol::Tcp {
+            return;
+        }
+        let src = ip.src_addr();
+        let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
+            return;
+        };
+        if tcp.syn() && !tcp.ack() {
+            let (sport, dport) = (tcp.src_port(), tcp.dst_port());
+            self.on_syn(SocketAddrV6::new(src, sport, 0, 0), dport);
+        }
     }
 
     fn on_syn(&mut self, remote: SocketAddrV6, port: u16) {
@@ -269,7 +290,9 @@ impl Netstack {
         };
         let mut have_listener = false;
         for (h, s) in self.sockets.iter() {
-            let Some(s) = tcp::Socket::downcast(s) else { continue };
+            let Some(s) = tcp::Socket::downcast(s) else {
+                continue;
+            };
             if s.state() == tcp::State::Listen {
                 if self.pending.contains_key(&h) && s.listen_endpoint().port == port {
                     have_listener = true;
@@ -301,7 +324,17 @@ impl Netstack {
     /// established inbound connections to their accept queues, reaps closed sockets.
     pub fn poll(&mut self, now: Instant) {
         let ts = to_smol(self.epoch, now);
-        self.iface.poll(ts, &mut self.device, &mut self.sockets);
+        self.iface.poll_maintenance(ts);
+        while !self.device.rx.is_empty() {
+            self.inspect_inbound();
+            self.iface
+                .poll_ingress_single(ts, &mut self.device, &mut self.sockets);
+        }
+        while self
+            .iface
+            .poll_egress(ts, &mut self.device, &mut self.sockets)
+            != smoltcp::iface::PollResult::None
+        {}
         self.sweep();
     }
 
@@ -315,7 +348,14 @@ impl Netstack {
                 tcp::State::Established | tcp::State::CloseWait => {
                     let local_port = s.local_endpoint().map_or(0, |l| l.port);
                     match s.remote_endpoint().and_then(v6) {
-                        Some(remote) => moved.push((key, Accepted { handle: h, local_port, remote })),
+                        Some(remote) => moved.push((
+                            key,
+                            Accepted {
+                                handle: h,
+                                local_port,
+                                remote,
+                            },
+                        )),
                         None => dead.push(h),
                     }
                 }
@@ -345,7 +385,12 @@ impl Netstack {
             .orphans
             .iter()
             .copied()
-            .filter(|&h| matches!(self.sockets.get::<tcp::Socket>(h).state(), tcp::State::Closed | tcp::State::TimeWait))
+            .filter(|&h| {
+                matches!(
+                    self.sockets.get::<tcp::Socket>(h).state(),
+                    tcp::State::Closed | tcp::State::TimeWait
+                )
+            })
             .collect();
         for h in closed {
             self.orphans.remove(&h);
@@ -364,7 +409,9 @@ impl Netstack {
             return Some(now);
         }
         let ts = to_smol(self.epoch, now);
-        self.iface.poll_at(ts, &self.sockets).map(|t| from_smol(self.epoch, t).max(now))
+        self.iface
+            .poll_at(ts, &self.sockets)
+            .map(|t| from_smol(self.epoch, t).max(now))
     }
 
     /// Starts accepting connections to `port`.
@@ -403,7 +450,12 @@ impl Netstack {
                 self.orphans.insert(a.handle);
             }
         }
-        let half: Vec<SocketHandle> = self.pending.iter().filter(|(_, k)| **k == key).map(|(h, _)| *h).collect();
+        let half: Vec<SocketHandle> = self
+            .pending
+            .iter()
+            .filter(|(_, k)| **k == key)
+            .map(|(h, _)| *h)
+            .collect();
         for h in half {
             self.pending.remove(&h);
             self.sockets.get_mut::<tcp::Socket>(h).abort();
@@ -415,10 +467,10 @@ impl Netstack {
     pub fn tcp_accept(&mut self, key: AcceptKey, waker: Option<&Waker>) -> Option<Accepted> {
         let q = self.queues.entry(key).or_default();
         let got = q.ready.pop_front();
-        if got.is_none() {
-            if let Some(w) = waker {
-                q.waker = Some(w.clone());
-            }
+        if got.is_none()
+            && let Some(w) = waker
+        {
+            q.waker = Some(w.clone());
         }
         got
     }
@@ -444,8 +496,12 @@ impl Netstack {
         }
         let port = port.ok_or(NetstackError::NoFreePort)?;
         let mut s = Self::new_tcp_socket();
-        s.connect(self.iface.context(), (IpAddress::Ipv6(*remote.ip()), remote.port()), port)
-            .map_err(|e| NetstackError::Connect(remote, e.to_string()))?;
+        s.connect(
+            self.iface.context(),
+            (IpAddress::Ipv6(*remote.ip()), remote.port()),
+            port,
+        )
+        .map_err(|e| NetstackError::Connect(remote, e.to_string()))?;
         debug!(%remote, local_port = port, "TCP connect");
         Ok(self.sockets.add(s))
     }
@@ -475,8 +531,14 @@ impl Netstack {
             return Err(NetstackError::TooManySockets);
         }
         let mut s = udp::Socket::new(
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0u8; UDP_PACKETS * MTU]),
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; UDP_PACKETS], vec![0u8; UDP_PACKETS * MTU]),
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+                vec![0u8; UDP_PACKETS * MTU],
+            ),
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+                vec![0u8; UDP_PACKETS * MTU],
+            ),
         );
         s.bind(port).map_err(|_| NetstackError::AddrInUse(port))?;
         let h = self.sockets.add(s);

@@ -1,0 +1,911 @@
+//! The tokio driver around [`Core`]: connection info, the coordination WebSocket, DERP
+//! connections per region, and the task that moves packets and services timers.
+//!
+//! Tasks: one coordination task (reconnects with backoff, re-sends our node and
+//! tunnels), one driver task (polls the core, hands transmits to DERP links, feeds
+//! received DERP packets in), and per DERP region a [`ReconnectingClient`] plus a sender
+//! and an event-forwarding task. All of them end when the [`Conn`] is closed or dropped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::Deserialize;
+use tether_coord::proto::{self, Node, PeerUpdateKind, Request, Response};
+use tether_derp::client::{ClientConfig, Event as DerpEvent, ReconnectingClient};
+use tether_derp::map::DerpMap;
+use tether_key::{DiscoPrivate, NodePrivate, NodePublic};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tracing::{debug, info, trace, warn};
+use url::Url;
+use uuid::Uuid;
+
+use crate::core::{Core, Event, PeerConfig, Transmit};
+use crate::error::TailnetError;
+use crate::path::{PathInfo, PathKind};
+use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
+
+/// Cap on each HTTP request and on the coordination WebSocket connect.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `join` waits for the home DERP region to admit us.
+const DERP_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Cap on `dial_tcp`.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Datagrams queued per DERP region before new ones are dropped.
+const DERP_SEND_QUEUE: usize = 1024;
+/// Received DERP datagrams queued for the driver.
+const INBOUND_QUEUE: usize = 1024;
+
+/// How this node authenticates to the server.
+#[derive(Clone)]
+pub enum Auth {
+    /// A user's session token: this node is a client.
+    Session(String),
+    /// A workspace agent's token: this node is the agent.
+    Agent(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are secrets: never print them.
+        match self {
+            Self::Session(_) => f.write_str("Session(..)"),
+            Self::Agent(_) => f.write_str("Agent(..)"),
+        }
+    }
+}
+
+impl Auth {
+    fn header(&self) -> (&'static str, &str) {
+        match self {
+            Self::Session(t) => ("Tether-Session-Token", t),
+            Self::Agent(t) => ("Tether-Agent-Token", t),
+        }
+    }
+
+    fn is_agent(&self) -> bool {
+        matches!(self, Self::Agent(_))
+    }
+
+    fn paths(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Session(_) => ("/api/v2/tailnet/connection", "/api/v2/tailnet/coordinate"),
+            Self::Agent(_) => (
+                "/api/v2/workspaceagents/me/connection",
+                "/api/v2/workspaceagents/me/coordinate",
+            ),
+        }
+    }
+}
+
+/// How to join the tailnet.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// The tether server, e.g. `https://tether.example.com`.
+    pub server: Url,
+    /// Who we are.
+    pub auth: Auth,
+    /// Reach DERP over WebSocket only; `None` follows the server's setting.
+    pub force_websockets: Option<bool>,
+    /// Accept any TLS certificate on the DERP connections (tests only).
+    pub insecure_tls: bool,
+}
+
+impl ConnConfig {
+    /// A config with the server's DERP transport settings.
+    pub fn new(server: Url, auth: Auth) -> Self {
+        Self {
+            server,
+            auth,
+            force_websockets: None,
+            insecure_tls: false,
+        }
+    }
+}
+
+/// `GET …/connection`: what a node needs before it joins.
+#[derive(Debug, Clone, Deserialize)]
+struct ConnectionInfo {
+    derp_map: DerpMap,
+    #[serde(default)]
+    derp_force_websockets: bool,
+    #[serde(default)]
+    #[allow(dead_code)]
+    disable_direct_connections: bool,
+}
+
+/// Requests from the API to the coordination task.
+enum CoordCmd {
+    AddTunnel(Uuid),
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// State shared by the API handles and the tasks.
+pub(crate) struct Shared {
+    core: Mutex<Core>,
+    wake: Notify,
+    closed: AtomicBool,
+    pub(crate) ip: Ipv6Addr,
+    id: Mutex<Uuid>,
+    peers_changed: watch::Sender<u64>,
+    derp_map: Mutex<DerpMap>,
+    links: Mutex<HashMap<u32, RegionLink>>,
+    derp_base: ClientConfig,
+    inbound: mpsc::Sender<(u32, NodePublic, Bytes)>,
+    home_ready: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wake_driver(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn bump_peers(&self) {
+        self.peers_changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    fn links(&self) -> MutexGuard<'_, HashMap<u32, RegionLink>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    // The driver is the one place that reads the clock.
+    Instant::now()
+}
+
+/// One DERP region: a reconnecting client and its sender queue.
+struct RegionLink {
+    queue: mpsc::Sender<(NodePublic, Bytes)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RegionLink {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl RegionLink {
+    fn spawn(shared: &Arc<Shared>, region: u32) -> Option<Self> {
+        let map_region = {
+            let map = shared.derp_map.lock().unwrap_or_else(|e| e.into_inner());
+            map.regions.get(&region).cloned()
+        };
+        let Some(map_region) = map_region else {
+            warn!(
+                region,
+                "no such DERP region in the DERP map; cannot reach peers homed there"
+            );
+            return None;
+        };
+        let home = shared.lock().home_region();
+        info!(region, home = region == home, "connecting to DERP region");
+        let (client, mut events) =
+            ReconnectingClient::spawn_region(map_region, shared.derp_base.clone());
+        let client = Arc::new(client);
+        let (queue, mut rx) = mpsc::channel::<(NodePublic, Bytes)>(DERP_SEND_QUEUE);
+        let sender_client = client.clone();
+        let sender = tokio::spawn(async move {
+            while let Some((dst, data)) = rx.recv().await {
+                if let Err(e) = sender_client.send(dst, &data).await {
+                    trace!(region, peer = %dst.short(), error = %e, "DERP send failed; dropping datagram");
+                }
+            }
+        });
+        let weak = Arc::downgrade(shared);
+        let forward = tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let Some(shared) = weak.upgrade() else { return };
+                match ev {
+                    DerpEvent::Packet { src, data } => {
+                        if shared.inbound.try_send((region, src, data)).is_err() {
+                            trace!(region, "driver busy; dropping received datagram");
+                        }
+                    }
+                    DerpEvent::Connected { .. } => {
+                        let home = shared.lock().home_region() == region;
+                        info!(region, home, "DERP connected");
+                        if home {
+                            if let Err(e) = client.note_preferred(true).await {
+                                debug!(region, error = %e, "could not mark DERP region preferred");
+                            }
+                            shared.home_ready.send_replace(true);
+                        }
+                    }
+                    DerpEvent::Disconnected { error } => {
+                        info!(region, %error, "DERP disconnected; reconnecting");
+                        if shared.lock().home_region() == region {
+                            shared.home_ready.send_replace(false);
+                        }
+                    }
+                    DerpEvent::PeerGone { key, reason } => {
+                        debug!(region, peer = %key.short(), ?reason, "DERP peer gone");
+                    }
+                    DerpEvent::Health(h) => {
+                        if !h.is_empty() {
+                            warn!(region, health = %h, "DERP server reports a problem");
+                        }
+                    }
+                }
+            }
+        });
+        Some(Self {
+            queue,
+            tasks: vec![sender, forward],
+        })
+    }
+}
+
+/// A node on the tailnet.
+pub struct Conn {
+    shared: Arc<Shared>,
+    cmds: mpsc::Sender<CoordCmd>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id())
+            .field("ip", &self.ip())
+            .finish_non_exhaustive()
+    }
+}
+
+async fn http_get_info(cfg: &ConnConfig) -> Result<ConnectionInfo, TailnetError> {
+    let (info_path, _) = cfg.auth.paths();
+    let url = cfg
+        .server
+        .join(info_path)
+        .map_err(|e| TailnetError::BadUrl(format!("{}: {e}", cfg.server)))?;
+    let client = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(|e| TailnetError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    let (name, token) = cfg.auth.header();
+    let resp = client
+        .get(url.clone())
+        .header(name, token)
+        .send()
+        .await
+        .map_err(|e| TailnetError::Unreachable {
+            url: cfg.server.to_string(),
+            message: e.to_string(),
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(TailnetError::Refused {
+            what: "the connection info request".into(),
+            status: status.as_u16(),
+            body,
+        });
+    }
+    resp.json::<ConnectionInfo>()
+        .await
+        .map_err(|e| TailnetError::Unreachable {
+            url: url.to_string(),
+            message: format!("bad connection info: {e}"),
+        })
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn coordinate_url(cfg: &ConnConfig) -> Result<Url, TailnetError> {
+    let (_, path) = cfg.auth.paths();
+    let mut url = cfg
+        .server
+        .join(path)
+        .map_err(|e| TailnetError::BadUrl(format!("{}: {e}", cfg.server)))?;
+    let scheme = match url.scheme() {
+        "http" => "ws",
+        "https" => "wss",
+        other => {
+            return Err(TailnetError::BadUrl(format!(
+                "{}: scheme {other} is not http(s)",
+                cfg.server
+            )));
+        }
+    };
+    url.set_scheme(scheme)
+        .map_err(|()| TailnetError::BadUrl(cfg.server.to_string()))?;
+    url.set_query(Some(&format!("version={}", proto::VERSION)));
+    Ok(url)
+}
+
+/// Connects the coordination WebSocket and reads the Welcome: (socket, our id, lost-after).
+async fn coord_connect(cfg: &ConnConfig) -> Result<(Ws, Uuid, Duration), TailnetError> {
+    let url = coordinate_url(cfg)?;
+    let mut req = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| TailnetError::BadUrl(e.to_string()))?;
+    let (name, token) = cfg.auth.header();
+    let value = http::HeaderValue::from_str(token)
+        .map_err(|_| TailnetError::Coordination("token is not a valid header value".into()))?;
+    req.headers_mut().insert(name, value);
+    let (mut ws, _) =
+        match tokio::time::timeout(HTTP_TIMEOUT, tokio_tungstenite::connect_async(req)).await {
+            Err(_) => {
+                return Err(TailnetError::Timeout {
+                    what: "the coordination WebSocket".into(),
+                    after: HTTP_TIMEOUT,
+                });
+            }
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                return Err(TailnetError::Refused {
+                    what: "the coordination connection".into(),
+                    status: resp.status().as_u16(),
+                    body,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(TailnetError::Unreachable {
+                    url: cfg.server.to_string(),
+                    message: e.to_string(),
+                });
+            }
+            Ok(Ok(x)) => x,
+        };
+    let deadline = tokio::time::Instant::now() + HTTP_TIMEOUT;
+    loop {
+        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => {
+                return Err(TailnetError::Timeout {
+                    what: "the coordinator's welcome".into(),
+                    after: HTTP_TIMEOUT,
+                });
+            }
+            Ok(None) => {
+                return Err(TailnetError::Coordination(
+                    "closed before the welcome".into(),
+                ));
+            }
+            Ok(Some(Err(e))) => return Err(TailnetError::Coordination(e.to_string())),
+            Ok(Some(Ok(m))) => m,
+        };
+        let Message::Text(text) = msg else { continue };
+        match serde_json::from_str::<Response>(text.as_str()) {
+            Ok(Response::Welcome {
+                version,
+                id,
+                lost_after_secs,
+                ..
+            }) => {
+                proto::check_version(&version).map_err(TailnetError::Coordination)?;
+                return Ok((ws, id, Duration::from_secs(lost_after_secs.max(1))));
+            }
+            Ok(Response::Error { message }) => return Err(TailnetError::Coordination(message)),
+            Ok(_) => continue,
+            Err(e) => {
+                return Err(TailnetError::Coordination(format!(
+                    "bad message before the welcome: {e}"
+                )));
+            }
+        }
+    }
+}
+
+fn parse_addresses(node: &Node) -> Vec<Ipv6Addr> {
+    node.addresses
+        .iter()
+        .filter_map(|a| a.strip_suffix("/128").unwrap_or(a).parse::<Ipv6Addr>().ok())
+        .collect()
+}
+
+impl Conn {
+    /// Joins the tailnet: connection info → keys → coordination (the Welcome gives our
+    /// id) → our node → the home DERP region (the lowest region id with DERP nodes) →
+    /// ready. Every step is bounded.
+    pub async fn join(cfg: ConnConfig) -> Result<Conn, TailnetError> {
+        let info = http_get_info(&cfg).await?;
+        let home = info
+            .derp_map
+            .derp_region_ids()
+            .min()
+            .ok_or(TailnetError::NoDerp)?;
+        let private = NodePrivate::generate();
+        let disco = DiscoPrivate::generate();
+        let (ws, id, lost_after) = coord_connect(&cfg).await?;
+        let ip = proto::tailnet_ip(id);
+        info!(%id, %ip, home_region = home, agent = cfg.auth.is_agent(), "joined the coordinator");
+
+        let t0 = now();
+        let mut core = Core::new(&private, ip, t0, rand::thread_rng().r#gen());
+        core.set_home_region(home);
+        let derp_url = cfg
+            .server
+            .join("/derp")
+            .map_err(|e| TailnetError::BadUrl(format!("{}: {e}", cfg.server)))?;
+        let mut derp_base = ClientConfig::new(derp_url, private.clone());
+        derp_base.force_websocket = cfg.force_websockets.unwrap_or(info.derp_force_websockets);
+        derp_base.insecure_tls = cfg.insecure_tls;
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+        let shared = Arc::new(Shared {
+            core: Mutex::new(core),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            ip,
+            id: Mutex::new(id),
+            peers_changed: watch::Sender::new(0),
+            derp_map: Mutex::new(info.derp_map),
+            links: Mutex::new(HashMap::new()),
+            derp_base,
+            inbound: inbound_tx,
+            home_ready: watch::Sender::new(false),
+        });
+
+        let node = Node {
+            id,
+            key: private.public(),
+            disco: disco.public(),
+            preferred_derp: home,
+            derp_latency: Default::default(),
+            addresses: vec![format!("{ip}/128")],
+            allowed_ips: vec![format!("{ip}/128")],
+            endpoints: Vec::new(),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let coord = CoordTask {
+            shared: shared.clone(),
+            cfg: cfg.clone(),
+            node,
+            tunnels: BTreeSet::new(),
+            lost_after,
+        };
+        let coord_task = tokio::spawn(coord.run(ws, cmd_rx));
+        let driver = tokio::spawn(drive(shared.clone(), inbound_rx));
+        let conn = Conn {
+            shared: shared.clone(),
+            cmds: cmd_tx,
+            tasks: vec![coord_task, driver],
+        };
+
+        // The relay admits our key once the coordinator has our node; the reconnecting
+        // client retries until then.
+        if let Some(link) = RegionLink::spawn(&shared, home) {
+            shared.links().insert(home, link);
+        }
+        let mut ready = shared.home_ready.subscribe();
+        let waited = tokio::time::timeout(DERP_READY_TIMEOUT, ready.wait_for(|r| *r)).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            conn.shutdown();
+            return Err(TailnetError::Timeout {
+                what: format!("DERP region {home} to admit this node"),
+                after: DERP_READY_TIMEOUT,
+            });
+        }
+        info!(%id, "tailnet ready");
+        Ok(conn)
+    }
+
+    /// Our current coordination id (an agent's id; a client's changes if the
+    /// coordination connection is re-established, while its address stays).
+    pub fn id(&self) -> Uuid {
+        *self.shared.id.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Our tailnet address.
+    pub fn ip(&self) -> Ipv6Addr {
+        self.shared.ip
+    }
+
+    /// Clients: asks the coordinator for a tunnel to `agent`. Its node arrives later
+    /// (see [`Conn::wait_peer`]); a refusal is logged.
+    pub async fn add_tunnel(&self, agent: Uuid) -> Result<(), TailnetError> {
+        self.cmds
+            .send(CoordCmd::AddTunnel(agent))
+            .await
+            .map_err(|_| TailnetError::Closed)
+    }
+
+    /// Waits until peer `peer`'s node is known.
+    pub async fn wait_peer(&self, peer: Uuid, timeout: Duration) -> Result<(), TailnetError> {
+        let mut rx = self.shared.peers_changed.subscribe();
+        let shared = &self.shared;
+        let fut = async {
+            loop {
+                if shared.lock().has_peer(peer) {
+                    return Ok(());
+                }
+                if rx.changed().await.is_err() {
+                    return Err(TailnetError::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| TailnetError::Timeout {
+                what: format!("peer {peer}"),
+                after: timeout,
+            })?
+    }
+
+    /// Opens a TCP connection to `ip:port` on the tailnet, within [`DIAL_TIMEOUT`].
+    pub async fn dial_tcp(&self, ip: Ipv6Addr, port: u16) -> Result<TcpStream, TailnetError> {
+        let remote = SocketAddrV6::new(ip, port, 0, 0);
+        let handle = {
+            let mut core = self.shared.lock();
+            if core.peer_by_ip(ip).is_none() {
+                return Err(TailnetError::NoRoute(ip));
+            }
+            core.netstack().tcp_connect(remote)?
+        };
+        self.shared.wake_driver();
+        let result =
+            tokio::time::timeout(DIAL_TIMEOUT, stream::wait_established(&self.shared, handle))
+                .await;
+        let local_port = {
+            let mut core = self.shared.lock();
+            core.netstack()
+                .tcp(handle)
+                .local_endpoint()
+                .map_or(0, |e| e.port)
+        };
+        let stream = TcpStream::new(
+            self.shared.clone(),
+            handle,
+            SocketAddrV6::new(self.shared.ip, local_port, 0, 0),
+            remote,
+        );
+        match result {
+            Ok(Ok(true)) => {
+                debug!(%remote, "TCP connected");
+                Ok(stream)
+            }
+            Ok(Ok(false)) => Err(TailnetError::ConnectionRefused(remote)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.shared.lock().netstack().tcp(handle).abort();
+                Err(TailnetError::Timeout {
+                    what: format!("TCP connect to {remote}"),
+                    after: DIAL_TIMEOUT,
+                })
+            }
+        }
+    }
+
+    /// Accepts TCP connections to `port`.
+    pub async fn listen_tcp(&self, port: u16) -> Result<TcpListener, TailnetError> {
+        self.shared.lock().netstack().tcp_listen(port)?;
+        Ok(TcpListener::new(self.shared.clone(), port))
+    }
+
+    /// Accepts a TCP connection to any port nobody listens on explicitly: the stream
+    /// and the port it was made to. The first call turns this on; it stays on.
+    pub async fn accept_any_tcp(&self) -> Result<(TcpStream, u16), TailnetError> {
+        self.shared.lock().netstack().set_accept_any(true);
+        stream::accept_any(&self.shared).await
+    }
+
+    /// Binds UDP `port`.
+    pub async fn bind_udp(&self, port: u16) -> Result<UdpSocket, TailnetError> {
+        let h = self.shared.lock().netstack().udp_bind(port)?;
+        Ok(UdpSocket::new(self.shared.clone(), h, port))
+    }
+
+    /// The path to `peer`, if known.
+    pub fn path(&self, peer: Uuid) -> Option<PathInfo> {
+        self.shared.lock().path(peer)
+    }
+
+    /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(CoordCmd::Disconnect(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+        info!(id = %self.id(), "left the tailnet");
+        self.shutdown();
+    }
+
+    fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.shared.links().clear();
+        self.shared.wake_driver();
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Hands a transmit to its DERP region's link, connecting to the region if needed.
+fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
+    let region = match t.path {
+        PathKind::Derp { region } => region,
+        PathKind::Direct { addr } => {
+            trace!(peer = %t.peer, %addr, "direct paths are not implemented; dropping");
+            return;
+        }
+    };
+    if region == 0 {
+        trace!(peer = %t.peer, "no DERP region for peer yet; dropping");
+        return;
+    }
+    let mut links = shared.links();
+    let link = match links.entry(region) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            if shared.is_closed() {
+                return;
+            }
+            match RegionLink::spawn(shared, region) {
+                Some(l) => e.insert(l),
+                None => return,
+            }
+        }
+    };
+    if link.queue.try_send((t.dst, Bytes::from(t.data))).is_err() {
+        trace!(peer = %t.peer, region, "DERP send queue full; dropping datagram");
+    }
+}
+
+/// The data-plane loop: poll the core, send what it produced, sleep until the next
+/// deadline, a received datagram or a wake-up from an API call.
+async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic, Bytes)>) {
+    loop {
+        if shared.is_closed() {
+            return;
+        }
+        let (transmits, events, deadline) = {
+            let t = now();
+            let mut core = shared.lock();
+            core.poll(t);
+            let mut transmits = Vec::new();
+            while let Some(x) = core.poll_transmit() {
+                transmits.push(x);
+            }
+            let mut events = Vec::new();
+            while let Some(e) = core.poll_event() {
+                events.push(e);
+            }
+            (transmits, events, core.poll_timeout(t))
+        };
+        for t in transmits {
+            send_transmit(&shared, t);
+        }
+        for e in events {
+            match e {
+                Event::SessionUp { peer } => debug!(%peer, "session up"),
+                Event::HandshakeGaveUp { peer } => {
+                    info!(%peer, "WireGuard handshake with peer timed out")
+                }
+            }
+        }
+        let sleep_until = deadline
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            got = inbound.recv() => {
+                let Some((region, src, data)) = got else { return };
+                let t = now();
+                let mut core = shared.lock();
+                core.handle_derp(t, region, src, &data);
+                // Take what else is waiting in one go: one poll per batch.
+                for _ in 0..256 {
+                    match inbound.try_recv() {
+                        Ok((region, src, data)) => core.handle_derp(t, region, src, &data),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+}
+
+/// The coordination connection and what must be re-sent after a reconnect.
+struct CoordTask {
+    shared: Arc<Shared>,
+    cfg: ConnConfig,
+    node: Node,
+    tunnels: BTreeSet<Uuid>,
+    lost_after: Duration,
+}
+
+/// Why a coordination session ended.
+enum SessionEnd {
+    Lost(String),
+    Disconnected,
+}
+
+impl CoordTask {
+    async fn run(mut self, first: Ws, mut cmds: mpsc::Receiver<CoordCmd>) {
+        let mut ws = Some(first);
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            let socket = match ws.take() {
+                Some(s) => s,
+                None => match coord_connect(&self.cfg).await {
+                    Ok((s, id, lost_after)) => {
+                        self.lost_after = lost_after;
+                        let old = self.node.id;
+                        if id != old {
+                            info!(old = %old, new = %id, "coordinator assigned a new id; keeping our address");
+                            self.node.id = id;
+                            *self.shared.id.lock().unwrap_or_else(|e| e.into_inner()) = id;
+                        }
+                        info!(%id, "coordination reconnected");
+                        s
+                    }
+                    Err(e) => {
+                        let jitter =
+                            rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+                        let delay = backoff / 2 + Duration::from_millis(jitter);
+                        debug!(error = %e, ?delay, "coordination connect failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                },
+            };
+            backoff = Duration::from_millis(250);
+            match self.session(socket, &mut cmds).await {
+                SessionEnd::Disconnected => return,
+                SessionEnd::Lost(why) => {
+                    if self.shared.is_closed() {
+                        return;
+                    }
+                    warn!(reason = %why, "coordination connection lost; reconnecting");
+                }
+            }
+        }
+    }
+
+    async fn send(ws: &mut Ws, req: &Request) -> Result<(), String> {
+        let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(HTTP_TIMEOUT, ws.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("send timed out".into()),
+        }
+    }
+
+    async fn session(&mut self, mut ws: Ws, cmds: &mut mpsc::Receiver<CoordCmd>) -> SessionEnd {
+        let node = self.node.clone();
+        if let Err(e) = Self::send(&mut ws, &Request::UpdateSelf { node }).await {
+            return SessionEnd::Lost(e);
+        }
+        for t in self.tunnels.clone() {
+            if let Err(e) = Self::send(&mut ws, &Request::AddTunnel { id: t }).await {
+                return SessionEnd::Lost(e);
+            }
+        }
+        // The server pings every few seconds; silence this long means the link is dead.
+        let silence = self.lost_after + Duration::from_secs(5);
+        loop {
+            tokio::select! {
+                msg = tokio::time::timeout(silence, ws.next()) => {
+                    let msg = match msg {
+                        Err(_) => return SessionEnd::Lost(format!("nothing heard for {silence:?}")),
+                        Ok(None) => return SessionEnd::Lost("closed by the server".into()),
+                        Ok(Some(Err(e))) => return SessionEnd::Lost(e.to_string()),
+                        Ok(Some(Ok(m))) => m,
+                    };
+                    match msg {
+                        Message::Text(text) => match serde_json::from_str::<Response>(text.as_str()) {
+                            Ok(resp) => {
+                                if let Err(e) = self.handle(&mut ws, resp).await {
+                                    return SessionEnd::Lost(e);
+                                }
+                            }
+                            Err(e) => debug!(error = %e, "ignoring a malformed coordination message"),
+                        },
+                        Message::Close(_) => return SessionEnd::Lost("closed by the server".into()),
+                        _ => {}
+                    }
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(CoordCmd::AddTunnel(id)) => {
+                        if self.tunnels.insert(id) {
+                            info!(agent = %id, "adding tunnel");
+                        }
+                        if let Err(e) = Self::send(&mut ws, &Request::AddTunnel { id }).await {
+                            return SessionEnd::Lost(e);
+                        }
+                    }
+                    Some(CoordCmd::Disconnect(ack)) => {
+                        let _ = Self::send(&mut ws, &Request::Disconnect).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                        let _ = ack.send(());
+                        return SessionEnd::Disconnected;
+                    }
+                    None => {
+                        let _ = Self::send(&mut ws, &Request::Disconnect).await;
+                        return SessionEnd::Disconnected;
+                    }
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, ws: &mut Ws, resp: Response) -> Result<(), String> {
+        match resp {
+            Response::PeerUpdates { updates } => {
+                let mut ready_for = Vec::new();
+                {
+                    let t = now();
+                    let mut core = self.shared.lock();
+                    for u in updates {
+                        match u.kind {
+                            PeerUpdateKind::Node => {
+                                let Some(node) = u.node else { continue };
+                                let cfg = PeerConfig {
+                                    id: node.id,
+                                    key: node.key,
+                                    home_region: node.preferred_derp,
+                                    addresses: parse_addresses(&node),
+                                };
+                                let was_known = core.path(node.id).is_some();
+                                core.upsert_peer(cfg);
+                                if self.cfg.auth.is_agent() && !was_known {
+                                    ready_for.push(node.id);
+                                }
+                            }
+                            PeerUpdateKind::ReadyForHandshake => {
+                                debug!(peer = %u.id, "peer ready for handshake");
+                                core.initiate_handshake(u.id, t);
+                            }
+                            PeerUpdateKind::Disconnected | PeerUpdateKind::Lost => {
+                                info!(peer = %u.id, kind = ?u.kind, reason = %u.reason, "peer left");
+                                core.remove_peer(u.id);
+                            }
+                        }
+                    }
+                }
+                self.shared.bump_peers();
+                self.shared.wake_driver();
+                for id in ready_for {
+                    Self::send(ws, &Request::ReadyForHandshake { id }).await?;
+                }
+            }
+            Response::DerpMap { derp_map } => {
+                debug!(regions = derp_map.regions.len(), "DERP map updated");
+                *self
+                    .shared
+                    .derp_map
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = derp_map;
+            }
+            Response::Error { message } => warn!(%message, "the coordinator refused a request"),
+            Response::Welcome { .. } => debug!("ignoring a second welcome"),
+        }
+        Ok(())
+    }
+}

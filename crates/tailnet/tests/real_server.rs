@@ -1,0 +1,443 @@
+//! Two `Conn`s (an agent and a client) through the real `tether server`: coordination,
+//! DERP (plain upgrade and WebSocket), WireGuard and the netstack end to end.
+//!
+//! Needs the `tether` binary (`cargo build -p tether-cli`); if it is missing the test
+//! builds it, and fails with that instruction if it cannot.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tether_tailnet::{Auth, Conn, ConnConfig, PathKind, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+fn tether_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let bin = target.join("debug/tether");
+    if !bin.exists() {
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        eprintln!(
+            "{} is missing; running `cargo build -p tether-cli`",
+            bin.display()
+        );
+        let _ = Command::new(cargo)
+            .args(["build", "-p", "tether-cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status();
+    }
+    assert!(
+        bin.exists(),
+        "the tether binary is missing at {}: build it with `cargo build -p tether-cli`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `tether server`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        Self::spawn(tether_bin(), tempfile::tempdir().unwrap(), "127.0.0.1:0")
+    }
+
+    /// Stops the server and starts it again on the same address with the same data.
+    fn restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::mem::replace(&mut self.dir, dir);
+        Self::spawn(self.bin.clone(), dir, &addr)
+    }
+
+    fn spawn(bin: PathBuf, dir: tempfile::TempDir, addr: &str) -> Self {
+        let mut child = Command::new(&bin)
+            .args([
+                "server",
+                "--http-address",
+                addr,
+                "--stun-address",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(dir.path().join("data"))
+            .env("TETHER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut url = None;
+        let mut seen = Vec::new();
+        while url.is_none() || !seen.iter().any(|l: &String| l.contains("tether login")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("server did not become ready; printed: {seen:?}");
+            };
+            if let Some(rest) = line.strip_prefix("tether server listening on ") {
+                url = Some(rest.trim().to_string());
+            }
+            seen.push(line);
+        }
+        Self {
+            child,
+            url: url.unwrap(),
+            bin,
+            dir,
+        }
+    }
+
+    /// Runs the CLI with a config dir; 60 s cap.
+    fn cli(&self, cfg: &Path, args: &[&str]) -> String {
+        let mut child = Command::new(&self.bin)
+            .arg("--global-config")
+            .arg(cfg)
+            .args(args)
+            .env_remove("TETHER_URL")
+            .env_remove("TETHER_SESSION_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tether {args:?} did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "tether {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Logs in the first user and creates a workspace: (session token, agent token).
+    fn user_and_workspace(&self) -> (String, String) {
+        let cfg = self.dir.path().join("cfg-alice");
+        self.cli(
+            &cfg,
+            &[
+                "login",
+                &self.url,
+                "--first-user-username",
+                "alice",
+                "--first-user-email",
+                "alice@example.com",
+                "--first-user-password",
+                "correct horse battery",
+            ],
+        );
+        let out = self.cli(&cfg, &["create", "dev"]);
+        let line = out
+            .lines()
+            .find(|l| l.contains("tether agent --url"))
+            .expect("agent command printed");
+        let agent_token = line.split("--token ").nth(1).unwrap().trim().to_string();
+        let session = std::fs::read_to_string(cfg.join("session"))
+            .unwrap()
+            .trim()
+            .to_string();
+        (session, agent_token)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("tether_tailnet=debug,info")
+            }),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+async fn echo(mut s: TcpStream) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
+/// Writes `data`, half-closes, and reads everything back until EOF.
+async fn round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = tokio::io::split(&mut s);
+    let write = async {
+        w.write_all(data).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let read = r.read_to_end(&mut back);
+    let (_, n) = tokio::join!(write, read);
+    n.unwrap();
+    back
+}
+
+async fn echo_through_server(force_websockets: bool) {
+    init_logs();
+    let srv = Server::start();
+    let (session, agent_token) = srv.user_and_workspace();
+    let base = Url::parse(&srv.url).unwrap();
+    let mut acfg = ConnConfig::new(base.clone(), Auth::Agent(agent_token));
+    acfg.force_websockets = Some(force_websockets);
+    let mut ccfg = ConnConfig::new(base, Auth::Session(session));
+    ccfg.force_websockets = Some(force_websockets);
+
+    let agent = tokio::time::timeout(Duration::from_secs(30), Conn::join(acfg))
+        .await
+        .unwrap()
+        .unwrap();
+    let client = tokio::time::timeout(Duration::from_secs(30), Conn::join(ccfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(agent.ip(), client.ip());
+    assert_eq!(agent.ip(), tether_coord::proto::tailnet_ip(agent.id()));
+
+    // Agent: an echo server on 7, and everything else through accept-any.
+    let listener = agent.listen_tcp(7).await.unwrap();
+    let echo7 = tokio::spawn(async move {
+        let (s, from) = listener.accept().await.unwrap();
+        let port = s.local_addr().port();
+        tokio::spawn(echo(s));
+        (from, port)
+    });
+    let agent = std::sync::Arc::new(agent);
+    let any_agent = agent.clone();
+    let any = tokio::spawn(async move {
+        let (s, port) = any_agent.accept_any_tcp().await.unwrap();
+        tokio::spawn(echo(s));
+        port
+    });
+
+    client.add_tunnel(agent.id()).await.unwrap();
+    client
+        .wait_peer(agent.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    agent
+        .wait_peer(client.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    let payload: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
+    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+    assert_eq!(s.peer_addr().port(), 7);
+    let back = tokio::time::timeout(Duration::from_secs(60), round_trip(s, &payload))
+        .await
+        .unwrap();
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+    let (from, port) = echo7.await.unwrap();
+    assert_eq!(*from.ip(), client.ip());
+    assert_eq!(port, 7);
+
+    let s = client.dial_tcp(agent.ip(), 8080).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(30), round_trip(s, b"any port works"))
+        .await
+        .unwrap();
+    assert_eq!(back, b"any port works");
+    assert_eq!(any.await.unwrap(), 8080);
+
+    let path = client.path(agent.id()).expect("path to the agent");
+    assert!(matches!(path.current, PathKind::Derp { .. }), "{path:?}");
+    assert!(path.handshake_done);
+
+    // UDP both ways.
+    let ua = agent.bind_udp(5000).await.unwrap();
+    let uc = client.bind_udp(5001).await.unwrap();
+    uc.send_to(b"ping", ua.local_addr()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), ua.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    assert_eq!(from, uc.local_addr());
+    ua.send_to(b"pong", from).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), uc.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"pong");
+
+    // The client leaves: the agent forgets it (DISCONNECTED), well before LOST would fire.
+    let client_id = client.id();
+    client.close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.path(client_id).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "agent still knows the client after it left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_client_echo_over_derp_upgrade() {
+    echo_through_server(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_and_client_echo_over_derp_websocket() {
+    echo_through_server(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_come_back_after_a_server_restart() {
+    init_logs();
+    let srv = Server::start();
+    let (session, agent_token) = srv.user_and_workspace();
+    let base = Url::parse(&srv.url).unwrap();
+    let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
+        .await
+        .unwrap();
+    let client = Conn::join(ConnConfig::new(base, Auth::Session(session)))
+        .await
+        .unwrap();
+    let listener = agent.listen_tcp(7).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(echo(s));
+        }
+    });
+    client.add_tunnel(agent.id()).await.unwrap();
+    client
+        .wait_peer(agent.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+    assert_eq!(round_trip(s, b"before").await, b"before");
+
+    let (old_id, ip) = (client.id(), client.ip());
+    let srv = srv.restart();
+    // The client reconnects and is given a new id, but keeps its address.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.id() == old_id {
+        assert!(
+            Instant::now() < deadline,
+            "client did not re-join the restarted server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.ip(), ip);
+    agent
+        .wait_peer(client.id(), Duration::from_secs(20))
+        .await
+        .unwrap();
+    // DERP reconnects on its own backoff; retry the dial until it is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        match client.dial_tcp(agent.ip(), 7).await {
+            Ok(s) => {
+                break tokio::time::timeout(Duration::from_secs(20), round_trip(s, b"after"))
+                    .await
+                    .unwrap();
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no connection after the restart: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(back, b"after");
+    drop(srv);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_errors_are_bounded_and_clear() {
+    init_logs();
+    let srv = Server::start();
+    let (session, agent_token) = srv.user_and_workspace();
+    let base = Url::parse(&srv.url).unwrap();
+    let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
+        .await
+        .unwrap();
+    let client = Conn::join(ConnConfig::new(base.clone(), Auth::Session(session)))
+        .await
+        .unwrap();
+    // No tunnel yet: the agent's address is not routable.
+    let err = client.dial_tcp(agent.ip(), 7).await.unwrap_err();
+    assert!(
+        matches!(err, tether_tailnet::TailnetError::NoRoute(_)),
+        "{err}"
+    );
+    client.add_tunnel(agent.id()).await.unwrap();
+    client
+        .wait_peer(agent.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Nobody listens on 9 and accept-any is off: refused (RST), quickly.
+    let t = Instant::now();
+    let err = client.dial_tcp(agent.ip(), 9).await.unwrap_err();
+    assert!(
+        matches!(err, tether_tailnet::TailnetError::ConnectionRefused(_)),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // A bad token is refused with the server's status.
+    let err = Conn::join(ConnConfig::new(base, Auth::Session("nope".into())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            tether_tailnet::TailnetError::Refused { status: 401, .. }
+        ),
+        "{err}"
+    );
+}
