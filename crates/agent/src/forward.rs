@@ -159,7 +159,9 @@ pub async fn forward_udp<P: DatagramPipe>(
     idle: Duration,
 ) -> Result<(), ForwardError> {
     let err = |source| ForwardError::Udp { port, source };
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.map_err(err)?;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .map_err(err)?;
     socket
         .connect((Ipv4Addr::LOCALHOST, port))
         .await

@@ -95,11 +95,10 @@ async fn interactive_shell_size_and_window_change() {
     // Run the real ssh client inside a local PTY of a known size, as a terminal would.
     let (mut pty, pts) = pty_process::open().unwrap();
     pty.resize(pty_process::Size::new(30, 100)).unwrap();
-    let mut cmd = pty_process::Command::new("ssh")
+    let cmd = pty_process::Command::new("ssh")
         .args(env.common_opts())
         .arg("-p")
         .arg(env.port.to_string())
-        .args(["-o", "SetEnv=TERM=xterm-256color"])
         .arg("-tt")
         .arg("127.0.0.1")
         .env("TERM", "xterm-256color")
@@ -107,7 +106,9 @@ async fn interactive_shell_size_and_window_change() {
     let mut child = cmd.spawn(pts).unwrap();
     let mut seen = String::new();
 
-    pty.write_all(b"echo T=$TERM; stty size; tty\n").await.unwrap();
+    pty.write_all(b"echo T=$TERM; stty size; tty\n")
+        .await
+        .unwrap();
     read_until(&mut pty, &mut seen, "30 100").await;
     read_until(&mut pty, &mut seen, "T=xterm-256color").await;
     read_until(&mut pty, &mut seen, "/dev/pts/").await;
@@ -125,5 +126,4 @@ async fn interactive_shell_size_and_window_change() {
         .expect("ssh did not exit")
         .unwrap();
     assert_eq!(status.code(), Some(7));
-    let _ = cmd;
 }

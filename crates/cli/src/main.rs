@@ -59,6 +59,10 @@ enum Command {
     List(cmd::workspaces::ListArgs),
     /// Delete a workspace (its agent token stops working).
     Delete(cmd::workspaces::DeleteArgs),
+    /// Run the workspace agent (inside the workspace).
+    Agent(cmd::agent::AgentArgs),
+    /// Open a shell or run a command in a workspace over SSH.
+    Ssh(cmd::ssh::SshArgs),
     /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
 }
@@ -112,7 +116,7 @@ fn init_logging(verbose: bool, server: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Server(_)));
+    init_logging(cli.verbose, matches!(cli.command, Command::Server(_) | Command::Agent(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,6 +134,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Ssh(a) => return cmd::ssh::run(&globals, a).await,
+            Command::Agent(a) => cmd::agent::run(a).await,
             Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),
             Command::Login(args) => cmd::login::run(&globals, args).await,
             Command::Logout => cmd::login::logout(&globals).await,
@@ -139,9 +145,12 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
         }
+        .map(|()| 0)
     });
+    // Background tasks (tailnet drivers) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
         Err(e) => {
             eprintln!("error: {}", sentence(&e));
             ExitCode::FAILURE

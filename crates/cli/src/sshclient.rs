@@ -2,8 +2,6 @@
 //! TCP connection to the agent's port 22), either a command or an interactive shell on a
 //! PTY with the local terminal in raw mode and window resizes forwarded.
 
-// Used by `tether ssh`, which lands with the tailnet crate.
-#![allow(dead_code)]
 
 use std::io::IsTerminal;
 use std::sync::Arc;

@@ -113,12 +113,7 @@ impl ConnHandler {
     }
 
     /// Start something on a session channel and answer the request.
-    fn start(
-        &mut self,
-        id: ChannelId,
-        session: &mut Session,
-        what: Start,
-    ) -> Result<(), SshError> {
+    fn start(&mut self, id: ChannelId, session: &mut Session, what: Start) -> Result<(), SshError> {
         let handle = session.handle();
         let agent_path = self.agent.as_ref().map(|a| a.path.clone());
         let user = Arc::clone(&self.user);
@@ -251,7 +246,11 @@ impl Handler for ConnHandler {
         match self.sessions.get_mut(&channel) {
             Some(ch) if ch.running.is_none() => {
                 ch.pty = Some(PtyRequest {
-                    term: if term.is_empty() { "xterm".into() } else { term.into() },
+                    term: if term.is_empty() {
+                        "xterm".into()
+                    } else {
+                        term.into()
+                    },
                     cols: col_width,
                     rows: row_height,
                     px_width: pix_width,
@@ -336,7 +335,8 @@ impl Handler for ConnHandler {
                 }
             }
         } else if let Some(p) = ch.pty.as_mut() {
-            (p.cols, p.rows, p.px_width, p.px_height) = (col_width, row_height, pix_width, pix_height);
+            (p.cols, p.rows, p.px_width, p.px_height) =
+                (col_width, row_height, pix_width, pix_height);
             session.channel_success(channel)?;
         } else {
             session.channel_failure(channel)?;
@@ -475,7 +475,9 @@ impl Handler for ConnHandler {
                             );
                             match open.await {
                                 Ok(ch) => pipe::bridge(ch, tcp, "forwarded-tcpip").await,
-                                Err(e) => tracing::debug!(error = %e, "client refused forwarded-tcpip"),
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "client refused forwarded-tcpip")
+                                }
                             }
                         }
                         .in_current_span(),
@@ -484,7 +486,8 @@ impl Handler for ConnHandler {
             }
             .in_current_span(),
         );
-        self.remote_forwards.insert(u32::from(bound), AbortOnDrop(task));
+        self.remote_forwards
+            .insert(u32::from(bound), AbortOnDrop(task));
         Ok(true)
     }
 

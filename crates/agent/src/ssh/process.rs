@@ -58,7 +58,12 @@ impl UserInfo {
             .or_else(|| env("HOME"))
             .unwrap_or_else(|| "/".to_string());
         let shell = env("SHELL")
-            .or_else(|| entry.as_ref().map(|e| e.2.clone()).filter(|s| !s.is_empty()))
+            .or_else(|| {
+                entry
+                    .as_ref()
+                    .map(|e| e.2.clone())
+                    .filter(|s| !s.is_empty())
+            })
             .filter(|s| Path::new(s).exists())
             .unwrap_or_else(|| "/bin/sh".to_string());
         Self {
@@ -183,14 +188,24 @@ pub(crate) fn start(
                     clamp16(p.px_height),
                 ))
                 .map_err(pty_err)?;
-            let child = pty_process::Command::from(cmd).spawn(pts).map_err(pty_err)?;
+            let child = pty_process::Command::from(cmd)
+                .spawn(pts)
+                .map_err(pty_err)?;
             let pid = child.id();
             let resize_fd = master.as_fd().try_clone_to_owned()?;
             let (read, write) = master.into_split();
-            tracing::info!(?pid, ?program, term = %p.term, "started with pty");
+            tracing::debug!(?pid, ?program, term = %p.term, "started with pty");
             tokio::spawn(
-                supervise(child, stdin, write, vec![(Box::new(read), None)], Some(PTY_DRAIN), out, stop_rx)
-                    .instrument(span),
+                supervise(
+                    child,
+                    stdin,
+                    write,
+                    vec![(Box::new(read), None)],
+                    Some(PTY_DRAIN),
+                    out,
+                    stop_rx,
+                )
+                .instrument(span),
             );
             Ok(Running {
                 pid,
@@ -209,7 +224,7 @@ pub(crate) fn start(
             else {
                 return Err(io::Error::other("child pipes missing"));
             };
-            tracing::info!(?pid, ?program, "started");
+            tracing::debug!(?pid, ?program, "started");
             let outputs: Vec<(Box<dyn AsyncRead + Send + Unpin>, Option<u32>)> =
                 vec![(Box::new(child_out), None), (Box::new(child_err), Some(1))];
             tokio::spawn(
@@ -242,7 +257,7 @@ pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut)
         async move {
             // Spawns the SFTP server task on `theirs` and returns at once.
             russh_sftp::server::run(theirs, sftp).await;
-            tracing::info!("sftp subsystem started");
+            tracing::debug!("sftp subsystem started");
             let pump_in = tokio::spawn(pump_stdin(stdin, write));
             let pump_out = copy_out(read, out.writer.make_writer());
             tokio::select! {
@@ -252,7 +267,7 @@ pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut)
                 }
                 _ = &mut stop_rx => pump_in.abort(),
             }
-            tracing::info!("sftp subsystem ended");
+            tracing::debug!("sftp subsystem ended");
         }
         .instrument(span),
     );
@@ -303,7 +318,10 @@ async fn supervise<W>(
         .into_iter()
         .map(|(r, ext)| tokio::spawn(copy_out(r, out.writer.make_writer_ext(ext))))
         .collect();
-    let aborts: Vec<_> = copies.iter().map(tokio::task::JoinHandle::abort_handle).collect();
+    let aborts: Vec<_> = copies
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
     let status = tokio::select! {
         s = child.wait() => s,
         _ = &mut stop => {
@@ -340,7 +358,7 @@ async fn supervise<W>(
     aborts.iter().for_each(tokio::task::AbortHandle::abort);
     match status {
         Ok(st) => {
-            tracing::info!(status = %st, "program exited");
+            tracing::debug!(status = %st, "program exited");
             report(&out, Some(st), true).await;
         }
         Err(e) => {
@@ -351,12 +369,17 @@ async fn supervise<W>(
 }
 
 async fn hang_up(child: &mut Child) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
-        }
+    if let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
     }
-    if tokio::time::timeout(HANGUP_GRACE, child.wait()).await.is_err() {
+    if tokio::time::timeout(HANGUP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }
@@ -369,7 +392,10 @@ async fn report(out: &ChannelOut, status: Option<ExitStatus>, eof: bool) {
     match status {
         Some(st) => {
             if let Some(code) = st.code() {
-                let _ = out.writer.exit_status(u32::try_from(code).unwrap_or(255)).await;
+                let _ = out
+                    .writer
+                    .exit_status(u32::try_from(code).unwrap_or(255))
+                    .await;
             } else if let Some(sig) = st.signal() {
                 let _ = out
                     .handle

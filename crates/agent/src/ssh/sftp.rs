@@ -91,7 +91,10 @@ fn apply_attrs(path: &Path, file: Option<&fs::File>, attrs: &FileAttributes) -> 
     if let Some(size) = attrs.size {
         match file {
             Some(f) => f.set_len(size)?,
-            None => fs::OpenOptions::new().write(true).open(path)?.set_len(size)?,
+            None => fs::OpenOptions::new()
+                .write(true)
+                .open(path)?
+                .set_len(size)?,
         }
     }
     if let Some(mode) = attrs.permissions {
@@ -317,7 +320,11 @@ impl russh_sftp::server::Handler for FsSftp {
                     return Err(StatusCode::Eof.into());
                 }
                 let take = entries.len().min(DIR_BATCH);
-                let files = entries.split_off(entries.len() - take).into_iter().rev().collect();
+                let files = entries
+                    .split_off(entries.len() - take)
+                    .into_iter()
+                    .rev()
+                    .collect();
                 Ok(Name { id, files })
             }
             Some(OpenHandle::File(_)) => {
@@ -357,8 +364,9 @@ impl russh_sftp::server::Handler for FsSftp {
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
         let path = self.resolve(&path);
-        let real = blocking(move || Ok(fs::canonicalize(&path).unwrap_or_else(|_| normalize(&path))))
-            .await?;
+        let real =
+            blocking(move || Ok(fs::canonicalize(&path).unwrap_or_else(|_| normalize(&path))))
+                .await?;
         Ok(Name {
             id,
             files: vec![File::dummy(real.to_string_lossy())],
@@ -407,7 +415,10 @@ mod tests {
 
     #[test]
     fn normalize_handles_dots() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
     }
 }

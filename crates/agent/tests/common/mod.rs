@@ -72,6 +72,11 @@ impl Env {
 
     /// Options shared by ssh, scp and sftp (no port).
     pub fn common_opts(&self) -> Vec<String> {
+        self.opts_with_log_level("ERROR")
+    }
+
+    /// [`Env::common_opts`] with another `LogLevel` (ssh keeps the first value it sees).
+    pub fn opts_with_log_level(&self, level: &str) -> Vec<String> {
         let mut v: Vec<String> = [
             "-F",
             "/dev/null",
@@ -82,8 +87,6 @@ impl Env {
             "-o",
             "BatchMode=yes",
             "-o",
-            "LogLevel=ERROR",
-            "-o",
             "IdentitiesOnly=yes",
             "-o",
             "ConnectTimeout=10",
@@ -93,6 +96,8 @@ impl Env {
         .map(ToString::to_string)
         .collect();
         v.push(self.key.display().to_string());
+        v.push("-o".into());
+        v.push(format!("LogLevel={level}"));
         v
     }
 
@@ -182,7 +187,9 @@ pub async fn echo_server() -> u16 {
 
 /// Connect to `port`, send `msg`, half-close, and read everything back.
 pub async fn echo_roundtrip(port: u16, msg: &[u8]) -> Vec<u8> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     s.write_all(msg).await.unwrap();
     s.shutdown().await.unwrap();
     let mut back = Vec::new();

@@ -1,8 +1,10 @@
 //! One module per group of commands.
 
+pub mod agent;
 pub mod config_ssh;
 pub mod forward_spec;
 pub mod login;
+pub mod ssh;
 pub mod users;
 pub mod workspaces;
 

@@ -1,0 +1,127 @@
+//! `tether ssh WS [-- CMD…]` and `tether ssh --stdio WS` (for OpenSSH's ProxyCommand):
+//! find the workspace, join the tailnet, open a tunnel to its agent, then either run an
+//! SSH session or copy the raw SSH byte stream. Every wait is bounded and explained.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tether_server::api::types::{AgentStatus, Workspace};
+use tether_tailnet::{Auth, Conn, ConnConfig, TcpStream};
+
+use crate::Globals;
+use crate::cmd::workspaces::ago;
+
+/// `tether ssh` flags.
+#[derive(Debug, clap::Args)]
+pub struct SshArgs {
+    /// Workspace name (a `--ssh-host-prefix` in front is stripped).
+    pub workspace: String,
+    /// Command to run instead of a login shell.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+    /// Copy the raw SSH stream on stdin/stdout (for ProxyCommand).
+    #[arg(long)]
+    pub stdio: bool,
+    /// Host name prefix to strip from the workspace name.
+    #[arg(long, env = "TETHER_SSH_HOST_PREFIX", default_value = "tether.")]
+    pub ssh_host_prefix: String,
+    /// Environment variables to set remotely (`KEY=VALUE`, repeatable).
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Force a PTY even for a command (`-t`), like `ssh -t`.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+}
+
+/// How long to wait for the agent's node once the tunnel is requested.
+const PEER_WAIT: Duration = Duration::from_secs(15);
+
+/// A live tunnel to a workspace's agent.
+pub struct Tunnel {
+    /// The tailnet connection (closed with a Disconnect on drop of the process).
+    pub conn: Conn,
+    /// The workspace.
+    pub workspace: Workspace,
+}
+
+/// Looks the workspace up, joins the tailnet and opens a tunnel to its agent.
+pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
+    let api = g.client()?;
+    let workspace: Workspace = api.get(&format!("/api/v2/workspaces/{name}")).await?;
+    if workspace.status != AgentStatus::Connected {
+        bail!(
+            "workspace {name}'s agent is not connected; last seen {} (start it with `tether agent` inside the workspace)",
+            ago(workspace.last_seen_at, chrono::Utc::now())
+        );
+    }
+    let token = api.token().map(str::to_string).unwrap_or_default();
+    let conn = Conn::join(ConnConfig::new(api.base.clone(), Auth::Session(token)))
+        .await
+        .context("could not join the tailnet")?;
+    conn.add_tunnel(workspace.agent_id).await?;
+    conn.wait_peer(workspace.agent_id, PEER_WAIT).await.with_context(|| {
+        format!("workspace {name}'s agent did not answer within {}s", PEER_WAIT.as_secs())
+    })?;
+    Ok(Tunnel { conn, workspace })
+}
+
+impl Tunnel {
+    /// Dials a TCP port of the agent.
+    pub async fn dial(&self, port: u16) -> Result<TcpStream> {
+        let ip = tether_coord::proto::tailnet_ip(self.workspace.agent_id);
+        self.conn
+            .dial_tcp(ip, port)
+            .await
+            .with_context(|| format!("could not reach port {port} of workspace {}", self.workspace.name))
+    }
+}
+
+/// Runs `tether ssh`; returns the exit status to exit with.
+pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
+    let name = args.workspace.strip_prefix(&args.ssh_host_prefix).unwrap_or(&args.workspace).to_string();
+    let tunnel = open_tunnel(g, &name).await?;
+    let stream = tunnel.dial(22).await?;
+    let code = if args.stdio {
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut stdin = tokio::io::stdin();
+        let mut stdout = tokio::io::stdout();
+        let up = async {
+            let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+        };
+        let down = async {
+            let r = tokio::io::copy(&mut rd, &mut stdout).await;
+            let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+            r
+        };
+        // The session is over when the agent's side closes; stdin may end first.
+        tokio::pin!(up, down);
+        let mut up_done = false;
+        loop {
+            tokio::select! {
+                () = &mut up, if !up_done => up_done = true,
+                r = &mut down => {
+                    r.context("the SSH stream broke")?;
+                    break;
+                }
+            }
+        }
+        0
+    } else {
+        let env = args
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                None => bail!("--env {kv:?} is not KEY=VALUE"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+        let tty = args.tty || (command.is_none() && std::io::stdin().is_terminal());
+        let user = std::env::var("USER").unwrap_or_else(|_| "tether".into());
+        crate::sshclient::run(stream, crate::sshclient::SessionOpts { command, env, tty, user }).await?
+    };
+    tunnel.conn.close().await;
+    Ok(code)
+}
