@@ -63,6 +63,8 @@ enum Command {
     Agent(cmd::agent::AgentArgs),
     /// Open a shell or run a command in a workspace over SSH.
     Ssh(cmd::ssh::SshArgs),
+    /// Forward local TCP/UDP ports to ports inside a workspace.
+    PortForward(cmd::port_forward::PortForwardArgs),
     /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
 }
@@ -116,7 +118,10 @@ fn init_logging(verbose: bool, server: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Server(_) | Command::Agent(_)));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Server(_) | Command::Agent(_)),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
             Command::List(a) => cmd::workspaces::list(&globals, a).await,
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
+            Command::PortForward(a) => cmd::port_forward::run(&globals, a).await,
         }
         .map(|()| 0)
     });

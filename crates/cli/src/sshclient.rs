@@ -2,7 +2,6 @@
 //! TCP connection to the agent's port 22), either a command or an interactive shell on a
 //! PTY with the local terminal in raw mode and window resizes forwarded.
 
-
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;

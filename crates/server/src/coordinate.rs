@@ -101,6 +101,9 @@ impl Hub {
         let mut inner = self.lock();
         let r = f(&mut inner.coord);
         self.flush(&mut inner);
+        drop(inner);
+        // The call may have moved the next heartbeat deadline earlier.
+        self.wake.notify_one();
         r
     }
 
@@ -142,7 +145,6 @@ impl Hub {
                 derp.disconnect(&key);
             }
         }
-        self.wake.notify_one();
     }
 
     /// Drives heartbeats: wakes at the coordinator's next deadline (at least once a second).
@@ -155,7 +157,10 @@ impl Hub {
                 _ = tokio::time::sleep_until(at.into()) => {}
                 _ = self.wake.notified() => {}
             }
-            self.with(|c| c.handle_timeout(Instant::now()));
+            // Not through `with`: its wake-up would make this loop spin.
+            let mut inner = self.lock();
+            inner.coord.handle_timeout(Instant::now());
+            self.flush(&mut inner);
         }
     }
 

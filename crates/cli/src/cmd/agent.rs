@@ -35,18 +35,30 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         match Conn::join(cfg).await {
             Ok(conn) => {
                 tracing::info!(server = %args.url, agent = %conn.id(), ip = %conn.ip(), "agent connected; serving SSH on ports 22 and 1");
-                eprintln!("tether agent: connected to {} as agent {} ({})", args.url, conn.id(), conn.ip());
+                eprintln!(
+                    "tether agent: connected to {} as agent {} ({})",
+                    args.url,
+                    conn.id(),
+                    conn.ip()
+                );
                 serve(conn, ssh.clone()).await?;
                 // serve only returns if the tailnet closed for good; start over.
                 backoff = Duration::from_millis(500);
             }
-            Err(TailnetError::Refused { status: 401 | 403, .. }) => {
-                bail!("the server refused the agent token; the workspace may have been deleted (create a new one with `tether create`)")
+            Err(TailnetError::Refused {
+                status: 401 | 403, ..
+            }) => {
+                bail!(
+                    "the server refused the agent token; the workspace may have been deleted (create a new one with `tether create`)"
+                )
             }
             Err(e) => {
                 let msg = e.to_string();
                 if msg != last_error {
-                    eprintln!("tether agent: cannot join via {}: {msg}; retrying", args.url);
+                    eprintln!(
+                        "tether agent: cannot join via {}: {msg}; retrying",
+                        args.url
+                    );
                     last_error = msg;
                 }
                 tokio::time::sleep(backoff).await;

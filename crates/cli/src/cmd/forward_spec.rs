@@ -2,9 +2,6 @@
 //! `127.0.0.1:8080:80`, `[::1]:8080:80`, ranges `9990-9999` or `9990-9999:8990-8999`,
 //! several comma-separated in one value.
 
-// Used by `tether port-forward`, which lands with the tailnet crate.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 

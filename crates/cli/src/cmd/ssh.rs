@@ -60,9 +60,14 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
         .await
         .context("could not join the tailnet")?;
     conn.add_tunnel(workspace.agent_id).await?;
-    conn.wait_peer(workspace.agent_id, PEER_WAIT).await.with_context(|| {
-        format!("workspace {name}'s agent did not answer within {}s", PEER_WAIT.as_secs())
-    })?;
+    conn.wait_peer(workspace.agent_id, PEER_WAIT)
+        .await
+        .with_context(|| {
+            format!(
+                "workspace {name}'s agent did not answer within {}s",
+                PEER_WAIT.as_secs()
+            )
+        })?;
     Ok(Tunnel { conn, workspace })
 }
 
@@ -70,16 +75,22 @@ impl Tunnel {
     /// Dials a TCP port of the agent.
     pub async fn dial(&self, port: u16) -> Result<TcpStream> {
         let ip = tether_coord::proto::tailnet_ip(self.workspace.agent_id);
-        self.conn
-            .dial_tcp(ip, port)
-            .await
-            .with_context(|| format!("could not reach port {port} of workspace {}", self.workspace.name))
+        self.conn.dial_tcp(ip, port).await.with_context(|| {
+            format!(
+                "could not reach port {port} of workspace {}",
+                self.workspace.name
+            )
+        })
     }
 }
 
 /// Runs `tether ssh`; returns the exit status to exit with.
 pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
-    let name = args.workspace.strip_prefix(&args.ssh_host_prefix).unwrap_or(&args.workspace).to_string();
+    let name = args
+        .workspace
+        .strip_prefix(&args.ssh_host_prefix)
+        .unwrap_or(&args.workspace)
+        .to_string();
     let tunnel = open_tunnel(g, &name).await?;
     let stream = tunnel.dial(22).await?;
     let code = if args.stdio {
@@ -117,11 +128,69 @@ pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
                 None => bail!("--env {kv:?} is not KEY=VALUE"),
             })
             .collect::<Result<Vec<_>>>()?;
-        let command = (!args.command.is_empty()).then(|| args.command.join(" "));
+        let command = remote_command(&args.command);
         let tty = args.tty || (command.is_none() && std::io::stdin().is_terminal());
         let user = std::env::var("USER").unwrap_or_else(|_| "tether".into());
-        crate::sshclient::run(stream, crate::sshclient::SessionOpts { command, env, tty, user }).await?
+        crate::sshclient::run(
+            stream,
+            crate::sshclient::SessionOpts {
+                command,
+                env,
+                tty,
+                user,
+            },
+        )
+        .await?
     };
     tunnel.conn.close().await;
     Ok(code)
+}
+
+/// The remote command line. One argument is passed as written (so `'echo $HOME'` expands
+/// remotely); several are shell-quoted so `-- sh -c 'exit 3'` means what it says.
+pub fn remote_command(args: &[String]) -> Option<String> {
+    match args {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(
+            many.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    }
+}
+
+fn shell_quote(a: &str) -> String {
+    let safe = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if safe {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_command;
+
+    #[test]
+    fn quoting() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(remote_command(&v(&[])), None);
+        assert_eq!(
+            remote_command(&v(&["echo $HOME"])).as_deref(),
+            Some("echo $HOME")
+        );
+        assert_eq!(
+            remote_command(&v(&["sh", "-c", "exit 3"])).as_deref(),
+            Some("sh -c 'exit 3'")
+        );
+        assert_eq!(
+            remote_command(&v(&["echo", "it's"])).as_deref(),
+            Some("echo 'it'\\''s'")
+        );
+    }
 }
