@@ -607,10 +607,26 @@ impl Conn {
         stream::accept_any(&self.shared).await
     }
 
-    /// Binds UDP `port`.
+    /// Binds UDP `port`; 0 picks a free port (see [`UdpSocket::local_addr`]).
     pub async fn bind_udp(&self, port: u16) -> Result<UdpSocket, TailnetError> {
-        let h = self.shared.lock().netstack().udp_bind(port)?;
+        let (h, port) = {
+            let mut core = self.shared.lock();
+            let ns = core.netstack();
+            let h = ns.udp_bind(port)?;
+            (h, ns.udp_port(h))
+        };
         Ok(UdpSocket::new(self.shared.clone(), h, port))
+    }
+
+    /// Accepts UDP on any port no socket is bound to: the first datagram to such a port
+    /// binds a socket there (the datagram is in it), returned with its port. Later
+    /// datagrams to that port go to the same socket; dropping it frees the port. Ports
+    /// bound with [`Conn::bind_udp`] are never taken over, and at most
+    /// [`MAX_UDP_ACCEPT_ANY`](crate::netstack::MAX_UDP_ACCEPT_ANY) such sockets exist at
+    /// once (datagrams beyond that are dropped). The first call turns this on; it stays on.
+    pub async fn accept_any_udp(&self) -> Result<(UdpSocket, u16), TailnetError> {
+        self.shared.lock().netstack().set_udp_accept_any(true);
+        stream::accept_any_udp(&self.shared).await
     }
 
     /// The path to `peer`, if known.

@@ -3,7 +3,7 @@
 //! Layers, bottom up: [`path`] (how a WireGuard datagram reaches a peer: a DERP region
 //! today, a direct UDP address once disco exists), [`core`] (the sans-IO node: one
 //! gotatun `Tunn` per peer, handshake retries on the time passed in, and the [`netstack`]
-//! with TCP/UDP sockets and "accept any port"), and [`Conn`], the tokio driver that
+//! with TCP/UDP sockets and "accept any port" for both), and [`Conn`], the tokio driver that
 //! fetches connection info, holds the coordination WebSocket, keeps DERP connections up
 //! and gives applications [`TcpStream`]s, [`TcpListener`]s and [`UdpSocket`]s.
 //!

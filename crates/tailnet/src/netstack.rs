@@ -5,6 +5,11 @@
 //! port on the fly: an inbound SYN to a port someone listens on (or to any port, when
 //! "accept any" is on) gets a fresh smoltcp listening socket just before smoltcp sees
 //! it, so any number of concurrent connections per port are accepted.
+//!
+//! UDP has an "accept any" too: with it on, a datagram to a port no socket is bound to
+//! makes the stack bind one there just before smoltcp sees the datagram, and queues
+//! that socket (with its port) for [`Netstack::udp_accept_any`]. Later datagrams to the
+//! port land in the same socket until the application releases it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -18,7 +23,7 @@ use smoltcp::iface::{Config, Interface, Route, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{AnySocket, tcp, udp};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv6Packet, TcpPacket,
+    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv6Packet, TcpPacket, UdpPacket,
 };
 use tracing::{debug, trace};
 
@@ -32,6 +37,8 @@ pub const TCP_BUFFER: usize = 1 << 20;
 pub const ACCEPT_BACKLOG: usize = 128;
 /// Cap on sockets of all kinds, so a SYN flood cannot exhaust memory.
 pub const MAX_SOCKETS: usize = 1024;
+/// Cap on UDP sockets bound on the fly by "accept any" (queued or handed out).
+pub const MAX_UDP_ACCEPT_ANY: usize = 256;
 /// Packets queued in either direction inside the device before new ones are dropped.
 const DEVICE_QUEUE: usize = 4096;
 /// UDP datagrams buffered per socket in each direction.
@@ -145,7 +152,22 @@ pub struct Netstack {
     /// Sockets the application dropped; removed once closed.
     orphans: HashSet<SocketHandle>,
     udp_ports: HashMap<u16, SocketHandle>,
+    udp_accept_any: bool,
+    /// UDP sockets bound on the fly by "accept any", queued or handed out.
+    udp_any: HashSet<SocketHandle>,
+    /// Those not yet handed out, in arrival order.
+    udp_any_ready: VecDeque<UdpAccepted>,
+    udp_any_waker: Option<Waker>,
     rng: StdRng,
+}
+
+/// A UDP socket bound on the fly by "accept any", ready to be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpAccepted {
+    /// The socket.
+    pub handle: SocketHandle,
+    /// The port it is bound to (the first datagram's destination port).
+    pub local_port: u16,
 }
 
 impl std::fmt::Debug for Netstack {
@@ -210,6 +232,10 @@ impl Netstack {
             pending: HashMap::new(),
             orphans: HashSet::new(),
             udp_ports: HashMap::new(),
+            udp_accept_any: false,
+            udp_any: HashSet::new(),
+            udp_any_ready: VecDeque::new(),
+            udp_any_waker: None,
             rng: StdRng::seed_from_u64(seed),
         }
     }
@@ -259,7 +285,8 @@ impl Netstack {
     }
 
     /// A SYN to a port that is listened on (or any port with "accept any") gets a
-    /// listening socket just before smoltcp processes it.
+    /// listening socket just before smoltcp processes it; so does a UDP datagram to an
+    /// unbound port with UDP "accept any" on.
     fn inspect_inbound(&mut self) {
         let Some(packet) = self.device.rx.front() else {
             return;
@@ -267,10 +294,26 @@ impl Netstack {
         let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else {
             return;
         };
+        let src = ip.src_addr();
+        if ip.next_header() == IpProtocol::Udp {
+            if !self.udp_accept_any || ip.dst_addr() != self.ip {
+                return;
+            }
+            let Ok(udp) = UdpPacket::new_checked(ip.payload()) else {
+                return;
+            };
+            let (src_ip, dst_ip) = (IpAddress::Ipv6(src), IpAddress::Ipv6(ip.dst_addr()));
+            if !udp.verify_checksum(&src_ip, &dst_ip) {
+                return;
+            }
+            let remote = SocketAddrV6::new(src, udp.src_port(), 0, 0);
+            let port = udp.dst_port();
+            self.on_udp_datagram(remote, port);
+            return;
+        }
         if ip.next_header() != IpProtocol::Tcp {
             return;
         }
-        let src = ip.src_addr();
         let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else {
             return;
         };
@@ -318,6 +361,33 @@ impl Netstack {
         let h = self.sockets.add(s);
         self.pending.insert(h, key);
         trace!(%remote, port, "listening socket created for inbound SYN");
+    }
+
+    /// UDP "accept any": binds a socket to `port` for a datagram nobody is bound to.
+    fn on_udp_datagram(&mut self, remote: SocketAddrV6, port: u16) {
+        if port == 0 || self.udp_ports.contains_key(&port) {
+            return;
+        }
+        if self.udp_any.len() >= MAX_UDP_ACCEPT_ANY {
+            debug!(%remote, port, limit = MAX_UDP_ACCEPT_ANY, "too many accept-any UDP sockets; dropping datagram");
+            return;
+        }
+        let h = match self.udp_bind(port) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(%remote, port, error = %e, "cannot bind accept-any UDP socket; dropping datagram");
+                return;
+            }
+        };
+        self.udp_any.insert(h);
+        self.udp_any_ready.push_back(UdpAccepted {
+            handle: h,
+            local_port: port,
+        });
+        debug!(%remote, port, "UDP socket bound for an inbound datagram");
+        if let Some(w) = self.udp_any_waker.take() {
+            w.wake();
+        }
     }
 
     /// Runs the stack: consumes inbound packets, produces outbound ones, moves
@@ -522,14 +592,27 @@ impl Netstack {
         self.orphans.insert(h);
     }
 
-    /// Binds a UDP socket to `port`.
+    /// Binds a UDP socket to `port`, or to a random free port from 49152 up if `port`
+    /// is 0 (read it back with [`Netstack::udp_port`]).
     pub fn udp_bind(&mut self, port: u16) -> Result<SocketHandle, NetstackError> {
-        if port == 0 || self.udp_ports.contains_key(&port) {
-            return Err(NetstackError::AddrInUse(port));
-        }
         if self.socket_count() >= MAX_SOCKETS {
             return Err(NetstackError::TooManySockets);
         }
+        let port = if port == 0 {
+            let mut free = None;
+            for _ in 0..64 {
+                let p = self.rng.gen_range(49152..=65535u16);
+                if !self.udp_ports.contains_key(&p) {
+                    free = Some(p);
+                    break;
+                }
+            }
+            free.ok_or(NetstackError::NoFreePort)?
+        } else if self.udp_ports.contains_key(&port) {
+            return Err(NetstackError::AddrInUse(port));
+        } else {
+            port
+        };
         let mut s = udp::Socket::new(
             udp::PacketBuffer::new(
                 vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
@@ -551,11 +634,45 @@ impl Netstack {
         self.sockets.get_mut::<udp::Socket>(h)
     }
 
-    /// Closes a UDP socket.
+    /// The port UDP socket `h` is bound to. `h` must be a live UDP handle from this stack.
+    pub fn udp_port(&self, h: SocketHandle) -> u16 {
+        self.sockets.get::<udp::Socket>(h).endpoint().port
+    }
+
+    /// Closes a UDP socket, freeing its port.
     pub fn udp_release(&mut self, h: SocketHandle) {
-        let port = self.sockets.get::<udp::Socket>(h).endpoint().port;
+        let port = self.udp_port(h);
         self.udp_ports.remove(&port);
+        self.udp_any.remove(&h);
         self.sockets.remove(h);
+    }
+
+    /// Turns UDP "accept any" on or off: with it on, a datagram to a port no socket is
+    /// bound to binds one there. Turning it off closes the sockets not yet handed out.
+    pub fn set_udp_accept_any(&mut self, on: bool) {
+        self.udp_accept_any = on;
+        if !on {
+            for a in std::mem::take(&mut self.udp_any_ready) {
+                self.udp_release(a.handle);
+            }
+        }
+    }
+
+    /// Whether UDP "accept any" is on.
+    pub fn udp_accept_any_enabled(&self) -> bool {
+        self.udp_accept_any
+    }
+
+    /// Takes the next UDP socket bound by "accept any", or registers `waker`. The
+    /// caller owns it from then on and frees its port with [`Netstack::udp_release`].
+    pub fn udp_accept_any(&mut self, waker: Option<&Waker>) -> Option<UdpAccepted> {
+        let got = self.udp_any_ready.pop_front();
+        if got.is_none()
+            && let Some(w) = waker
+        {
+            self.udp_any_waker = Some(w.clone());
+        }
+        got
     }
 }
 
@@ -637,5 +754,113 @@ mod tests {
         let mut buf = [0u8; 8];
         let n = b.tcp(acc.handle).recv_slice(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"ping");
+    }
+
+    fn udp_send(a: &mut Netstack, h: SocketHandle, to: u16, data: &[u8]) {
+        a.udp(h)
+            .send_slice(data, (IpAddress::Ipv6(ip(2)), to))
+            .unwrap();
+    }
+
+    fn udp_recv(b: &mut Netstack, h: SocketHandle) -> Option<(Vec<u8>, u16)> {
+        b.udp(h)
+            .recv()
+            .ok()
+            .map(|(d, m)| (d.to_vec(), m.endpoint.port))
+    }
+
+    #[test]
+    fn udp_accept_any_binds_unbound_ports_and_leaves_bound_ones_alone() {
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        let ua = a.udp_bind(0).unwrap();
+        let from = a.udp_port(ua);
+        assert!(from >= 49152);
+
+        // Off: a datagram to an unbound port is dropped and nothing is queued.
+        udp_send(&mut a, ua, 5353, b"lost");
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.udp_accept_any(None), None);
+
+        // On: the port is bound on the fly and the datagram lands in the new socket.
+        b.set_udp_accept_any(true);
+        let bound = b.udp_bind(53).unwrap();
+        udp_send(&mut a, ua, 5353, b"hello");
+        pump(&mut a, &mut b, now);
+        let acc = b.udp_accept_any(None).unwrap();
+        assert_eq!(acc.local_port, 5353);
+        assert_eq!(b.udp_port(acc.handle), 5353);
+        assert_eq!(
+            udp_recv(&mut b, acc.handle),
+            Some((b"hello".to_vec(), from))
+        );
+
+        // Later datagrams to that port go to the same socket; replies reach the sender.
+        udp_send(&mut a, ua, 5353, b"again");
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.udp_accept_any(None), None);
+        assert_eq!(
+            udp_recv(&mut b, acc.handle),
+            Some((b"again".to_vec(), from))
+        );
+        b.udp(acc.handle)
+            .send_slice(b"reply", (IpAddress::Ipv6(ip(1)), from))
+            .unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(udp_recv(&mut a, ua), Some((b"reply".to_vec(), 5353)));
+
+        // An explicitly bound port is never taken over.
+        udp_send(&mut a, ua, 53, b"dns");
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.udp_accept_any(None), None);
+        assert_eq!(udp_recv(&mut b, bound), Some((b"dns".to_vec(), from)));
+        assert_eq!(b.udp_bind(5353), Err(NetstackError::AddrInUse(5353)));
+
+        // Releasing the accepted socket frees the port: the next datagram binds afresh.
+        b.udp_release(acc.handle);
+        udp_send(&mut a, ua, 5353, b"fresh");
+        pump(&mut a, &mut b, now);
+        let acc2 = b.udp_accept_any(None).unwrap();
+        assert_eq!(acc2.local_port, 5353);
+        assert_eq!(
+            udp_recv(&mut b, acc2.handle),
+            Some((b"fresh".to_vec(), from))
+        );
+
+        // Off again: sockets not yet handed out are closed and their ports freed.
+        udp_send(&mut a, ua, 6000, b"queued");
+        pump(&mut a, &mut b, now);
+        b.set_udp_accept_any(false);
+        assert_eq!(b.udp_accept_any(None), None);
+        let h = b.udp_bind(6000).unwrap();
+        b.udp_release(h);
+    }
+
+    #[test]
+    fn udp_accept_any_is_capped() {
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        b.set_udp_accept_any(true);
+        let ua = a.udp_bind(9).unwrap();
+        let total = MAX_UDP_ACCEPT_ANY as u16 + 4;
+        for port in 1000..1000 + total {
+            udp_send(&mut a, ua, port, b"x");
+            if port % 64 == 0 {
+                pump(&mut a, &mut b, now);
+            }
+        }
+        pump(&mut a, &mut b, now);
+        let mut got = Vec::new();
+        while let Some(acc) = b.udp_accept_any(None) {
+            got.push(acc);
+        }
+        assert_eq!(got.len(), MAX_UDP_ACCEPT_ANY);
+        // Freeing one makes room for one more.
+        b.udp_release(got[0].handle);
+        udp_send(&mut a, ua, 2000, b"y");
+        pump(&mut a, &mut b, now);
+        assert_eq!(b.udp_accept_any(None).map(|a| a.local_port), Some(2000));
     }
 }

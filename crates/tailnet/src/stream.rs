@@ -236,6 +236,23 @@ pub(crate) async fn accept_any(shared: &Arc<Shared>) -> Result<(TcpStream, u16),
     Ok((TcpStream::from_accepted(shared.clone(), a), port))
 }
 
+pub(crate) async fn accept_any_udp(shared: &Arc<Shared>) -> Result<(UdpSocket, u16), TailnetError> {
+    let a = poll_fn(|cx| {
+        if shared.is_closed() {
+            return Poll::Ready(Err(TailnetError::Closed));
+        }
+        match shared.lock().netstack().udp_accept_any(Some(cx.waker())) {
+            Some(a) => Poll::Ready(Ok(a)),
+            None => Poll::Pending,
+        }
+    })
+    .await?;
+    Ok((
+        UdpSocket::new(shared.clone(), a.handle, a.local_port),
+        a.local_port,
+    ))
+}
+
 /// A UDP socket on the tailnet.
 pub struct UdpSocket {
     shared: Arc<Shared>,

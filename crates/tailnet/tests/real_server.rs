@@ -311,6 +311,47 @@ async fn echo_through_server(force_websockets: bool) {
         .unwrap();
     assert_eq!(&buf[..n], b"pong");
 
+    // UDP accept-any: a datagram to an unbound agent port binds a socket there.
+    let udp_agent = agent.clone();
+    let udp_any = tokio::spawn(async move {
+        let (s, port) = udp_agent.accept_any_udp().await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).await.unwrap();
+        let first = buf[..n].to_vec();
+        let mut reply = b"re:".to_vec();
+        reply.extend_from_slice(&first);
+        s.send_to(&reply, from).await.unwrap();
+        // Answer retransmissions too, while the client waits.
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                let mut reply = b"re:".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = s.send_to(&reply, from).await;
+            }
+        });
+        (port, from, first, echo)
+    });
+    let uc = client.bind_udp(0).await.unwrap();
+    assert_ne!(uc.local_addr().port(), 0);
+    let dst = std::net::SocketAddrV6::new(agent.ip(), 5353, 0, 0);
+    // The agent turns accept-any on in its task: resend until it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (n, from) = loop {
+        uc.send_to(b"query", dst).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(500), uc.recv_from(&mut buf)).await {
+            Ok(r) => break r.unwrap(),
+            Err(_) => assert!(Instant::now() < deadline, "no UDP reply from accept-any"),
+        }
+    };
+    assert_eq!(&buf[..n], b"re:query");
+    assert_eq!(from, dst);
+    let (port, from, first, echo) = udp_any.await.unwrap();
+    assert_eq!(port, 5353);
+    assert_eq!(from, uc.local_addr());
+    assert_eq!(first, b"query");
+    echo.abort();
+
     // The client leaves: the agent forgets it (DISCONNECTED), well before LOST would fire.
     let client_id = client.id();
     client.close().await;

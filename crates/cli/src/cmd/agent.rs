@@ -103,10 +103,61 @@ async fn serve(conn: Conn, ssh: Arc<SshServer>) -> Result<()> {
             });
         }
     });
+    let any_udp = conn.clone();
+    tasks.spawn(async move {
+        loop {
+            let (socket, port) = match any_udp.accept_any_udp().await {
+                Ok(x) => x,
+                Err(e) => return e,
+            };
+            tokio::spawn(relay_udp_port(Arc::new(socket), port));
+        }
+    });
     // Every task runs until the tailnet itself is closed.
     if let Some(Ok(e)) = tasks.join_next().await {
         tracing::warn!(error = %e, "tailnet listener ended");
     }
     tasks.abort_all();
     Ok(())
+}
+
+/// Relays one tailnet UDP port: each tailnet source gets its own flow to
+/// `127.0.0.1:<port>` in the workspace, so replies go back to the right peer.
+async fn relay_udp_port(socket: Arc<tether_tailnet::UdpSocket>, port: u16) {
+    use std::collections::HashMap;
+    use tokio::sync::mpsc;
+
+    let mut flows: HashMap<std::net::SocketAddrV6, mpsc::Sender<bytes::Bytes>> = HashMap::new();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let Ok((n, src)) = socket.recv_from(&mut buf).await else {
+            return;
+        };
+        flows.retain(|_, tx| !tx.is_closed());
+        let tx = flows.entry(src).or_insert_with(|| {
+            let (in_tx, in_rx) = mpsc::channel(256);
+            let (out_tx, mut out_rx) = mpsc::channel::<bytes::Bytes>(256);
+            let pipe = tether_agent::forward::ChannelDatagrams {
+                incoming: in_rx,
+                outgoing: out_tx,
+            };
+            tokio::spawn(async move {
+                if let Err(e) = tether_agent::forward_udp(pipe, port, Duration::from_secs(60)).await
+                {
+                    tracing::info!(port, error = %e, "UDP forward failed");
+                }
+            });
+            let replies = socket.clone();
+            tokio::spawn(async move {
+                while let Some(d) = out_rx.recv().await {
+                    if replies.send_to(&d, src).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            in_tx
+        });
+        // A full flow queue drops the datagram, as a congested link would.
+        let _ = tx.try_send(bytes::Bytes::copy_from_slice(&buf[..n]));
+    }
 }

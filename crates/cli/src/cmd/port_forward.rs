@@ -121,8 +121,8 @@ async fn serve_udp(local: Arc<UdpSocket>, f: Forward, tunnel: Arc<Tunnel>) -> Re
             .context("UDP receive failed")?;
         let mut map = flows.lock().await;
         map.retain(|_, fl| fl.last.elapsed() < UDP_IDLE);
-        if !map.contains_key(&src) {
-            let socket = Arc::new(bind_ephemeral(&tunnel).await?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = map.entry(src) {
+            let socket = Arc::new(tunnel.conn.bind_udp(0).await?);
             let (reply_sock, local2, flows2) = (socket.clone(), local.clone(), flows.clone());
             tokio::spawn(async move {
                 let mut rbuf = vec![0u8; 65_535];
@@ -138,13 +138,10 @@ async fn serve_udp(local: Arc<UdpSocket>, f: Forward, tunnel: Arc<Tunnel>) -> Re
                 }
                 flows2.lock().await.remove(&src);
             });
-            map.insert(
-                src,
-                Flow {
-                    socket,
-                    last: Instant::now(),
-                },
-            );
+            slot.insert(Flow {
+                socket,
+                last: Instant::now(),
+            });
         }
         if let Some(fl) = map.get_mut(&src) {
             fl.last = Instant::now();
@@ -153,20 +150,4 @@ async fn serve_udp(local: Arc<UdpSocket>, f: Forward, tunnel: Arc<Tunnel>) -> Re
             }
         }
     }
-}
-
-/// A tailnet UDP socket on a free ephemeral port.
-async fn bind_ephemeral(tunnel: &Tunnel) -> Result<tether_tailnet::UdpSocket> {
-    for _ in 0..64 {
-        let port = rand_port();
-        if let Ok(s) = tunnel.conn.bind_udp(port).await {
-            return Ok(s);
-        }
-    }
-    bail!("no free tailnet UDP port for a new flow")
-}
-
-/// A port in the dynamic range 49152–65535.
-fn rand_port() -> u16 {
-    rand::Rng::gen_range(&mut rand::thread_rng(), 49_152..=u16::MAX)
 }

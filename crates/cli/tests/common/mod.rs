@@ -90,6 +90,12 @@ impl TestServer {
         self.dir.path().join(format!("cfg-{name}"))
     }
 
+    /// Kills the server, keeping its temp dir (and the CLI config dirs in it).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -116,6 +122,101 @@ pub struct Out {
 /// Runs `tether --global-config CFG ARGS…` with a 60 s cap and no stdin.
 pub fn tether(cfg: &Path, args: &[&str]) -> Out {
     tether_env(cfg, args, &[])
+}
+
+/// Runs a command with `input` on stdin, capped at `limit`.
+pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Out {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(o) => o.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+    };
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A `tether agent` process, killed on drop.
+pub struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    /// Starts `tether agent --url URL --token TOKEN`.
+    pub fn start(url: &str, token: &str) -> Self {
+        let child = Command::new(bin())
+            .args(["agent", "--url", url, "--token", token])
+            .env("TETHER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+
+    /// Kills the agent now.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (up to `limit`) until `tether list` shows `ws` as connected.
+pub fn wait_connected(cfg: &Path, ws: &str, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let out = tether(cfg, &["list", "-o", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let up = list.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|w| w["name"] == ws && w["status"] == "connected")
+        });
+        if up {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workspace {ws} never connected: {}",
+            out.stdout
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A free TCP port on loopback (bound and released; a small race is accepted).
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Like [`tether`] with extra environment variables.
