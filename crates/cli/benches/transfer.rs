@@ -1,0 +1,162 @@
+//! Throughput through the relay: 1 GB over `tether port-forward` and over `tether ssh`,
+//! beside the same transfer over plain loopback TCP in the same run, so the figures are
+//! compared as ratios. Run with `cargo bench -p tether-cli --bench transfer`
+//! (`TETHER_BENCH_BYTES` overrides the size). Starts a real server and agent on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tether")
+}
+
+/// A sink that counts bytes until EOF, then answers with the count.
+fn sink() -> (u16, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut n: u64 = 0;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k as u64,
+                    }
+                }
+                let _ = s.write_all(&n.to_be_bytes());
+            });
+        }
+    });
+    (port, h)
+}
+
+fn push(port: u16, bytes: u64) -> Duration {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let buf = vec![0x5au8; 256 * 1024];
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        s.write_all(&buf[..k]).unwrap();
+        left -= k as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut n = [0u8; 8];
+    s.read_exact(&mut n).unwrap();
+    let took = start.elapsed();
+    assert_eq!(u64::from_be_bytes(n), bytes, "the sink got a different byte count");
+    took
+}
+
+fn main() {
+    let bytes: u64 = std::env::var("TETHER_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    let mut server = Command::new(bin())
+        .args(["server", "--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("TETHER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(server.stdout.take().unwrap());
+    let server = Proc(server);
+    let mut url = String::new();
+    for line in out.lines() {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("tether server listening on ") {
+            url = u.trim().to_string();
+            break;
+        }
+    }
+    let run = |args: &[&str]| {
+        let o = Command::new(bin()).arg("--global-config").arg(&cfg).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&["login", &url, "--first-user-username", "bench", "--first-user-email", "b@example.com", "--first-user-password", "benchbench"]);
+    let created = run(&["create", "dev"]);
+    let token = created.split("--token ").nth(1).unwrap().trim().to_string();
+    let _agent = Proc(
+        Command::new(bin())
+            .args(["agent", "--url", &url, "--token", &token])
+            .env("TETHER_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !run(&["list"]).contains("connected ") {
+        assert!(Instant::now() < deadline, "agent never connected");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (sink_port, _) = sink();
+    let plain = push(sink_port, bytes);
+
+    let local = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut pf = Command::new(bin())
+        .arg("--global-config")
+        .arg(&cfg)
+        .args(["port-forward", "dev", "--tcp", &format!("{local}:{sink_port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pf_out = BufReader::new(pf.stdout.take().unwrap());
+    let _pf = Proc(pf);
+    for line in pf_out.lines() {
+        if line.unwrap() == "Ready!" {
+            break;
+        }
+    }
+    let forwarded = push(local, bytes);
+
+    // ssh: stream the bytes into `cat > /dev/null` on the agent.
+    let mut ssh = Command::new(bin())
+        .arg("--global-config")
+        .arg(&cfg)
+        .args(["ssh", "dev", "--", "cat > /dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = ssh.stdin.take().unwrap();
+    let buf = vec![0x5au8; 256 * 1024];
+    // Include session setup, as a user would see it.
+    let start = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        stdin.write_all(&buf[..k]).unwrap();
+        left -= k as u64;
+    }
+    drop(stdin);
+    assert!(ssh.wait().unwrap().success());
+    let over_ssh = start.elapsed();
+    drop(server);
+
+    let mbit = |d: Duration| bytes as f64 * 8.0 / d.as_secs_f64() / 1e6;
+    println!("\n{:.0} MB through the built-in DERP relay (WireGuard end to end), loopback, one run:\n", bytes as f64 / 1e6);
+    println!("{:<34} {:>9} {:>12} {:>10}", "path", "seconds", "Mbit/s", "vs plain");
+    for (name, d) in [("plain loopback TCP", plain), ("tether port-forward", forwarded), ("tether ssh (cat > /dev/null)", over_ssh)] {
+        println!("{:<34} {:>9.2} {:>12.0} {:>9.3}x", name, d.as_secs_f64(), mbit(d), plain.as_secs_f64() / d.as_secs_f64());
+    }
+}
