@@ -58,16 +58,30 @@ fn push(port: u16, bytes: u64) -> Duration {
     let mut n = [0u8; 8];
     s.read_exact(&mut n).unwrap();
     let took = start.elapsed();
-    assert_eq!(u64::from_be_bytes(n), bytes, "the sink got a different byte count");
+    assert_eq!(
+        u64::from_be_bytes(n),
+        bytes,
+        "the sink got a different byte count"
+    );
     took
 }
 
 fn main() {
-    let bytes: u64 = std::env::var("TETHER_BENCH_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000_000);
+    let bytes: u64 = std::env::var("TETHER_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000_000);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cfg");
     let mut server = Command::new(bin())
-        .args(["server", "--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "server",
+            "--http-address",
+            "127.0.0.1:0",
+            "--stun-address",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env("TETHER_LOG", "warn")
         .stdout(Stdio::piped())
@@ -76,20 +90,42 @@ fn main() {
         .unwrap();
     let out = BufReader::new(server.stdout.take().unwrap());
     let server = Proc(server);
-    let mut url = String::new();
-    for line in out.lines() {
-        let line = line.unwrap();
-        if let Some(u) = line.strip_prefix("tether server listening on ") {
-            url = u.trim().to_string();
-            break;
+    // Keep draining the server's stdout so it never writes into a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            if let Some(u) = line.strip_prefix("tether server listening on ") {
+                let _ = tx.send(u.trim().to_string());
+            }
         }
-    }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server did not start");
     let run = |args: &[&str]| {
-        let o = Command::new(bin()).arg("--global-config").arg(&cfg).args(args).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new(bin())
+            .arg("--global-config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    run(&["login", &url, "--first-user-username", "bench", "--first-user-email", "b@example.com", "--first-user-password", "benchbench"]);
+    run(&[
+        "login",
+        &url,
+        "--first-user-username",
+        "bench",
+        "--first-user-email",
+        "b@example.com",
+        "--first-user-password",
+        "benchbench",
+    ]);
     let created = run(&["create", "dev"]);
     let token = created.split("--token ").nth(1).unwrap().trim().to_string();
     let _agent = Proc(
@@ -110,22 +146,36 @@ fn main() {
     let (sink_port, _) = sink();
     let plain = push(sink_port, bytes);
 
-    let local = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let local = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut pf = Command::new(bin())
         .arg("--global-config")
         .arg(&cfg)
-        .args(["port-forward", "dev", "--tcp", &format!("{local}:{sink_port}")])
+        .args([
+            "port-forward",
+            "dev",
+            "--tcp",
+            &format!("{local}:{sink_port}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let pf_out = BufReader::new(pf.stdout.take().unwrap());
     let _pf = Proc(pf);
-    for line in pf_out.lines() {
-        if line.unwrap() == "Ready!" {
-            break;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in pf_out.lines().map_while(Result::ok) {
+            if line == "Ready!" {
+                let _ = tx.send(());
+            }
         }
-    }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("port-forward never said Ready!");
     let forwarded = push(local, bytes);
 
     // ssh: stream the bytes into `cat > /dev/null` on the agent.
@@ -154,9 +204,25 @@ fn main() {
     drop(server);
 
     let mbit = |d: Duration| bytes as f64 * 8.0 / d.as_secs_f64() / 1e6;
-    println!("\n{:.0} MB through the built-in DERP relay (WireGuard end to end), loopback, one run:\n", bytes as f64 / 1e6);
-    println!("{:<34} {:>9} {:>12} {:>10}", "path", "seconds", "Mbit/s", "vs plain");
-    for (name, d) in [("plain loopback TCP", plain), ("tether port-forward", forwarded), ("tether ssh (cat > /dev/null)", over_ssh)] {
-        println!("{:<34} {:>9.2} {:>12.0} {:>9.3}x", name, d.as_secs_f64(), mbit(d), plain.as_secs_f64() / d.as_secs_f64());
+    println!(
+        "\n{:.0} MB through the built-in DERP relay (WireGuard end to end), loopback, one run:\n",
+        bytes as f64 / 1e6
+    );
+    println!(
+        "{:<34} {:>9} {:>12} {:>10}",
+        "path", "seconds", "Mbit/s", "vs plain"
+    );
+    for (name, d) in [
+        ("plain loopback TCP", plain),
+        ("tether port-forward", forwarded),
+        ("tether ssh (cat > /dev/null)", over_ssh),
+    ] {
+        println!(
+            "{:<34} {:>9.2} {:>12.0} {:>9.3}x",
+            name,
+            d.as_secs_f64(),
+            mbit(d),
+            plain.as_secs_f64() / d.as_secs_f64()
+        );
     }
 }

@@ -67,6 +67,8 @@ enum Command {
     PortForward(cmd::port_forward::PortForwardArgs),
     /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
+    /// Report UDP reachability, NAT mapping and DERP region latency as JSON.
+    Netcheck(cmd::netcheck::NetcheckArgs),
 }
 
 /// Global options every command may need.
@@ -150,6 +152,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
             Command::PortForward(a) => cmd::port_forward::run(&globals, a).await,
+            Command::Netcheck(a) => cmd::netcheck::run(&globals, a).await,
         }
         .map(|()| 0)
     });

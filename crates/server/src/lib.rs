@@ -223,6 +223,15 @@ async fn log_request(
     resp
 }
 
+/// Prints a banner line; a closed stdout (the operator piped us into `head`) must not
+/// take the server down, so write errors are ignored.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[allow(clippy::too_many_arguments)]
 fn print_banner(
     config: &Config,
@@ -235,27 +244,28 @@ fn print_banner(
     has_users: bool,
 ) {
     let base = access_url.as_str().trim_end_matches('/');
-    println!("tether server listening on http://{http_addr}");
+    say!("tether server listening on http://{http_addr}");
     if let Some(addr) = tls_addr {
-        println!("tether server listening on https://{addr}");
+        say!("tether server listening on https://{addr}");
     }
-    println!("  access URL:  {base}");
-    println!("  database:    {} (SQLite)", db_path.display());
+    say!("  access URL:  {base}");
+    say!("  database:    {} (SQLite)", db_path.display());
     if config.derp_server_enable {
-        println!(
+        say!(
             "  DERP relay:  built in, region {} {:?} at {base}/derp",
-            config.derp_server_region_id, config.derp_server_region_name
+            config.derp_server_region_id,
+            config.derp_server_region_name
         );
     }
     match stun {
-        Some(s) => println!("  STUN:        built in, udp {}", s.addr),
-        None => println!("  STUN:        built-in server off"),
+        Some(s) => say!("  STUN:        built in, udp {}", s.addr),
+        None => say!("  STUN:        built-in server off"),
     }
-    println!("  DERP map:    {} region(s)", map.regions.len());
+    say!("  DERP map:    {} region(s)", map.regions.len());
     if !has_users {
-        println!("\nNext, create the first user (in another terminal):\n\n  tether login {base}\n");
+        say!("\nNext, create the first user (in another terminal):\n\n  tether login {base}\n");
     } else {
-        println!("\nLog in from a client with:\n\n  tether login {base}\n");
+        say!("\nLog in from a client with:\n\n  tether login {base}\n");
     }
 }
 

@@ -7,13 +7,20 @@
 //! fetches connection info, holds the coordination WebSocket, keeps DERP connections up
 //! and gives applications [`TcpStream`]s, [`TcpListener`]s and [`UdpSocket`]s.
 //!
-//! It lacks, for now: direct UDP paths (disco, STUN-based netcheck, call-me-maybe), a
-//! home region chosen by latency (the lowest region id with DERP nodes is used), IPv4
-//! addresses and ICMP. The agent and the CLI drive it through [`Conn`].
+//! Pieces for direct paths exist as sans-IO modules but are not driven yet: [`disco`]
+//! (Tailscale's ping/pong/call-me-maybe wire format and demux), [`pathsel`] (per-peer
+//! path choice with trust, heartbeats and DERP fallback) and [`netcheck`] (the STUN report
+//! and home-region choice, used by `tether netcheck`). It lacks, for now: a UDP socket in
+//! the driver (so every packet still goes over DERP), a home region chosen by latency in
+//! [`Conn`] (the lowest region id with DERP nodes is used), IPv4 addresses and ICMP. The
+//! agent and the CLI drive it through [`Conn`].
 
 pub mod core;
+pub mod disco;
+pub mod netcheck;
 pub mod netstack;
 pub mod path;
+pub mod pathsel;
 
 mod conn;
 mod error;

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod config_ssh;
 pub mod forward_spec;
 pub mod login;
+pub mod netcheck;
 pub mod port_forward;
 pub mod ssh;
 pub mod users;

@@ -1,0 +1,484 @@
+//! The prober: a thin tokio driver that measures and hands the numbers to
+//! [`build_report`]. It resolves STUN node addresses, sends the [`plan_stun`] binding
+//! requests from the caller's socket(s) while one loop reads the answers (matched by
+//! transaction ID, so several regions share a socket), then times
+//! `GET /derp/latency-check` for the regions [`http_regions`] names.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tether_derp::map::{DerpMap, DerpRegion};
+use tether_stun::message::{TransactionId, binding_request, parse_binding_response};
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tracing::{debug, trace};
+
+use super::{
+    AddrSource, Family, Measurements, PlannedProbe, REPORT_TIMEOUT, Report, STUN_PHASE_TIMEOUT,
+    StunAnswer, StunTarget, build_report, http_regions, plan_stun, stun_sources,
+};
+
+/// Longest wait for resolving STUN node host names.
+const DNS_TIMEOUT: Duration = Duration::from_secs(1);
+/// A STUN answer is well under this.
+const RECV_BUF_LEN: usize = 1500;
+
+/// The UDP socket(s) a report is made from; the mapping learned is theirs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sockets<'a> {
+    /// Sends to IPv4 STUN servers.
+    pub v4: Option<&'a UdpSocket>,
+    /// Sends to IPv6 STUN servers.
+    pub v6: Option<&'a UdpSocket>,
+}
+
+impl<'a> Sockets<'a> {
+    /// One socket, used for the family it is bound to.
+    pub fn single(sock: &'a UdpSocket) -> Self {
+        match sock.local_addr() {
+            Ok(a) if a.is_ipv6() => Self {
+                v4: None,
+                v6: Some(sock),
+            },
+            _ => Self {
+                v4: Some(sock),
+                v6: None,
+            },
+        }
+    }
+
+    fn get(&self, family: Family) -> Option<&'a UdpSocket> {
+        match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6,
+        }
+    }
+}
+
+/// How a report runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The current home region, for stickiness.
+    pub previous_home: Option<u32>,
+    /// Upper bound of the STUN phase.
+    pub stun_timeout: Duration,
+    /// Upper bound of the whole report.
+    pub report_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            previous_home: None,
+            stun_timeout: STUN_PHASE_TIMEOUT,
+            report_timeout: REPORT_TIMEOUT,
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn now() -> Instant {
+    // The prober is a driver: the one place in netcheck that reads the clock.
+    Instant::now()
+}
+
+/// Makes a report of `map` from `sockets`, within `opts.report_timeout`.
+///
+/// The caller must not read from the sockets meanwhile: answers are taken off them
+/// here. Failures (no route, no answer, DNS) only make the report poorer.
+pub async fn run(map: &DerpMap, sockets: Sockets<'_>, opts: &Options) -> Report {
+    let start = now();
+    let deadline = start + opts.report_timeout;
+    let targets = resolve_targets(map, sockets, deadline.min(start + DNS_TIMEOUT)).await;
+    let plan = plan_stun(&targets);
+    debug!(
+        targets = targets.len(),
+        probes = plan.len(),
+        "netcheck STUN phase"
+    );
+    let mut m = Measurements::default();
+    let stun_deadline = deadline.min(now() + opts.stun_timeout);
+    stun_phase(&plan, sockets, stun_deadline, &mut m).await;
+    let regions = http_regions(map, &m.stun);
+    if !regions.is_empty() {
+        debug!(
+            ?regions,
+            udp = !m.stun.is_empty(),
+            "netcheck HTTP(S) latency phase"
+        );
+        m.http = http_phase(map, &regions, deadline).await;
+    }
+    let report = build_report(map, &m, opts.previous_home);
+    debug!(
+        udp = report.udp,
+        preferred = ?report.preferred_derp,
+        elapsed = ?now().saturating_duration_since(start),
+        "netcheck report done"
+    );
+    report
+}
+
+/// STUN servers of every region (`NoMeasureNoHome` ones too: their answers still show
+/// the mapping), for the families we have a socket for.
+async fn resolve_targets(
+    map: &DerpMap,
+    sockets: Sockets<'_>,
+    deadline: Instant,
+) -> Vec<StunTarget> {
+    let mut wanted = Vec::new();
+    let mut hosts = HashSet::new();
+    for region in map.regions.values() {
+        for node in &region.nodes {
+            let Some((port, v4, v6)) = stun_sources(node) else {
+                continue;
+            };
+            for (family, source) in [(Family::V4, v4), (Family::V6, v6)] {
+                if sockets.get(family).is_none() {
+                    continue;
+                }
+                if let AddrSource::Resolve(host) = &source {
+                    hosts.insert((host.clone(), port));
+                }
+                wanted.push((region.region_id, node.name.clone(), port, family, source));
+            }
+        }
+    }
+    let lookups = join_all(hosts.into_iter().map(|(host, port)| async move {
+        let addrs = match timeout_at(deadline, tokio::net::lookup_host((host.as_str(), port))).await
+        {
+            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+            Ok(Err(err)) => {
+                debug!(%host, %err, "could not resolve STUN server");
+                Vec::new()
+            }
+            Err(_) => {
+                debug!(%host, "resolving STUN server timed out");
+                Vec::new()
+            }
+        };
+        ((host, port), addrs)
+    }))
+    .await;
+    let resolved: HashMap<(String, u16), Vec<SocketAddr>> = lookups.into_iter().collect();
+    let mut targets = Vec::new();
+    for (region, node, port, family, source) in wanted {
+        let addr = match source {
+            AddrSource::Disabled => None,
+            AddrSource::Ip(ip) => Some(SocketAddr::new(ip, port)),
+            AddrSource::Resolve(host) => resolved.get(&(host, port)).and_then(|addrs| {
+                addrs
+                    .iter()
+                    .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+                    .find(|a| Family::of(a) == family)
+            }),
+        };
+        if let Some(addr) = addr {
+            targets.push(StunTarget { region, node, addr });
+        }
+    }
+    targets
+}
+
+/// What one receive produced.
+enum Received {
+    /// A STUN binding response.
+    Answer(SocketAddr, TransactionId, SocketAddr),
+    /// Something else, or a transient error.
+    Other,
+    /// The socket is broken.
+    Failed(io::Error),
+}
+
+/// Reads one datagram from `sock` (pending forever without a socket). Cancel-safe.
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Received {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    match sock.recv_from(buf).await {
+        Ok((len, src)) => match parse_binding_response(buf.get(..len).unwrap_or_default()) {
+            Ok((txid, mapped)) => Received::Answer(src, txid, mapped),
+            Err(err) => {
+                trace!(%src, len, %err, "netcheck: ignoring datagram");
+                Received::Other
+            }
+        },
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            trace!(%err, "netcheck: transient receive error");
+            Received::Other
+        }
+        Err(err) => Received::Failed(err),
+    }
+}
+
+/// Sends the plan and collects answers until every (region, family) answered or
+/// `deadline`.
+async fn stun_phase(
+    plan: &[PlannedProbe],
+    mut sockets: Sockets<'_>,
+    deadline: Instant,
+    m: &mut Measurements,
+) {
+    let groups: HashSet<(u32, Family)> = plan
+        .iter()
+        .map(|p| (p.target.region, Family::of(&p.target.addr)))
+        .collect();
+    let mut done: HashSet<(u32, Family)> = HashSet::new();
+    let mut pending: HashMap<TransactionId, (StunTarget, Instant)> = HashMap::new();
+    let mut next = 0usize;
+    let mut buf4 = vec![0u8; RECV_BUF_LEN];
+    let mut buf6 = vec![0u8; RECV_BUF_LEN];
+    let start = now();
+
+    while done.len() < groups.len() {
+        let send_at = plan.get(next).map(|p| start + p.delay);
+        let received = tokio::select! {
+            () = sleep_until(deadline) => break,
+            () = sleep_until(send_at.unwrap_or(deadline)), if send_at.is_some() => {
+                if let Some(p) = plan.get(next) {
+                    send_probe(p, sockets, &done, &mut pending, m).await;
+                }
+                next += 1;
+                continue;
+            }
+            r = recv(sockets.v4, &mut buf4) => (Family::V4, r),
+            r = recv(sockets.v6, &mut buf6) => (Family::V6, r),
+        };
+        match received {
+            (_, Received::Answer(src, txid, mapped)) => {
+                let Some((target, sent)) = pending.remove(&txid) else {
+                    trace!(%src, %txid, "netcheck: STUN answer for no pending request");
+                    continue;
+                };
+                let latency = now().saturating_duration_since(sent);
+                debug!(region = target.region, node = %target.node, server = %target.addr,
+                    %mapped, ?latency, "netcheck: STUN answer");
+                done.insert((target.region, Family::of(&target.addr)));
+                m.stun.push(StunAnswer {
+                    region: target.region,
+                    server: target.addr,
+                    mapped,
+                    latency,
+                });
+            }
+            (_, Received::Other) => {}
+            (family, Received::Failed(err)) => {
+                debug!(?family, %err, "netcheck: socket failed; giving up on that family");
+                match family {
+                    Family::V4 => sockets.v4 = None,
+                    Family::V6 => sockets.v6 = None,
+                }
+                done.extend(groups.iter().filter(|(_, f)| *f == family));
+            }
+        }
+    }
+}
+
+async fn send_probe(
+    p: &PlannedProbe,
+    sockets: Sockets<'_>,
+    done: &HashSet<(u32, Family)>,
+    pending: &mut HashMap<TransactionId, (StunTarget, Instant)>,
+    m: &mut Measurements,
+) {
+    let family = Family::of(&p.target.addr);
+    if done.contains(&(p.target.region, family)) {
+        return;
+    }
+    let Some(sock) = sockets.get(family) else {
+        return;
+    };
+    let txid = TransactionId::random();
+    match sock.send_to(&binding_request(txid), p.target.addr).await {
+        Ok(_) => {
+            trace!(region = p.target.region, server = %p.target.addr, %txid, "netcheck: STUN request");
+            match family {
+                Family::V4 => m.can_send_v4 = true,
+                Family::V6 => m.can_send_v6 = true,
+            }
+            pending.insert(txid, (p.target.clone(), now()));
+        }
+        Err(err) => {
+            debug!(region = p.target.region, server = %p.target.addr, %err,
+                "netcheck: could not send STUN request");
+        }
+    }
+}
+
+/// Times `GET /derp/latency-check` on each region's first reachable DERP node.
+async fn http_phase(map: &DerpMap, regions: &[u32], deadline: Instant) -> BTreeMap<u32, Duration> {
+    let probes = regions
+        .iter()
+        .filter_map(|id| map.regions.get(id))
+        .map(|region| async move {
+            let latency = timeout_at(deadline, http_latency(region))
+                .await
+                .ok()
+                .flatten();
+            (region.region_id, latency)
+        });
+    join_all(probes)
+        .await
+        .into_iter()
+        .filter_map(|(id, latency)| latency.map(|l| (id, l)))
+        .collect()
+}
+
+/// One region's HTTP(S) latency: a first request opens the connection (TCP, TLS), the
+/// second one on the same connection is timed, so the number is about one round trip.
+async fn http_latency(region: &DerpRegion) -> Option<Duration> {
+    for node in region.nodes.iter().filter(|n| !n.stun_only) {
+        let url = format!("{}/latency-check", node.derp_url());
+        let mut builder = reqwest::Client::builder()
+            .danger_accept_invalid_certs(node.insecure_for_tests)
+            .timeout(REPORT_TIMEOUT);
+        let host = node.host_name.trim_matches(['[', ']']);
+        if host.parse::<std::net::IpAddr>().is_err()
+            && let Ok(ip) = node.ipv4.parse::<std::net::IpAddr>()
+        {
+            builder = builder.resolve(host, SocketAddr::new(ip, node.derp_port()));
+        }
+        let Ok(client) = builder.build() else {
+            continue;
+        };
+        let get = || async {
+            let resp = client.get(&url).send().await?.error_for_status()?;
+            resp.bytes().await.map(drop)
+        };
+        if let Err(err) = get().await {
+            debug!(region = region.region_id, node = %node.name, %err, "netcheck: latency check failed");
+            continue;
+        }
+        let sent = now();
+        match get().await {
+            Ok(()) => return Some(now().saturating_duration_since(sent)),
+            Err(err) => {
+                debug!(region = region.region_id, node = %node.name, %err, "netcheck: latency check failed");
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use tether_derp::map::DerpNode;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn stun_region(id: u32, addr: SocketAddr, no_home: bool) -> DerpRegion {
+        DerpRegion {
+            region_id: id,
+            no_measure_no_home: no_home,
+            nodes: vec![DerpNode {
+                name: format!("{id}a"),
+                region_id: id,
+                host_name: addr.ip().to_string(),
+                stun_port: i32::from(addr.port()),
+                stun_only: no_home,
+                // A DERP port that refuses, so HTTP(S) never measures this node.
+                derp_port: 1,
+                force_http: true,
+                ..DerpNode::default()
+            }],
+            ..DerpRegion::default()
+        }
+    }
+
+    fn quick() -> Options {
+        Options {
+            stun_timeout: Duration::from_millis(600),
+            report_timeout: Duration::from_secs(3),
+            ..Options::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn two_stun_servers_on_loopback_agree_on_the_mapping() {
+        let a = tether_stun::Server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+            .spawn();
+        let b = tether_stun::Server::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+            .spawn();
+        let mut map = DerpMap::default();
+        map.regions.insert(1, stun_region(1, a.local_addr(), false));
+        map.regions
+            .insert(1000, stun_region(1000, b.local_addr(), true));
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = sock.local_addr().unwrap();
+
+        let started = now();
+        let r = run(&map, Sockets::single(&sock), &quick()).await;
+        // Every region answered, so the phase ended long before its timeout.
+        assert!(now() - started < Duration::from_millis(600));
+        assert!(r.udp && r.ipv4 && r.ipv4_can_send && !r.ipv6_can_send);
+        assert_eq!(r.global_v4, Some(local));
+        assert_eq!(r.mapping_varies_by_dest_ip, Some(false));
+        assert!(r.region_latency.contains_key(&1) && r.region_latency.contains_key(&1000));
+        assert_eq!(r.preferred_derp, Some(1));
+        assert!(a.stats().answered() >= 1 && b.stats().answered() >= 1);
+    }
+
+    #[tokio::test]
+    async fn silent_stun_falls_back_to_http_latency_check() {
+        // A UDP socket that never answers, and an HTTP server for /derp/latency-check.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = http.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // One request per read is enough for reqwest's small GETs.
+                    while let Ok(n) = conn.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if conn.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut region = stun_region(7, silent.local_addr().unwrap(), false);
+        region.nodes[0].derp_port = i32::from(http_addr.port());
+        let mut map = DerpMap::default();
+        map.regions.insert(7, region);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+        let r = run(&map, Sockets::single(&sock), &quick()).await;
+        assert!(!r.udp && !r.ipv4);
+        assert!(r.ipv4_can_send);
+        assert_eq!(r.global_v4, None);
+        assert_eq!(r.mapping_varies_by_dest_ip, None);
+        assert!(r.region_latency.contains_key(&7), "{r:?}");
+        assert!(r.region_v4_latency.is_empty());
+        assert_eq!(r.preferred_derp, Some(7));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn nothing_to_measure_is_an_empty_report() {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r = run(&DerpMap::default(), Sockets::single(&sock), &quick()).await;
+        assert_eq!(r, Report::default());
+    }
+}
