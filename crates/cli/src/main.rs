@@ -37,6 +37,10 @@ struct Cli {
     #[arg(short, long, global = true)]
     verbose: bool,
 
+    /// Never use direct (peer-to-peer) paths; relay everything through DERP.
+    #[arg(long, global = true, env = "TETHER_DISABLE_DIRECT_CONNECTIONS")]
+    disable_direct_connections: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -79,6 +83,8 @@ pub struct Globals {
     pub token: Option<String>,
     /// Login state.
     pub config: session::ConfigDir,
+    /// `--disable-direct-connections`.
+    pub disable_direct: bool,
 }
 
 impl Globals {
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
         url: cli.url,
         token: cli.token,
         config: session::ConfigDir::new(cli.global_config),
+        disable_direct: cli.disable_direct_connections,
     };
     let result = runtime.block_on(async move {
         match cli.command {

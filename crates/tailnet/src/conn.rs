@@ -2,12 +2,15 @@
 //! connections per region, and the task that moves packets and services timers.
 //!
 //! Tasks: one coordination task (reconnects with backoff, re-sends our node and
-//! tunnels), one driver task (polls the core, hands transmits to DERP links, feeds
-//! received DERP packets in), and per DERP region a [`ReconnectingClient`] plus a sender
-//! and an event-forwarding task. All of them end when the [`Conn`] is closed or dropped.
+//! tunnels), one driver task (polls the core, hands transmits to DERP links or the UDP
+//! socket, feeds received DERP packets and UDP datagrams in), a STUN task (our endpoints
+//! from the UDP socket, refreshed every 20–26 s and on demand, published with
+//! `update_self`; not started when direct paths are disabled), and per DERP region a
+//! [`ReconnectingClient`] plus a sender and an event-forwarding task. All of them end
+//! when the [`Conn`] is closed or dropped.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -19,7 +22,8 @@ use serde::Deserialize;
 use tether_coord::proto::{self, Node, PeerUpdateKind, Request, Response};
 use tether_derp::client::{ClientConfig, Event as DerpEvent, ReconnectingClient};
 use tether_derp::map::DerpMap;
-use tether_key::{DiscoPrivate, NodePrivate, NodePublic};
+use tether_key::{NodePrivate, NodePublic};
+use tether_stun::message::{TransactionId, binding_request, parse_binding_response};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -29,7 +33,9 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::core::{Core, Event, PeerConfig, Transmit};
+use crate::disco::{self, PacketKind};
 use crate::error::TailnetError;
+use crate::netcheck::{AddrSource, stun_sources};
 use crate::path::{PathInfo, PathKind};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
 
@@ -43,6 +49,18 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const DERP_SEND_QUEUE: usize = 1024;
 /// Received DERP datagrams queued for the driver.
 const INBOUND_QUEUE: usize = 1024;
+/// Largest datagram read from the UDP socket.
+const UDP_RECV_BUF: usize = 65536;
+/// Our endpoints are re-STUNed this often (plus up to [`RESTUN_JITTER`]).
+const RESTUN_INTERVAL: Duration = Duration::from_secs(20);
+/// Random extra delay of a re-STUN.
+const RESTUN_JITTER: Duration = Duration::from_secs(6);
+/// How long one STUN round waits for answers.
+const STUN_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// STUN requests per server per round, [`STUN_RETRY`] apart.
+const STUN_TRIES: u32 = 3;
+/// Time between two STUN tries.
+const STUN_RETRY: Duration = Duration::from_millis(100);
 
 /// How this node authenticates to the server.
 #[derive(Clone)]
@@ -97,6 +115,8 @@ pub struct ConnConfig {
     pub force_websockets: Option<bool>,
     /// Accept any TLS certificate on the DERP connections (tests only).
     pub insecure_tls: bool,
+    /// Never use direct UDP paths (DERP only), whatever the server allows.
+    pub disable_direct: bool,
 }
 
 impl ConnConfig {
@@ -107,6 +127,7 @@ impl ConnConfig {
             auth,
             force_websockets: None,
             insecure_tls: false,
+            disable_direct: false,
         }
     }
 }
@@ -118,13 +139,13 @@ struct ConnectionInfo {
     #[serde(default)]
     derp_force_websockets: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     disable_direct_connections: bool,
 }
 
 /// Requests from the API to the coordination task.
 enum CoordCmd {
     AddTunnel(Uuid),
+    SetEndpoints(Vec<String>),
     Disconnect(oneshot::Sender<()>),
 }
 
@@ -141,6 +162,12 @@ pub(crate) struct Shared {
     derp_base: ClientConfig,
     inbound: mpsc::Sender<(u32, NodePublic, Bytes)>,
     home_ready: watch::Sender<bool>,
+    /// The one UDP socket: direct WireGuard, disco and STUN.
+    udp: Option<Arc<tokio::net::UdpSocket>>,
+    /// STUN answers read by the driver, for the STUN task.
+    stun_answers: mpsc::Sender<(TransactionId, SocketAddr)>,
+    /// Asks the STUN task for fresh endpoints now.
+    stun_kick: Notify,
 }
 
 impl Shared {
@@ -422,6 +449,13 @@ fn parse_addresses(node: &Node) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+fn parse_endpoints(node: &Node) -> Vec<SocketAddr> {
+    node.endpoints
+        .iter()
+        .filter_map(|e| e.parse::<SocketAddr>().ok())
+        .collect()
+}
+
 impl Conn {
     /// Joins the tailnet: connection info → keys → coordination (the Welcome gives our
     /// id) → our node → the home DERP region (the lowest region id with DERP nodes) →
@@ -434,7 +468,6 @@ impl Conn {
             .min()
             .ok_or(TailnetError::NoDerp)?;
         let private = NodePrivate::generate();
-        let disco = DiscoPrivate::generate();
         let (ws, id, lost_after) = coord_connect(&cfg).await?;
         let ip = proto::tailnet_ip(id);
         info!(%id, %ip, home_region = home, agent = cfg.auth.is_agent(), "joined the coordinator");
@@ -442,6 +475,26 @@ impl Conn {
         let t0 = now();
         let mut core = Core::new(&private, ip, t0, rand::thread_rng().r#gen());
         core.set_home_region(home);
+        let blocked = cfg.disable_direct || info.disable_direct_connections;
+        if blocked {
+            info!(
+                by_server = info.disable_direct_connections,
+                "direct connections disabled; DERP only"
+            );
+            core.set_direct_blocked(t0, true);
+        }
+        let disco_public = core.disco_public();
+        let udp = match tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
+            Ok(s) => {
+                debug!(local = ?s.local_addr().ok(), "UDP socket for direct paths bound");
+                Some(Arc::new(s))
+            }
+            Err(e) => {
+                warn!(error = %e, "could not bind a UDP socket; DERP only");
+                None
+            }
+        };
+        let (stun_tx, stun_rx) = mpsc::channel(64);
         let derp_url = cfg
             .server
             .join("/derp")
@@ -462,12 +515,15 @@ impl Conn {
             derp_base,
             inbound: inbound_tx,
             home_ready: watch::Sender::new(false),
+            udp,
+            stun_answers: stun_tx,
+            stun_kick: Notify::new(),
         });
 
         let node = Node {
             id,
             key: private.public(),
-            disco: disco.public(),
+            disco: disco_public,
             preferred_derp: home,
             derp_latency: Default::default(),
             addresses: vec![format!("{ip}/128")],
@@ -484,10 +540,18 @@ impl Conn {
         };
         let coord_task = tokio::spawn(coord.run(ws, cmd_rx));
         let driver = tokio::spawn(drive(shared.clone(), inbound_rx));
+        let mut tasks = vec![coord_task, driver];
+        if !blocked && shared.udp.is_some() {
+            tasks.push(tokio::spawn(stun_task(
+                shared.clone(),
+                stun_rx,
+                cmd_tx.clone(),
+            )));
+        }
         let conn = Conn {
             shared: shared.clone(),
             cmds: cmd_tx,
-            tasks: vec![coord_task, driver],
+            tasks,
         };
 
         // The relay admits our key once the coordinator has our node; the reconnecting
@@ -665,7 +729,16 @@ fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
     let region = match t.path {
         PathKind::Derp { region } => region,
         PathKind::Direct { addr } => {
-            trace!(peer = %t.peer, %addr, "direct paths are not implemented; dropping");
+            let Some(sock) = &shared.udp else {
+                return;
+            };
+            if addr.is_ipv6() {
+                trace!(peer = %t.peer, %addr, "no IPv6 UDP socket; dropping");
+                return;
+            }
+            if let Err(e) = sock.try_send_to(&t.data, addr) {
+                trace!(peer = %t.peer, %addr, error = %e, "UDP send failed; dropping datagram");
+            }
             return;
         }
     };
@@ -694,6 +767,8 @@ fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
 /// The data-plane loop: poll the core, send what it produced, sleep until the next
 /// deadline, a received datagram or a wake-up from an API call.
 async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic, Bytes)>) {
+    let udp = shared.udp.clone();
+    let mut buf = vec![0u8; UDP_RECV_BUF];
     loop {
         if shared.is_closed() {
             return;
@@ -721,6 +796,8 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
                 Event::HandshakeGaveUp { peer } => {
                     info!(%peer, "WireGuard handshake with peer timed out")
                 }
+                Event::PathChanged { peer, path } => debug!(%peer, %path, "path changed"),
+                Event::NeedFreshEndpoints => shared.stun_kick.notify_one(),
             }
         }
         let sleep_until = deadline
@@ -740,8 +817,223 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
                     }
                 }
             }
+            got = udp_recv(udp.as_deref(), &mut buf) => {
+                let Some((n, src)) = got else { continue };
+                let Some(sock) = udp.as_deref() else { continue };
+                let t = now();
+                handle_udp(&shared, t, src, buf.get(..n).unwrap_or_default());
+                for _ in 0..256 {
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, src)) => handle_udp(&shared, t, src, buf.get(..n).unwrap_or_default()),
+                        Err(_) => break,
+                    }
+                }
+            }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep_until(sleep_until) => {}
+        }
+    }
+}
+
+/// Reads one datagram (pending forever without a socket); `None` on a transient error.
+async fn udp_recv(
+    sock: Option<&tokio::net::UdpSocket>,
+    buf: &mut [u8],
+) -> Option<(usize, SocketAddr)> {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    match sock.recv_from(buf).await {
+        Ok(x) => Some(x),
+        Err(e) => {
+            trace!(error = %e, "UDP receive error");
+            // Avoid a hot loop on a persistent error.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            None
+        }
+    }
+}
+
+/// Demultiplexes one datagram from the UDP socket: STUN answers to the STUN task,
+/// disco and WireGuard to the core.
+fn handle_udp(shared: &Shared, t: Instant, src: SocketAddr, data: &[u8]) {
+    let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+    match disco::classify(data) {
+        PacketKind::Stun => match parse_binding_response(data) {
+            Ok((txid, mapped)) => {
+                let _ = shared.stun_answers.try_send((txid, mapped));
+            }
+            Err(e) => trace!(%src, error = %e, "ignoring a STUN message"),
+        },
+        PacketKind::Disco | PacketKind::WireGuard => shared.lock().handle_udp(t, src, data),
+        PacketKind::Unknown => trace!(%src, len = data.len(), "ignoring an unknown UDP datagram"),
+    }
+}
+
+/// The IPv4 STUN servers of the DERP map.
+async fn stun_servers(map: &DerpMap) -> Vec<SocketAddr> {
+    let mut out = BTreeSet::new();
+    for region in map.regions.values() {
+        for node in &region.nodes {
+            let Some((port, v4, _)) = stun_sources(node) else {
+                continue;
+            };
+            match v4 {
+                AddrSource::Disabled => {}
+                AddrSource::Ip(ip) => {
+                    out.insert(SocketAddr::new(ip, port));
+                }
+                AddrSource::Resolve(host) => {
+                    let looked = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::lookup_host((host.as_str(), port)),
+                    )
+                    .await;
+                    if let Ok(Ok(addrs)) = looked {
+                        out.extend(addrs.filter(|a| a.is_ipv4()));
+                    } else {
+                        debug!(%host, "could not resolve STUN server");
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// This host's IPv4 address on the default route (no packet is sent).
+fn default_route_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+    s.connect((Ipv4Addr::new(192, 0, 2, 1), 9)).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
+}
+
+/// The host's own IPv4 addresses listed in a Linux `/proc/net/fib_trie` (an address
+/// line `|-- a.b.c.d` followed by `/32 host LOCAL`), without loopback.
+fn fib_trie_local_ips(text: &str) -> BTreeSet<Ipv4Addr> {
+    let mut out = BTreeSet::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(ip) = line.strip_prefix("|-- ") {
+            last = ip.trim().parse().ok();
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(ip) = last
+            && !ip.is_loopback()
+            && !ip.is_unspecified()
+        {
+            out.insert(ip);
+        }
+    }
+    out
+}
+
+/// Our local interface addresses (IPv4, no loopback) with the UDP socket's `port`.
+fn local_endpoints(port: u16) -> BTreeSet<SocketAddr> {
+    let mut ips: BTreeSet<IpAddr> = std::fs::read_to_string("/proc/net/fib_trie")
+        .map(|t| fib_trie_local_ips(&t))
+        .unwrap_or_default()
+        .into_iter()
+        .map(IpAddr::V4)
+        .collect();
+    ips.extend(default_route_ip());
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// One STUN round from the shared socket: our mapped addresses as the servers saw them.
+async fn stun_round(
+    sock: &tokio::net::UdpSocket,
+    servers: &[SocketAddr],
+    answers: &mut mpsc::Receiver<(TransactionId, SocketAddr)>,
+) -> BTreeSet<SocketAddr> {
+    while answers.try_recv().is_ok() {}
+    let mut mapped = BTreeSet::new();
+    if servers.is_empty() {
+        return mapped;
+    }
+    let mut pending: HashMap<TransactionId, usize> = HashMap::new();
+    let mut answered: BTreeSet<usize> = BTreeSet::new();
+    let start = tokio::time::Instant::now();
+    let deadline = start + STUN_ROUND_TIMEOUT;
+    let mut tries = 0u32;
+    let mut next_send = start;
+    while answered.len() < servers.len() {
+        let send_due = tries < STUN_TRIES;
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            () = tokio::time::sleep_until(next_send), if send_due => {
+                for (i, server) in servers.iter().enumerate() {
+                    if answered.contains(&i) {
+                        continue;
+                    }
+                    let txid = TransactionId::random();
+                    match sock.send_to(&binding_request(txid), server).await {
+                        Ok(_) => {
+                            pending.insert(txid, i);
+                        }
+                        Err(e) => trace!(%server, error = %e, "STUN send failed"),
+                    }
+                }
+                tries += 1;
+                next_send += STUN_RETRY;
+            }
+            got = answers.recv() => {
+                let Some((txid, addr)) = got else { break };
+                if let Some(i) = pending.remove(&txid) {
+                    trace!(server = %servers[i], mapped = %addr, "STUN answer");
+                    answered.insert(i);
+                    mapped.insert(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
+                }
+            }
+        }
+    }
+    mapped
+}
+
+/// Keeps our endpoints fresh: STUN from the shared socket every 20–26 s and whenever
+/// the core asks, plus the default-route address; hands them to the core and, when
+/// they change, to the coordinator.
+async fn stun_task(
+    shared: Arc<Shared>,
+    mut answers: mpsc::Receiver<(TransactionId, SocketAddr)>,
+    cmds: mpsc::Sender<CoordCmd>,
+) {
+    let Some(sock) = shared.udp.clone() else {
+        return;
+    };
+    let Ok(local) = sock.local_addr() else {
+        return;
+    };
+    let mut published: Option<Vec<SocketAddr>> = None;
+    loop {
+        let map = shared
+            .derp_map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let servers = stun_servers(&map).await;
+        let mapped = stun_round(&sock, &servers, &mut answers).await;
+        let mut eps: BTreeSet<SocketAddr> = mapped;
+        eps.extend(local_endpoints(local.port()));
+        let eps: Vec<SocketAddr> = eps.into_iter().collect();
+        shared.lock().set_local_endpoints(now(), eps.clone());
+        shared.wake_driver();
+        if published.as_ref() != Some(&eps) {
+            info!(endpoints = ?eps, "our UDP endpoints");
+            let text = eps.iter().map(ToString::to_string).collect();
+            if cmds.send(CoordCmd::SetEndpoints(text)).await.is_err() {
+                return;
+            }
+            published = Some(eps);
+        }
+        let jitter = rand::thread_rng().gen_range(0..=RESTUN_JITTER.as_millis() as u64);
+        let wait = RESTUN_INTERVAL + Duration::from_millis(jitter);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.stun_kick.notified() => {}
         }
     }
 }
@@ -856,6 +1148,15 @@ impl CoordTask {
                             return SessionEnd::Lost(e);
                         }
                     }
+                    Some(CoordCmd::SetEndpoints(eps)) => {
+                        if self.node.endpoints != eps {
+                            self.node.endpoints = eps;
+                            let node = self.node.clone();
+                            if let Err(e) = Self::send(&mut ws, &Request::UpdateSelf { node }).await {
+                                return SessionEnd::Lost(e);
+                            }
+                        }
+                    }
                     Some(CoordCmd::Disconnect(ack)) => {
                         let _ = Self::send(&mut ws, &Request::Disconnect).await;
                         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -887,6 +1188,9 @@ impl CoordTask {
                                     key: node.key,
                                     home_region: node.preferred_derp,
                                     addresses: parse_addresses(&node),
+                                    disco: (*node.disco.as_bytes() != [0u8; 32])
+                                        .then_some(node.disco),
+                                    endpoints: parse_endpoints(&node),
                                 };
                                 let was_known = core.path(node.id).is_some();
                                 core.upsert_peer(cfg);
@@ -923,5 +1227,25 @@ impl CoordTask {
             Response::Welcome { .. } => debug!("ignoring a second welcome"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fib_trie_yields_local_addresses_without_loopback() {
+        let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n\
+             \x20          |-- 127.0.0.1\n              /32 host LOCAL\n\
+             \x20          |-- 192.0.2.0\n              /24 link UNICAST\n\
+             \x20          |-- 192.0.2.2\n              /32 host LOCAL\n\
+             \x20       |-- 192.0.2.255\n           /32 link BROADCAST\n\
+             \x20          |-- 10.1.2.3\n              /32 host LOCAL\n";
+        let ips: Vec<Ipv4Addr> = fib_trie_local_ips(text).into_iter().collect();
+        assert_eq!(
+            ips,
+            vec![Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(192, 0, 2, 2)]
+        );
     }
 }

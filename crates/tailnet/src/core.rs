@@ -1,10 +1,19 @@
 //! The sans-IO tailnet node: WireGuard tunnels per peer, the path layer and the netstack.
 //!
-//! Inputs are DERP packets ([`Core::handle_derp`]), peer changes ([`Core::upsert_peer`],
-//! [`Core::remove_peer`]) and the time, passed to [`Core::poll`]. Outputs are
-//! [`Transmit`]s (a WireGuard datagram, the peer's key and the path to use), the next
-//! deadline ([`Core::poll_timeout`]) and [`Event`]s. Nothing here reads a clock or
-//! touches a socket.
+//! Inputs are DERP packets ([`Core::handle_derp`]), UDP datagrams ([`Core::handle_udp`]),
+//! peer changes ([`Core::upsert_peer`], [`Core::remove_peer`]), our UDP endpoints
+//! ([`Core::set_local_endpoints`]) and the time, passed to [`Core::poll`]. Outputs are
+//! [`Transmit`]s (a WireGuard or disco datagram, the peer's key and the path to use),
+//! the next deadline ([`Core::poll_timeout`]) and [`Event`]s. Nothing here reads a clock
+//! or touches a socket.
+//!
+//! Direct paths: each peer with a disco key has a [`PathSel`] fed with its endpoints
+//! from the coordinator. Every WireGuard datagram asks it for the path
+//! ([`PathSel::on_send`]): direct UDP when trusted, otherwise DERP (plus a copy to an
+//! untrusted best address). Disco pings go over UDP, CallMeMaybes over DERP (inside
+//! SendPacket to the peer's node key); a ping is answered on the path it came in on, a
+//! CallMeMaybe counts only over DERP, and disco from unknown disco keys is dropped.
+//! WireGuard over UDP belongs to the peer that proved its source address with disco.
 //!
 //! One caveat about time: gotatun's `Tunn` keeps its own monotonic clock for the
 //! WireGuard protocol timers (rekey, keepalive, session expiry), which it reads when
@@ -13,7 +22,7 @@
 //! driven here by the time passed in, so simulations on a virtual clock recover from
 //! lost handshakes deterministically.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,12 +35,14 @@ use gotatun::noise::{Tunn, TunnResult};
 use gotatun::packet::{Packet, WgKind};
 use gotatun::tun::MtuWatcher;
 use gotatun::x25519;
-use tether_key::{NodePrivate, NodePublic};
+use tether_key::{DiscoPrivate, DiscoPublic, NodePrivate, NodePublic};
 use tracing::{debug, info, trace};
 use uuid::Uuid;
 
+use crate::disco::{self, Message, PacketKind, PeerBox, Ping, Pong};
 use crate::netstack::{MTU, Netstack};
 use crate::path::{PathInfo, PathKind};
+use crate::pathsel::{Output, PathSel, SendDecision, Via};
 
 /// Resend our handshake initiation after this long without an answer (WireGuard's
 /// REKEY_TIMEOUT).
@@ -42,6 +53,8 @@ pub const REKEY_ATTEMPT_TIME: Duration = Duration::from_secs(90);
 pub const WG_TICK: Duration = Duration::from_secs(1);
 /// Handshake initiations accepted per second before cookies are demanded.
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// UDP source addresses remembered per peer (from authenticated disco packets).
+const MAX_UDP_SOURCES: usize = 64;
 
 /// What a peer is, as the coordinator told us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +67,10 @@ pub struct PeerConfig {
     pub home_region: u32,
     /// Its tailnet addresses; packets to these go to it, packets from it must carry one.
     pub addresses: Vec<Ipv6Addr>,
+    /// Its disco key; without one no direct path is tried.
+    pub disco: Option<DiscoPublic>,
+    /// Its candidate UDP endpoints, as the coordinator lists them.
+    pub endpoints: Vec<SocketAddr>,
 }
 
 /// A datagram to hand to the path layer's I/O.
@@ -82,6 +99,16 @@ pub enum Event {
         /// The peer.
         peer: Uuid,
     },
+    /// The primary path to the peer changed (logged at INFO by the core).
+    PathChanged {
+        /// The peer.
+        peer: Uuid,
+        /// The new path.
+        path: PathKind,
+    },
+    /// A CallMeMaybe waits for fresh local endpoints: re-STUN, then call
+    /// [`Core::set_local_endpoints`].
+    NeedFreshEndpoints,
 }
 
 struct Peer {
@@ -92,16 +119,40 @@ struct Peer {
     /// When the current series of initiations started.
     init_started: Option<Instant>,
     session_up: bool,
+    /// Path selection between DERP and direct UDP.
+    pathsel: PathSel,
+    /// The disco box with the peer, when it has a disco key.
+    disco_box: Option<PeerBox>,
+    /// The direct address in use, as last reported by `pathsel`.
+    direct: Option<SocketAddr>,
+    /// UDP sources the peer proved with disco: WireGuard from them is the peer's.
+    udp_sources: BTreeSet<SocketAddr>,
 }
 
 impl Peer {
-    fn path(&self, fallback_region: u32) -> PathKind {
-        let region = if self.cfg.home_region != 0 {
+    fn region(&self, fallback_region: u32) -> u32 {
+        if self.cfg.home_region != 0 {
             self.cfg.home_region
         } else {
             fallback_region
-        };
-        PathKind::Derp { region }
+        }
+    }
+
+    fn path(&self, fallback_region: u32) -> PathKind {
+        match self.direct {
+            Some(addr) => PathKind::Direct { addr },
+            None => PathKind::Derp {
+                region: self.region(fallback_region),
+            },
+        }
+    }
+
+    fn candidates_from_cfg(&self) -> Vec<SocketAddr> {
+        if self.disco_box.is_some() {
+            self.cfg.endpoints.clone()
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -120,6 +171,17 @@ pub struct Core {
     events: VecDeque<Event>,
     mtu: MtuWatcher,
     next_wg_tick: Instant,
+    disco: DiscoPrivate,
+    by_disco: HashMap<DiscoPublic, Uuid>,
+    by_udp: HashMap<SocketAddr, Uuid>,
+    direct_blocked: bool,
+    local_endpoints: Vec<SocketAddr>,
+    local_endpoints_at: Option<Instant>,
+    need_endpoints: bool,
+    seed: u64,
+    pathsel_count: u64,
+    /// The latest time passed in, for calls that take none.
+    last_now: Instant,
 }
 
 impl std::fmt::Debug for Core {
@@ -159,12 +221,41 @@ fn push_transmit(
         debug!(peer = %peer.cfg.id, "sending WireGuard handshake initiation");
     }
     let packet: Packet = kind.into();
-    out.push_back(Transmit {
-        peer: peer.cfg.id,
-        dst: peer.cfg.key,
-        path: peer.path(fallback_region),
-        data: packet.to_vec(),
-    });
+    let data = packet.to_vec();
+    let region = peer.region(fallback_region);
+    let mut push = |path: PathKind, data: Vec<u8>| {
+        out.push_back(Transmit {
+            peer: peer.cfg.id,
+            dst: peer.cfg.key,
+            path,
+            data,
+        })
+    };
+    match peer.pathsel.on_send(now) {
+        SendDecision::Direct(addr) => push(PathKind::Direct { addr }, data),
+        SendDecision::Derp { also } => {
+            if let Some(addr) = also {
+                push(PathKind::Direct { addr }, data.clone());
+            }
+            push(PathKind::Derp { region }, data);
+        }
+    }
+}
+
+/// Records a UDP source the peer proved with disco.
+fn note_udp_source(by_udp: &mut HashMap<SocketAddr, Uuid>, peer: &mut Peer, src: SocketAddr) {
+    if peer.udp_sources.contains(&src) {
+        by_udp.insert(src, peer.cfg.id);
+        return;
+    }
+    if peer.udp_sources.len() >= MAX_UDP_SOURCES
+        && let Some(old) = peer.udp_sources.pop_first()
+        && by_udp.get(&old) == Some(&peer.cfg.id)
+    {
+        by_udp.remove(&old);
+    }
+    peer.udp_sources.insert(src);
+    by_udp.insert(src, peer.cfg.id);
 }
 
 impl Core {
@@ -189,7 +280,61 @@ impl Core {
             events: VecDeque::new(),
             mtu: MtuWatcher::new(MTU as u16),
             next_wg_tick: now + WG_TICK,
+            disco: DiscoPrivate::generate(),
+            by_disco: HashMap::new(),
+            by_udp: HashMap::new(),
+            direct_blocked: false,
+            local_endpoints: Vec::new(),
+            local_endpoints_at: None,
+            need_endpoints: false,
+            seed,
+            pathsel_count: 0,
+            last_now: now,
         }
+    }
+
+    /// Our disco public key (publish it in our node).
+    pub fn disco_public(&self) -> DiscoPublic {
+        self.disco.public()
+    }
+
+    /// Policy: while blocked, no peer goes direct and no disco pings are sent.
+    pub fn set_direct_blocked(&mut self, now: Instant, blocked: bool) {
+        self.direct_blocked = blocked;
+        for p in self.peers.values_mut() {
+            p.pathsel.set_blocked(now, blocked);
+        }
+        self.drain_paths();
+    }
+
+    /// Whether direct paths are blocked by policy.
+    pub fn direct_blocked(&self) -> bool {
+        self.direct_blocked
+    }
+
+    /// Our UDP endpoints (interface addresses and the STUN mapping), for CallMeMaybe.
+    pub fn set_local_endpoints(&mut self, now: Instant, endpoints: Vec<SocketAddr>) {
+        self.need_endpoints = false;
+        self.local_endpoints_at = Some(now);
+        for p in self.peers.values_mut() {
+            p.pathsel
+                .set_local_endpoints(now, endpoints.iter().copied());
+        }
+        self.local_endpoints = endpoints;
+        self.drain_paths();
+    }
+
+    fn new_pathsel(&mut self, now: Instant) -> PathSel {
+        self.pathsel_count += 1;
+        let mut ps =
+            PathSel::new(self.seed ^ self.pathsel_count.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if self.direct_blocked {
+            ps.set_blocked(now, true);
+        }
+        if let Some(at) = self.local_endpoints_at {
+            ps.set_local_endpoints(at, self.local_endpoints.iter().copied());
+        }
+        ps
     }
 
     /// Our node key.
@@ -260,6 +405,7 @@ impl Core {
             self.remove_peer(owner);
         }
         let id = cfg.id;
+        let now = self.last_now;
         match self.peers.get_mut(&id) {
             Some(p) if p.cfg.key == cfg.key => {
                 if p.cfg.home_region != cfg.home_region {
@@ -271,7 +417,14 @@ impl Core {
                 for a in &cfg.addresses {
                     self.by_ip.insert(*a, id);
                 }
+                let disco_changed = p.cfg.disco != cfg.disco;
                 p.cfg = cfg;
+                if disco_changed {
+                    self.reset_disco(id, now);
+                } else {
+                    let eps = p.candidates_from_cfg();
+                    p.pathsel.set_endpoints(now, eps);
+                }
             }
             _ => {
                 self.remove_peer(id);
@@ -283,11 +436,12 @@ impl Core {
                     self.index_table.clone(),
                     self.rate_limiter.clone(),
                 );
-                info!(peer = %id, key = %cfg.key.short(), region = cfg.home_region, "peer added");
+                info!(peer = %id, key = %cfg.key.short(), region = cfg.home_region, endpoints = cfg.endpoints.len(), "peer added");
                 self.by_key.insert(cfg.key, id);
                 for a in &cfg.addresses {
                     self.by_ip.insert(*a, id);
                 }
+                let pathsel = self.new_pathsel(now);
                 self.peers.insert(
                     id,
                     Peer {
@@ -296,10 +450,44 @@ impl Core {
                         init_sent: None,
                         init_started: None,
                         session_up: false,
+                        pathsel,
+                        disco_box: None,
+                        direct: None,
+                        udp_sources: BTreeSet::new(),
                     },
                 );
+                self.reset_disco(id, now);
             }
         }
+        self.drain_paths();
+    }
+
+    /// (Re)builds the disco state of peer `id` after its disco key changed.
+    fn reset_disco(&mut self, id: Uuid, now: Instant) {
+        let fresh = self.new_pathsel(now);
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = p.disco_box.take()
+            && self.by_disco.get(&old.peer()) == Some(&id)
+        {
+            self.by_disco.remove(&old.peer());
+        }
+        for a in std::mem::take(&mut p.udp_sources) {
+            if self.by_udp.get(&a) == Some(&id) {
+                self.by_udp.remove(&a);
+            }
+        }
+        p.pathsel = fresh;
+        if p.direct.take().is_some() {
+            info!(peer = %id, region = p.region(self.home_region), "path now DERP({})", p.region(self.home_region));
+        }
+        if let Some(key) = p.cfg.disco {
+            p.disco_box = Some(PeerBox::new(&self.disco, key));
+            self.by_disco.insert(key, id);
+        }
+        let eps = p.candidates_from_cfg();
+        p.pathsel.set_endpoints(now, eps);
     }
 
     /// Forgets a peer and its tunnel. Returns whether it was known.
@@ -313,12 +501,23 @@ impl Core {
                 self.by_ip.remove(a);
             }
         }
+        if let Some(b) = &p.disco_box
+            && self.by_disco.get(&b.peer()) == Some(&id)
+        {
+            self.by_disco.remove(&b.peer());
+        }
+        for a in &p.udp_sources {
+            if self.by_udp.get(a) == Some(&id) {
+                self.by_udp.remove(a);
+            }
+        }
         info!(peer = %id, "peer removed");
         true
     }
 
     /// Starts a WireGuard handshake with `id` now, unless a session is up or one is in flight.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
+        self.last_now = now;
         let home = self.home_region;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -329,34 +528,149 @@ impl Core {
         if let Some(init) = p.tunn.format_handshake_initiation(false) {
             push_transmit(&mut self.transmits, p, home, init.into(), now);
         }
+        self.drain_paths();
     }
 
-    /// A datagram arrived over DERP `region` from node `src`.
+    /// A datagram arrived over DERP `region` from node `src`: WireGuard or disco.
     pub fn handle_derp(&mut self, now: Instant, region: u32, src: NodePublic, data: &[u8]) {
+        self.last_now = now;
         let Some(&id) = self.by_key.get(&src) else {
             trace!(key = %src.short(), region, "dropping packet from an unknown node");
             return;
         };
+        if disco::looks_like_disco(data) {
+            self.handle_disco(now, id, Via::Derp, region, data);
+        } else {
+            self.handle_wg(now, id, derp_addr(region), region, data);
+        }
+        self.drain_paths();
+    }
+
+    /// A datagram arrived on our UDP socket from `src` (STUN answers are the driver's
+    /// business and are ignored here).
+    pub fn handle_udp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
+        self.last_now = now;
+        let src = SocketAddr::new(src.ip().to_canonical(), src.port());
+        match disco::classify(data) {
+            PacketKind::Disco => {
+                let Some(id) = disco::sender_key(data).and_then(|k| self.by_disco.get(&k).copied())
+                else {
+                    trace!(%src, "dropping disco packet from an unknown disco key");
+                    return;
+                };
+                let region = self
+                    .peers
+                    .get(&id)
+                    .map_or(self.home_region, |p| p.region(self.home_region));
+                self.handle_disco(now, id, Via::Udp(src), region, data);
+            }
+            PacketKind::WireGuard => {
+                let Some(&id) = self.by_udp.get(&src) else {
+                    trace!(%src, "dropping WireGuard packet from an unknown UDP source");
+                    return;
+                };
+                self.handle_wg(now, id, src, 0, data);
+            }
+            PacketKind::Stun | PacketKind::Unknown => {
+                trace!(%src, "ignoring a UDP datagram that is neither disco nor WireGuard");
+            }
+        }
+        self.drain_paths();
+    }
+
+    fn handle_disco(&mut self, now: Instant, id: Uuid, via: Via, region: u32, data: &[u8]) {
+        let blocked = self.direct_blocked;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(opened) = peer.disco_box.as_ref().map(|bx| bx.open(data)) else {
+            trace!(peer = %id, "dropping disco from a peer without a disco key");
+            return;
+        };
+        let msg = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(peer = %id, ?via, error = %e, "dropping a disco packet");
+                return;
+            }
+        };
+        let pong_path = |src: Option<SocketAddr>| match src {
+            Some(addr) => PathKind::Direct { addr },
+            None => PathKind::Derp { region },
+        };
+        match msg {
+            Message::Ping(ping) => {
+                if ping.node_key != peer.cfg.key {
+                    debug!(peer = %id, "dropping a disco ping naming another node key");
+                    return;
+                }
+                if blocked && matches!(via, Via::Udp(_)) {
+                    trace!(peer = %id, "direct paths blocked; ignoring a UDP ping");
+                    return;
+                }
+                let src = match via {
+                    Via::Udp(a) => Some(a),
+                    Via::Derp => None,
+                };
+                if let Some(a) = src {
+                    note_udp_source(&mut self.by_udp, peer, a);
+                }
+                peer.pathsel.handle_ping(now, via);
+                // The pong reports the source we saw (for DERP, none: unspecified).
+                let seen = src.unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
+                let Some(bx) = &peer.disco_box else { return };
+                let pong = bx.seal(&Message::Pong(Pong {
+                    tx_id: ping.tx_id,
+                    src: seen,
+                }));
+                trace!(peer = %id, ?via, "answering a disco ping");
+                self.transmits.push_back(Transmit {
+                    peer: id,
+                    dst: peer.cfg.key,
+                    path: pong_path(src),
+                    data: pong,
+                });
+            }
+            Message::Pong(pong) => {
+                if let Via::Udp(a) = via {
+                    note_udp_source(&mut self.by_udp, peer, a);
+                }
+                let outcome = peer.pathsel.handle_pong(now, pong.tx_id, via);
+                trace!(peer = %id, ?via, ?outcome, "disco pong");
+            }
+            Message::CallMeMaybe(cmm) => {
+                if via != Via::Derp {
+                    debug!(peer = %id, ?via, "dropping a CallMeMaybe that did not come over DERP");
+                    return;
+                }
+                debug!(peer = %id, endpoints = cmm.endpoints.len(), "CallMeMaybe");
+                peer.pathsel.handle_call_me_maybe(now, cmm.endpoints);
+            }
+        }
+    }
+
+    /// A WireGuard datagram from peer `id`; `src` keys the rate limiter.
+    fn handle_wg(&mut self, now: Instant, id: Uuid, src: SocketAddr, region: u32, data: &[u8]) {
         let home = self.home_region;
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         let packet = Packet::from_bytes(BytesMut::from(data));
-        let kind = match self.rate_limiter.verify_packet(derp_addr(region), packet) {
+        let kind = match self.rate_limiter.verify_packet(src, packet) {
             Ok(k) => k,
             Err(TunnResult::WriteToNetwork(reply)) => {
                 push_transmit(&mut self.transmits, peer, home, reply, now);
                 return;
             }
             Err(e) => {
-                debug!(peer = %id, region, error = ?e, "dropping invalid WireGuard packet");
+                debug!(peer = %id, region, %src, error = ?e, "dropping invalid WireGuard packet");
                 return;
             }
         };
         match peer.tunn.handle_incoming_packet(kind) {
             TunnResult::Done => {}
             TunnResult::Err(e) => {
-                debug!(peer = %id, region, error = ?e, "WireGuard rejected a packet")
+                debug!(peer = %id, region, %src, error = ?e, "WireGuard rejected a packet")
             }
             TunnResult::WriteToNetwork(reply) => {
                 push_transmit(&mut self.transmits, peer, home, reply, now)
@@ -381,6 +695,66 @@ impl Core {
         Self::note_session(&mut self.events, peer);
     }
 
+    /// Turns every peer's path-selection outputs into transmits, events and logs.
+    fn drain_paths(&mut self) {
+        let me = self.public;
+        let home = self.home_region;
+        for peer in self.peers.values_mut() {
+            while let Some(out) = peer.pathsel.poll_output() {
+                match out {
+                    Output::SendPing { addr, txid } => {
+                        let Some(bx) = &peer.disco_box else { continue };
+                        let data = bx.seal(&Message::Ping(Ping {
+                            tx_id: txid,
+                            node_key: me,
+                            padding: 0,
+                        }));
+                        trace!(peer = %peer.cfg.id, %addr, "disco ping");
+                        self.transmits.push_back(Transmit {
+                            peer: peer.cfg.id,
+                            dst: peer.cfg.key,
+                            path: PathKind::Direct { addr },
+                            data,
+                        });
+                    }
+                    Output::SendCallMeMaybe { endpoints } => {
+                        let Some(bx) = &peer.disco_box else { continue };
+                        debug!(peer = %peer.cfg.id, endpoints = endpoints.len(), "sending CallMeMaybe over DERP");
+                        let data = bx.seal(&Message::CallMeMaybe(disco::CallMeMaybe { endpoints }));
+                        self.transmits.push_back(Transmit {
+                            peer: peer.cfg.id,
+                            dst: peer.cfg.key,
+                            path: PathKind::Derp {
+                                region: peer.region(home),
+                            },
+                            data,
+                        });
+                    }
+                    Output::NeedFreshEndpoints => {
+                        if !self.need_endpoints {
+                            self.need_endpoints = true;
+                            self.events.push_back(Event::NeedFreshEndpoints);
+                        }
+                    }
+                    Output::PathChanged { direct } => {
+                        peer.direct = direct;
+                        let path = peer.path(home);
+                        match direct {
+                            Some(addr) => info!(peer = %peer.cfg.id, "path now direct via {addr}"),
+                            None => {
+                                info!(peer = %peer.cfg.id, "path now DERP({})", peer.region(home))
+                            }
+                        }
+                        self.events.push_back(Event::PathChanged {
+                            peer: peer.cfg.id,
+                            path,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     fn note_session(events: &mut VecDeque<Event>, peer: &mut Peer) {
         if !peer.session_up && peer.tunn.has_active_session() {
             peer.session_up = true;
@@ -397,11 +771,13 @@ impl Core {
     /// Runs everything due at `now`: the netstack, encryption of what it sent, WireGuard
     /// timers and handshake retries.
     pub fn poll(&mut self, now: Instant) {
+        self.last_now = now;
         self.netstack.poll(now);
         while let Some(p) = self.netstack.pop_outbound() {
             self.route_outbound(now, p);
         }
         self.run_timers(now);
+        self.drain_paths();
     }
 
     fn route_outbound(&mut self, now: Instant, packet: Vec<u8>) {
@@ -438,6 +814,9 @@ impl Core {
             self.next_wg_tick = now + WG_TICK;
         }
         for peer in self.peers.values_mut() {
+            if peer.pathsel.poll_timeout().is_some_and(|t| t <= now) {
+                peer.pathsel.handle_timeout(now);
+            }
             Self::note_session(&mut self.events, peer);
             if let (Some(sent), Some(started)) = (peer.init_sent, peer.init_started) {
                 if now.saturating_duration_since(started) >= REKEY_ATTEMPT_TIME {
@@ -490,6 +869,9 @@ impl Core {
             if let Some(sent) = p.init_sent {
                 min(sent + REKEY_TIMEOUT);
             }
+            if let Some(at) = p.pathsel.poll_timeout() {
+                min(at);
+            }
         }
         t
     }
@@ -522,6 +904,8 @@ mod tests {
             key,
             home_region: 7,
             addresses: vec![addr],
+            disco: None,
+            endpoints: Vec::new(),
         };
         core.upsert_peer(cfg(old));
         assert_eq!(core.peer_by_ip(addr), Some(old));
@@ -539,11 +923,82 @@ mod tests {
             key: mine,
             home_region: 7,
             addresses: vec![],
+            disco: None,
+            endpoints: Vec::new(),
         });
         assert!(!core.has_peer(Uuid::from_u128(3)));
         assert!(core.remove_peer(new));
         assert!(!core.remove_peer(new));
         assert_eq!(core.peer_by_ip(addr), None);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, clippy::unwrap_used)]
+    fn disco_call_me_maybe_only_over_derp_and_pongs_take_the_ping_path() {
+        let now = Instant::now();
+        let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
+        let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let ip = tether_coord::proto::tailnet_ip;
+        let a = Core::new(&pa, ip(ida), now, 1);
+        let mut b = Core::new(&pb, ip(idb), now, 2);
+        b.upsert_peer(PeerConfig {
+            id: ida,
+            key: pa.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(a.disco_public()),
+            endpoints: vec![],
+        });
+        let a_to_b = PeerBox::new(&a.disco, b.disco_public());
+        let ep: SocketAddr = "192.0.2.9:41641".parse().unwrap();
+        let cmm = a_to_b.seal(&Message::CallMeMaybe(disco::CallMeMaybe {
+            endpoints: vec![ep],
+        }));
+        // Over UDP a CallMeMaybe is refused: no pings follow.
+        b.handle_udp(now, ep, &cmm);
+        b.poll(now);
+        assert_eq!(b.poll_transmit(), None);
+        // Over DERP it makes b ping the endpoint.
+        b.handle_derp(now, 7, pa.public(), &cmm);
+        let t = b.poll_transmit().expect("a ping");
+        assert_eq!(t.path, PathKind::Direct { addr: ep });
+        // a's box with b opens what b sealed to a.
+        match a_to_b.open(&t.data).unwrap() {
+            Message::Ping(p) => assert_eq!(p.node_key, pb.public()),
+            other => panic!("expected a ping, got {other:?}"),
+        }
+        while b.poll_transmit().is_some() {}
+        // A ping over UDP is answered over UDP to its source, one over DERP over DERP.
+        let ping = a_to_b.seal(&Message::Ping(Ping {
+            tx_id: disco::TxId([7; 12]),
+            node_key: pa.public(),
+            padding: 0,
+        }));
+        let src: SocketAddr = "198.51.100.1:1234".parse().unwrap();
+        b.handle_udp(now, src, &ping);
+        let t = b.poll_transmit().expect("a pong");
+        assert_eq!(t.path, PathKind::Direct { addr: src });
+        assert_eq!(
+            a_to_b.open(&t.data).unwrap(),
+            Message::Pong(Pong {
+                tx_id: disco::TxId([7; 12]),
+                src
+            })
+        );
+        b.handle_derp(now, 7, pa.public(), &ping);
+        let t = b.poll_transmit().expect("a pong");
+        assert_eq!(t.path, PathKind::Derp { region: 7 });
+        // WireGuard from a UDP source no peer proved with disco is dropped.
+        b.handle_udp(now, "203.0.113.5:1".parse().unwrap(), &[1, 0, 0, 0, 0]);
+        assert_eq!(b.poll_transmit(), None);
+        // A blocked node ignores UDP pings.
+        b.set_direct_blocked(now, true);
+        b.handle_udp(now, src, &ping);
+        assert_eq!(b.poll_transmit(), None);
+        assert!(matches!(
+            b.path(ida).unwrap().current,
+            PathKind::Derp { region: 7 }
+        ));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Paths to a peer: how a WireGuard datagram reaches it.
 //!
-//! Only DERP exists today; [`PathKind::Direct`] is where magicsock's UDP path goes once
-//! disco finds one. Everything above this layer asks for "the current path" and never
-//! for DERP specifically.
+//! A peer starts on DERP; [`PathKind::Direct`] is the UDP path once disco finds one
+//! (see [`crate::pathsel`]). Everything above this layer asks for "the current path"
+//! and never for DERP specifically.
 
 use std::net::SocketAddr;
 
@@ -14,7 +14,7 @@ pub enum PathKind {
         /// DERP region id.
         region: u32,
     },
-    /// Sent over UDP straight to this address (not selected yet: needs disco).
+    /// Sent over UDP straight to this address, found and kept alive by disco.
     Direct {
         /// The peer's UDP endpoint.
         addr: SocketAddr,

@@ -45,11 +45,23 @@ struct Server {
     url: String,
     bin: PathBuf,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl Server {
     fn start() -> Self {
-        Self::spawn(tether_bin(), tempfile::tempdir().unwrap(), "127.0.0.1:0")
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra flags.
+    fn start_with(extra: &[&str]) -> Self {
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(
+            tether_bin(),
+            tempfile::tempdir().unwrap(),
+            "127.0.0.1:0",
+            extra,
+        )
     }
 
     /// Stops the server and starts it again on the same address with the same data.
@@ -63,10 +75,11 @@ impl Server {
             .to_string();
         let dir = tempfile::tempdir().unwrap();
         let dir = std::mem::replace(&mut self.dir, dir);
-        Self::spawn(self.bin.clone(), dir, &addr)
+        let extra = std::mem::take(&mut self.extra);
+        Self::spawn(self.bin.clone(), dir, &addr, extra)
     }
 
-    fn spawn(bin: PathBuf, dir: tempfile::TempDir, addr: &str) -> Self {
+    fn spawn(bin: PathBuf, dir: tempfile::TempDir, addr: &str, extra: Vec<String>) -> Self {
         let mut child = Command::new(&bin)
             .args([
                 "server",
@@ -77,6 +90,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir.path().join("data"))
+            .args(&extra)
             .env("TETHER_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -111,6 +125,7 @@ impl Server {
             url: url.unwrap(),
             bin,
             dir,
+            extra,
         }
     }
 
@@ -226,10 +241,13 @@ async fn echo_through_server(force_websockets: bool) {
     let srv = Server::start();
     let (session, agent_token) = srv.user_and_workspace();
     let base = Url::parse(&srv.url).unwrap();
+    // These tests are about the DERP transports: keep the traffic on DERP.
     let mut acfg = ConnConfig::new(base.clone(), Auth::Agent(agent_token));
     acfg.force_websockets = Some(force_websockets);
+    acfg.disable_direct = true;
     let mut ccfg = ConnConfig::new(base, Auth::Session(session));
     ccfg.force_websockets = Some(force_websockets);
+    ccfg.disable_direct = true;
 
     let agent = tokio::time::timeout(Duration::from_secs(30), Conn::join(acfg))
         .await
@@ -481,4 +499,90 @@ async fn dial_errors_are_bounded_and_clear() {
         ),
         "{err}"
     );
+}
+
+/// Joins an agent and a client, tunnels them, and checks one TCP echo: (agent, client).
+async fn joined_pair(srv: &Server) -> (Conn, Conn) {
+    let (session, agent_token) = srv.user_and_workspace();
+    let base = Url::parse(&srv.url).unwrap();
+    let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
+        .await
+        .unwrap();
+    let client = Conn::join(ConnConfig::new(base, Auth::Session(session)))
+        .await
+        .unwrap();
+    let listener = agent.listen_tcp(7).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(echo(s));
+        }
+    });
+    client.add_tunnel(agent.id()).await.unwrap();
+    client
+        .wait_peer(agent.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(30), round_trip(s, b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(back, b"hello");
+    (agent, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_on_loopback_go_direct() {
+    init_logs();
+    let srv = Server::start();
+    let (agent, client) = joined_pair(&srv).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let path = client.path(agent.id()).expect("path to the agent");
+        if matches!(path.current, PathKind::Direct { .. }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the path did not become direct within 5 s: {path:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Traffic keeps working over the direct path, in both directions.
+    let payload: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i * 13 + i / 253) as u8)
+        .collect();
+    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(30), round_trip(s, &payload))
+        .await
+        .unwrap();
+    assert!(back == payload, "echoed bytes differ");
+    let path = client.path(agent.id()).unwrap();
+    assert!(matches!(path.current, PathKind::Direct { .. }), "{path:?}");
+    assert!(path.handshake_done);
+    let back_path = agent.path(client.id()).expect("agent knows the client");
+    assert!(
+        matches!(back_path.current, PathKind::Direct { .. }),
+        "{back_path:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_direct_connections_stay_on_derp() {
+    init_logs();
+    let srv = Server::start_with(&["--block-direct-connections"]);
+    let (agent, client) = joined_pair(&srv).await;
+    // Keep traffic flowing for a while: the path must never leave DERP.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), round_trip(s, b"still derp"))
+            .await
+            .unwrap();
+        assert_eq!(back, b"still derp");
+        let path = client.path(agent.id()).unwrap();
+        assert!(matches!(path.current, PathKind::Derp { .. }), "{path:?}");
+        let path = agent.path(client.id()).unwrap();
+        assert!(matches!(path.current, PathKind::Derp { .. }), "{path:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -119,6 +119,8 @@ impl Sim {
                 key: keys[j],
                 home_region: REGION,
                 addresses: vec![tailnet_ip(ids[j])],
+                disco: None,
+                endpoints: Vec::new(),
             });
         }
         Self {

@@ -56,7 +56,9 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
         );
     }
     let token = api.token().map(str::to_string).unwrap_or_default();
-    let conn = Conn::join(ConnConfig::new(api.base.clone(), Auth::Session(token)))
+    let mut cfg = ConnConfig::new(api.base.clone(), Auth::Session(token));
+    cfg.disable_direct = g.disable_direct;
+    let conn = Conn::join(cfg)
         .await
         .context("could not join the tailnet")?;
     conn.add_tunnel(workspace.agent_id).await?;
