@@ -1,4 +1,4 @@
-//! Throughput through the relay: 1 GB over `tether port-forward` and over `tether ssh`,
+//! Throughput: 1 GB over `tether port-forward` and over `tether ssh`, direct and relayed,
 //! beside the same transfer over plain loopback TCP in the same run, so the figures are
 //! compared as ratios. Run with `cargo bench -p tether-cli --bench transfer`
 //! (`TETHER_BENCH_BYTES` overrides the size). Starts a real server and agent on loopback.
@@ -146,82 +146,91 @@ fn main() {
     let (sink_port, _) = sink();
     let plain = push(sink_port, bytes);
 
-    let local = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut pf = Command::new(bin())
-        .arg("--global-config")
-        .arg(&cfg)
-        .args([
-            "port-forward",
-            "dev",
-            "--tcp",
-            &format!("{local}:{sink_port}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pf_out = BufReader::new(pf.stdout.take().unwrap());
-    let _pf = Proc(pf);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in pf_out.lines().map_while(Result::ok) {
-            if line == "Ready!" {
-                let _ = tx.send(());
+    let mut rows = vec![("plain loopback TCP".to_string(), plain)];
+    // Each tether figure twice: the direct path (loopback hole punching succeeds at once)
+    // and relayed through the built-in DERP server (--disable-direct-connections).
+    for (label, extra) in [
+        ("direct", None),
+        ("relayed", Some("--disable-direct-connections")),
+    ] {
+        let local = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pf = Command::new(bin());
+        pf.arg("--global-config").arg(&cfg).args(extra);
+        let mut pf = pf
+            .args([
+                "port-forward",
+                "dev",
+                "--tcp",
+                &format!("{local}:{sink_port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pf_out = BufReader::new(pf.stdout.take().unwrap());
+        let pf = Proc(pf);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in pf_out.lines().map_while(Result::ok) {
+                if line == "Ready!" {
+                    let _ = tx.send(());
+                }
             }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("port-forward never said Ready!");
-    let forwarded = push(local, bytes);
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("port-forward never said Ready!");
+        // A first small push lets the path settle (direct needs one disco round trip).
+        push(local, 1_000_000);
+        rows.push((format!("tether port-forward ({label})"), push(local, bytes)));
+        drop(pf);
 
-    // ssh: stream the bytes into `cat > /dev/null` on the agent.
-    let mut ssh = Command::new(bin())
-        .arg("--global-config")
-        .arg(&cfg)
-        .args(["ssh", "dev", "--", "cat > /dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = ssh.stdin.take().unwrap();
-    let buf = vec![0x5au8; 256 * 1024];
-    // Include session setup, as a user would see it.
-    let start = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let k = left.min(buf.len() as u64) as usize;
-        stdin.write_all(&buf[..k]).unwrap();
-        left -= k as u64;
+        // ssh: stream the bytes into `cat > /dev/null` on the agent, session setup included.
+        let mut ssh = Command::new(bin());
+        ssh.arg("--global-config").arg(&cfg).args(extra);
+        let mut ssh = ssh
+            .args(["ssh", "dev", "--", "cat > /dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = ssh.stdin.take().unwrap();
+        let buf = vec![0x5au8; 256 * 1024];
+        let start = Instant::now();
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            stdin.write_all(&buf[..k]).unwrap();
+            left -= k as u64;
+        }
+        drop(stdin);
+        assert!(ssh.wait().unwrap().success());
+        rows.push((
+            format!("tether ssh, cat > /dev/null ({label})"),
+            start.elapsed(),
+        ));
     }
-    drop(stdin);
-    assert!(ssh.wait().unwrap().success());
-    let over_ssh = start.elapsed();
     drop(server);
 
     let mbit = |d: Duration| bytes as f64 * 8.0 / d.as_secs_f64() / 1e6;
     println!(
-        "\n{:.0} MB through the built-in DERP relay (WireGuard end to end), loopback, one run:\n",
+        "\n{:.0} MB per row over loopback (tether: WireGuard end to end), one run:\n",
         bytes as f64 / 1e6
     );
     println!(
-        "{:<34} {:>9} {:>12} {:>10}",
+        "{:<42} {:>9} {:>12} {:>10}",
         "path", "seconds", "Mbit/s", "vs plain"
     );
-    for (name, d) in [
-        ("plain loopback TCP", plain),
-        ("tether port-forward", forwarded),
-        ("tether ssh (cat > /dev/null)", over_ssh),
-    ] {
+    for (name, d) in &rows {
         println!(
-            "{:<34} {:>9.2} {:>12.0} {:>9.3}x",
+            "{:<42} {:>9.2} {:>12.0} {:>9.3}x",
             name,
             d.as_secs_f64(),
-            mbit(d),
+            mbit(*d),
             plain.as_secs_f64() / d.as_secs_f64()
         );
     }

@@ -73,6 +73,8 @@ enum Command {
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
     /// Report UDP reachability, NAT mapping and DERP region latency as JSON.
     Netcheck(cmd::netcheck::NetcheckArgs),
+    /// Ping a workspace's agent over the tailnet and explain the path (p2p or DERP).
+    Ping(cmd::ping::PingArgs),
 }
 
 /// Global options every command may need.
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Ssh(a) => return cmd::ssh::run(&globals, a).await,
+            Command::Ping(a) => return cmd::ping::run(&globals, a).await,
             Command::Agent(a) => cmd::agent::run(a).await,
             Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),
             Command::Login(args) => cmd::login::run(&globals, args).await,

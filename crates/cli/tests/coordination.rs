@@ -9,31 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tether_coord::proto::{Node, PeerUpdateKind, Request, Response, tailnet_ip};
-use tether_key::{DiscoPrivate, NodePrivate};
+use tether_coord::proto::{Node, PeerUpdateKind, Request, Response};
+use tether_key::NodePrivate;
 use uuid::Uuid;
 
-/// A node for peer `id` with fresh keys and home region `derp`.
-pub fn node(id: Uuid, derp: u32) -> (Node, NodePrivate) {
+/// A node for peer `id` with a fresh key and home region `derp`.
+fn node(id: Uuid, derp: u32) -> (Node, NodePrivate) {
     let key = NodePrivate::generate();
-    let n = Node {
-        id,
-        key: key.public(),
-        disco: DiscoPrivate::generate().public(),
-        preferred_derp: derp,
-        derp_latency: Default::default(),
-        addresses: vec![format!("{}/128", tailnet_ip(id))],
-        allowed_ips: vec![format!("{}/128", tailnet_ip(id))],
-        endpoints: vec![],
-    };
-    (n, key)
-}
-
-async fn welcome(c: &mut CoordConn) -> Uuid {
-    match c.recv().await {
-        Response::Welcome { id, .. } => id,
-        other => panic!("expected welcome, got {other:?}"),
-    }
+    (node_for(id, &key, derp), key)
 }
 
 fn is_update(r: &Response, id: Uuid, kind: PeerUpdateKind) -> bool {

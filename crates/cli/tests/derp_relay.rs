@@ -9,36 +9,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tether_coord::proto::{Node, Request, Response, tailnet_ip};
+use tether_coord::proto::{Request, Response};
 use tether_derp::client::{
     Client, ClientConfig, ClientReceiver, ClientSender, Received, Transport,
 };
-use tether_key::{DiscoPrivate, NodePrivate, NodePublic};
-use uuid::Uuid;
+use tether_key::{NodePrivate, NodePublic};
 
 const PACKETS: u32 = 10_000;
 /// Packets in flight: below the relay's 32-packet per-client queue, so nothing is dropped.
 const WINDOW: u32 = 16;
-
-fn node(id: Uuid, key: &NodePrivate) -> Node {
-    Node {
-        id,
-        key: key.public(),
-        disco: DiscoPrivate::generate().public(),
-        preferred_derp: 999,
-        derp_latency: Default::default(),
-        addresses: vec![format!("{}/128", tailnet_ip(id))],
-        allowed_ips: vec![format!("{}/128", tailnet_ip(id))],
-        endpoints: vec![],
-    }
-}
-
-async fn welcome(c: &mut CoordConn) -> Uuid {
-    match c.recv().await {
-        Response::Welcome { id, .. } => id,
-        other => panic!("expected welcome, got {other:?}"),
-    }
-}
 
 async fn recv_packet(rx: &mut ClientReceiver) -> (NodePublic, bytes::Bytes) {
     loop {
@@ -112,7 +91,9 @@ async fn derp(
 
 #[tokio::test]
 async fn relay_between_registered_keys_only() {
-    let srv = TestServer::start(&[]);
+    // The test's coordinator sockets are not read while packets flow, so they answer no
+    // heartbeats; a long LOST bound keeps a slow (loaded) run from losing its keys.
+    let srv = TestServer::start(&["--coordinator-lost-after", "600s"]);
     let alice = first_user(&srv);
     let agent_token = create_workspace(&alice, "dev");
 
@@ -123,7 +104,7 @@ async fn relay_between_registered_keys_only() {
     let agent_id = welcome(&mut agent).await;
     agent
         .send(&Request::UpdateSelf {
-            node: node(agent_id, &agent_key),
+            node: node_for(agent_id, &agent_key, 999),
         })
         .await;
     let mut client = CoordConn::client(&srv.url, &session_token(&alice))
@@ -132,7 +113,7 @@ async fn relay_between_registered_keys_only() {
     let client_id = welcome(&mut client).await;
     client
         .send(&Request::UpdateSelf {
-            node: node(client_id, &client_key),
+            node: node_for(client_id, &client_key, 999),
         })
         .await;
     client.send(&Request::AddTunnel { id: agent_id }).await;

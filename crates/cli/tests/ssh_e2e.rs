@@ -267,6 +267,12 @@ fn interactive_pty_resize_and_ctrl_d() {
         &["send-keys", "-t", "t", "clear; stty size", "Enter"],
     );
     wait_pane(&sock, "40 120 after the resize", |s| s.contains("40 120"));
+    // Ctrl-D only once the shell waits at its prompt again: typed ahead while the shell
+    // switches terminal modes, it can be flushed away.
+    wait_pane(&sock, "the prompt after stty", |s| {
+        s.lines().map(str::trim_end).rfind(|l| !l.is_empty()) == Some("remote$")
+    });
+    std::thread::sleep(Duration::from_millis(200));
     tmux(&sock, &["send-keys", "-t", "t", "C-d"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !status.exists() {

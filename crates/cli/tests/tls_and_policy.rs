@@ -85,16 +85,7 @@ async fn https_serves_the_api_and_the_relay() {
         panic!("welcome")
     };
     let key = tether_key::NodePrivate::generate();
-    let node = tether_coord::proto::Node {
-        id,
-        key: key.public(),
-        disco: tether_key::DiscoPrivate::generate().public(),
-        preferred_derp: 999,
-        derp_latency: Default::default(),
-        addresses: vec![],
-        allowed_ips: vec![],
-        endpoints: vec![],
-    };
+    let node = node_for(id, &key, 999);
     agent
         .send(&tether_coord::proto::Request::UpdateSelf { node })
         .await;

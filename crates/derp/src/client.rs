@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, info, trace};
 use url::Url;
 
 use crate::frame::{
@@ -881,7 +881,7 @@ async fn run(
                     }
                 };
                 set(None);
-                warn!(error = %error, "lost DERP connection; reconnecting");
+                info!(error = %error, "lost DERP connection; reconnecting");
                 if events.send(Event::Disconnected { error }).await.is_err() {
                     return;
                 }

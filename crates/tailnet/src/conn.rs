@@ -33,10 +33,10 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::core::{Core, Event, PeerConfig, Transmit};
-use crate::disco::{self, PacketKind};
+use crate::disco::{self, PacketKind, TxId};
 use crate::error::TailnetError;
 use crate::netcheck::{AddrSource, stun_sources};
-use crate::path::{PathInfo, PathKind};
+use crate::path::{PathInfo, PathKind, PeerStatus, Pong};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
 
 /// Cap on each HTTP request and on the coordination WebSocket connect.
@@ -142,6 +142,31 @@ struct ConnectionInfo {
     disable_direct_connections: bool,
 }
 
+/// A snapshot of this node's state and of one peer, for `tether ping`'s diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostics {
+    /// Our coordination id.
+    pub id: Uuid,
+    /// Our home DERP region.
+    pub home_region: u32,
+    /// Whether the home region's DERP server has admitted us (now).
+    pub home_derp_connected: bool,
+    /// Whether the coordination WebSocket is up now.
+    pub coordinator_connected: bool,
+    /// Whether our node has been sent to the coordinator (on the current connection).
+    pub node_sent: bool,
+    /// The server forbids direct paths (`disable_direct_connections`).
+    pub direct_disabled_by_server: bool,
+    /// This node was configured never to go direct ([`ConnConfig::disable_direct`]).
+    pub direct_disabled_locally: bool,
+    /// The local address of our UDP socket, if one could be bound.
+    pub udp_local: Option<SocketAddr>,
+    /// Our UDP endpoints (interface addresses and STUN mappings) as last found.
+    pub local_endpoints: Vec<SocketAddr>,
+    /// The peer asked about, if it is known.
+    pub peer: Option<PeerStatus>,
+}
+
 /// Requests from the API to the coordination task.
 enum CoordCmd {
     AddTunnel(Uuid),
@@ -168,6 +193,16 @@ pub(crate) struct Shared {
     stun_answers: mpsc::Sender<(TransactionId, SocketAddr)>,
     /// Asks the STUN task for fresh endpoints now.
     stun_kick: Notify,
+    /// Pings of [`Conn::ping`] waiting for their pong.
+    pings: Mutex<HashMap<TxId, oneshot::Sender<Pong>>>,
+    /// The coordination WebSocket is up.
+    coord_up: AtomicBool,
+    /// Our node went out on the current coordination connection.
+    node_sent: AtomicBool,
+    /// The server's `disable_direct_connections`.
+    direct_off_by_server: bool,
+    /// [`ConnConfig::disable_direct`].
+    direct_off_locally: bool,
 }
 
 impl Shared {
@@ -189,6 +224,10 @@ impl Shared {
 
     fn links(&self) -> MutexGuard<'_, HashMap<u32, RegionLink>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pings(&self) -> MutexGuard<'_, HashMap<TxId, oneshot::Sender<Pong>>> {
+        self.pings.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -518,6 +557,11 @@ impl Conn {
             udp,
             stun_answers: stun_tx,
             stun_kick: Notify::new(),
+            pings: Mutex::new(HashMap::new()),
+            coord_up: AtomicBool::new(true),
+            node_sent: AtomicBool::new(false),
+            direct_off_by_server: info.disable_direct_connections,
+            direct_off_locally: cfg.disable_direct,
         });
 
         let node = Node {
@@ -698,8 +742,80 @@ impl Conn {
         self.shared.lock().path(peer)
     }
 
+    /// Sends a disco ping to `peer` on its primary path (the trusted direct address,
+    /// else DERP, which also starts path discovery) and waits up to `timeout` for the
+    /// pong with its TxID: the round-trip time and the path the ping took.
+    pub async fn ping(&self, peer: Uuid, timeout: Duration) -> Result<Pong, TailnetError> {
+        let (tx, rx) = oneshot::channel();
+        let tx_id = {
+            let mut core = self.shared.lock();
+            if !core.has_peer(peer) {
+                return Err(TailnetError::UnknownPeer(peer));
+            }
+            let Some(tx_id) = core.ping(now(), peer) else {
+                return Err(TailnetError::Coordination(format!(
+                    "peer {peer} has no disco key; it cannot be pinged"
+                )));
+            };
+            // Registered before the core lock is released: the driver cannot see the
+            // pong before this.
+            self.shared.pings().insert(tx_id, tx);
+            tx_id
+        };
+        self.shared.wake_driver();
+        let got = tokio::time::timeout(timeout, rx).await;
+        match got {
+            Ok(Ok(pong)) => Ok(pong),
+            Ok(Err(_)) => Err(TailnetError::Closed),
+            Err(_) => {
+                self.shared.pings().remove(&tx_id);
+                self.shared.lock().cancel_ping(tx_id);
+                Err(TailnetError::Timeout {
+                    what: format!("a pong from {peer}"),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// This node's state and what is known about `peer`, for diagnostics.
+    pub fn diagnostics(&self, peer: Uuid) -> Diagnostics {
+        let (home_region, local_endpoints, peer) = {
+            let core = self.shared.lock();
+            (
+                core.home_region(),
+                core.local_endpoints().to_vec(),
+                core.peer_status(peer),
+            )
+        };
+        Diagnostics {
+            id: self.id(),
+            home_region,
+            home_derp_connected: *self.shared.home_ready.borrow(),
+            coordinator_connected: self.shared.coord_up.load(Ordering::Acquire),
+            node_sent: self.shared.node_sent.load(Ordering::Acquire),
+            direct_disabled_by_server: self.shared.direct_off_by_server,
+            direct_disabled_locally: self.shared.direct_off_locally,
+            udp_local: self.shared.udp.as_ref().and_then(|s| s.local_addr().ok()),
+            local_endpoints,
+            peer,
+        }
+    }
+
+    /// The DERP map in use (as the server last sent it).
+    pub fn derp_map(&self) -> DerpMap {
+        self.shared
+            .derp_map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.
     pub async fn close(self) {
+        // Drop the relay links first: once the coordinator forgets our key the relay
+        // closes them, and that must not read as a lost connection to reconnect.
+        self.shared.links().clear();
         let (tx, rx) = oneshot::channel();
         if self.cmds.send(CoordCmd::Disconnect(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
@@ -798,6 +914,11 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
                 }
                 Event::PathChanged { peer, path } => debug!(%peer, %path, "path changed"),
                 Event::NeedFreshEndpoints => shared.stun_kick.notify_one(),
+                Event::Pong { tx_id, pong, .. } => {
+                    if let Some(waiter) = shared.pings().remove(&tx_id) {
+                        let _ = waiter.send(pong);
+                    }
+                }
             }
         }
         let sleep_until = deadline
@@ -1105,11 +1226,24 @@ impl CoordTask {
         }
     }
 
-    async fn session(&mut self, mut ws: Ws, cmds: &mut mpsc::Receiver<CoordCmd>) -> SessionEnd {
+    async fn session(&mut self, ws: Ws, cmds: &mut mpsc::Receiver<CoordCmd>) -> SessionEnd {
+        self.shared.coord_up.store(true, Ordering::Release);
+        let end = self.session_inner(ws, cmds).await;
+        self.shared.coord_up.store(false, Ordering::Release);
+        self.shared.node_sent.store(false, Ordering::Release);
+        end
+    }
+
+    async fn session_inner(
+        &mut self,
+        mut ws: Ws,
+        cmds: &mut mpsc::Receiver<CoordCmd>,
+    ) -> SessionEnd {
         let node = self.node.clone();
         if let Err(e) = Self::send(&mut ws, &Request::UpdateSelf { node }).await {
             return SessionEnd::Lost(e);
         }
+        self.shared.node_sent.store(true, Ordering::Release);
         for t in self.tunnels.clone() {
             if let Err(e) = Self::send(&mut ws, &Request::AddTunnel { id: t }).await {
                 return SessionEnd::Lost(e);

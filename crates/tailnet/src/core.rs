@@ -39,9 +39,9 @@ use tether_key::{DiscoPrivate, DiscoPublic, NodePrivate, NodePublic};
 use tracing::{debug, info, trace};
 use uuid::Uuid;
 
-use crate::disco::{self, Message, PacketKind, PeerBox, Ping, Pong};
+use crate::disco::{self, Message, PacketKind, PeerBox, Ping, Pong, TxId};
 use crate::netstack::{MTU, Netstack};
-use crate::path::{PathInfo, PathKind};
+use crate::path::{self, PathInfo, PathKind, PeerStatus};
 use crate::pathsel::{Output, PathSel, SendDecision, Via};
 
 /// Resend our handshake initiation after this long without an answer (WireGuard's
@@ -55,6 +55,10 @@ pub const WG_TICK: Duration = Duration::from_secs(1);
 const HANDSHAKE_RATE_LIMIT: u64 = 100;
 /// UDP source addresses remembered per peer (from authenticated disco packets).
 const MAX_UDP_SOURCES: usize = 64;
+/// Pings of [`Core::ping`] awaiting a pong, at most; the oldest is forgotten first.
+const MAX_USER_PINGS: usize = 256;
+/// A ping of [`Core::ping`] without a pong is forgotten after this long.
+pub const USER_PING_TTL: Duration = Duration::from_secs(60);
 
 /// What a peer is, as the coordinator told us.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +113,23 @@ pub enum Event {
     /// A CallMeMaybe waits for fresh local endpoints: re-STUN, then call
     /// [`Core::set_local_endpoints`].
     NeedFreshEndpoints,
+    /// The pong to a ping sent with [`Core::ping`] arrived.
+    Pong {
+        /// The peer.
+        peer: Uuid,
+        /// The TxID [`Core::ping`] returned.
+        tx_id: TxId,
+        /// Latency and path.
+        pong: path::Pong,
+    },
+}
+
+/// A ping sent with [`Core::ping`], awaiting its pong.
+#[derive(Debug, Clone, Copy)]
+struct UserPing {
+    peer: Uuid,
+    at: Instant,
+    via: PathKind,
 }
 
 struct Peer {
@@ -182,6 +203,8 @@ pub struct Core {
     pathsel_count: u64,
     /// The latest time passed in, for calls that take none.
     last_now: Instant,
+    /// Pings of [`Core::ping`] awaiting their pong.
+    user_pings: HashMap<TxId, UserPing>,
 }
 
 impl std::fmt::Debug for Core {
@@ -290,6 +313,7 @@ impl Core {
             seed,
             pathsel_count: 0,
             last_now: now,
+            user_pings: HashMap::new(),
         }
     }
 
@@ -385,6 +409,84 @@ impl Core {
             home_region: p.cfg.home_region,
             handshake_done: p.session_up,
         })
+    }
+
+    /// Our UDP endpoints as last given to [`Core::set_local_endpoints`].
+    pub fn local_endpoints(&self) -> &[SocketAddr] {
+        &self.local_endpoints
+    }
+
+    /// What is known about peer `id`, for diagnostics.
+    pub fn peer_status(&self, id: Uuid) -> Option<PeerStatus> {
+        let p = self.peers.get(&id)?;
+        Some(PeerStatus {
+            current: p.path(self.home_region),
+            home_region: p.cfg.home_region,
+            has_disco: p.disco_box.is_some(),
+            endpoints: p.cfg.endpoints.clone(),
+            candidates: p.pathsel.candidates().collect(),
+            best_addr: p.pathsel.best().map(|b| b.addr),
+            last_handshake: p.tunn.time_since_last_handshake(),
+            direct_blocked: p.pathsel.is_blocked(),
+        })
+    }
+
+    /// Sends a disco ping to peer `id` on its primary path: the trusted direct address,
+    /// else DERP (starting discovery, so later pings may go direct). The pong arrives
+    /// as [`Event::Pong`] with the returned TxID; `None` when the peer is unknown or has
+    /// no disco key. A ping without a pong is forgotten after [`USER_PING_TTL`] or
+    /// with [`Core::cancel_ping`].
+    pub fn ping(&mut self, now: Instant, id: Uuid) -> Option<TxId> {
+        self.last_now = now;
+        let me = self.public;
+        let home = self.home_region;
+        let peer = self.peers.get_mut(&id)?;
+        let bx = peer.disco_box.as_ref()?;
+        let (tx_id, to) = peer.pathsel.ping_primary(now);
+        let via = match to {
+            Some(addr) => PathKind::Direct { addr },
+            None => PathKind::Derp {
+                region: peer.region(home),
+            },
+        };
+        let data = bx.seal(&Message::Ping(Ping {
+            tx_id,
+            node_key: me,
+            padding: 0,
+        }));
+        debug!(peer = %id, %via, "ping");
+        self.transmits.push_back(Transmit {
+            peer: id,
+            dst: peer.cfg.key,
+            path: via,
+            data,
+        });
+        self.user_pings
+            .retain(|_, u| now.saturating_duration_since(u.at) < USER_PING_TTL);
+        if self.user_pings.len() >= MAX_USER_PINGS
+            && let Some(oldest) = self
+                .user_pings
+                .iter()
+                .min_by_key(|(_, u)| u.at)
+                .map(|(t, _)| *t)
+        {
+            self.user_pings.remove(&oldest);
+        }
+        self.user_pings.insert(
+            tx_id,
+            UserPing {
+                peer: id,
+                at: now,
+                via,
+            },
+        );
+        self.drain_paths();
+        Some(tx_id)
+    }
+
+    /// Forgets a ping of [`Core::ping`] (its pong, if it still comes, is not reported).
+    pub fn cancel_ping(&mut self, tx_id: TxId) {
+        self.user_pings.remove(&tx_id);
     }
 
     /// Adds a peer or updates it. A changed key starts a fresh tunnel.
@@ -637,6 +739,19 @@ impl Core {
                 }
                 let outcome = peer.pathsel.handle_pong(now, pong.tx_id, via);
                 trace!(peer = %id, ?via, ?outcome, "disco pong");
+                if let Some(u) = self.user_pings.get(&pong.tx_id)
+                    && u.peer == id
+                {
+                    let latency = now.saturating_duration_since(u.at);
+                    let via = u.via;
+                    self.user_pings.remove(&pong.tx_id);
+                    debug!(peer = %id, %via, ?latency, "pong");
+                    self.events.push_back(Event::Pong {
+                        peer: id,
+                        tx_id: pong.tx_id,
+                        pong: path::Pong { latency, via },
+                    });
+                }
             }
             Message::CallMeMaybe(cmm) => {
                 if via != Via::Derp {
@@ -999,6 +1114,79 @@ mod tests {
             b.path(ida).unwrap().current,
             PathKind::Derp { region: 7 }
         ));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods, clippy::unwrap_used)]
+    fn a_user_ping_over_derp_reports_its_pong_by_txid() {
+        let now = Instant::now();
+        let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
+        let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let ip = tether_coord::proto::tailnet_ip;
+        let mut a = Core::new(&pa, ip(ida), now, 1);
+        let mut b = Core::new(&pb, ip(idb), now, 2);
+        a.set_home_region(7);
+        b.set_home_region(7);
+        let ep: SocketAddr = "192.0.2.9:41641".parse().unwrap();
+        a.upsert_peer(PeerConfig {
+            id: idb,
+            key: pb.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(b.disco_public()),
+            endpoints: vec![ep],
+        });
+        b.upsert_peer(PeerConfig {
+            id: ida,
+            key: pa.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(a.disco_public()),
+            endpoints: vec![],
+        });
+        assert_eq!(a.ping(now, Uuid::from_u128(9)), None, "unknown peer");
+        let tx = a.ping(now, idb).expect("a ping");
+        let sent: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+        // The ping over DERP, plus discovery of the published endpoint.
+        let ping = sent
+            .iter()
+            .find(|t| t.path == PathKind::Derp { region: 7 })
+            .expect("a DERP ping");
+        assert!(sent.iter().any(|t| t.path == PathKind::Direct { addr: ep }));
+        b.handle_derp(now, 7, pa.public(), &ping.data);
+        let pong = b.poll_transmit().expect("a pong");
+        assert_eq!(pong.path, PathKind::Derp { region: 7 });
+        let later = now + Duration::from_millis(30);
+        a.handle_derp(later, 7, pb.public(), &pong.data);
+        let events: Vec<Event> = std::iter::from_fn(|| a.poll_event()).collect();
+        assert!(
+            events.contains(&Event::Pong {
+                peer: idb,
+                tx_id: tx,
+                pong: path::Pong {
+                    latency: Duration::from_millis(30),
+                    via: PathKind::Derp { region: 7 }
+                }
+            }),
+            "{events:?}"
+        );
+        // The same pong again reports nothing; a cancelled ping's pong neither.
+        a.handle_derp(later, 7, pb.public(), &pong.data);
+        assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::Pong { .. })));
+        let tx2 = a.ping(later, idb).expect("a ping");
+        let ping2 = std::iter::from_fn(|| a.poll_transmit())
+            .find(|t| matches!(t.path, PathKind::Derp { .. }))
+            .expect("a DERP ping");
+        a.cancel_ping(tx2);
+        b.handle_derp(later, 7, pa.public(), &ping2.data);
+        let pong2 = b.poll_transmit().expect("a pong");
+        a.handle_derp(later, 7, pb.public(), &pong2.data);
+        assert!(!std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, Event::Pong { .. })));
+        let st = a.peer_status(idb).expect("status");
+        assert_eq!(st.endpoints, vec![ep]);
+        assert!(st.has_disco && !st.direct_blocked);
+        assert_eq!(st.last_handshake, None);
+        assert_eq!(st.current, PathKind::Derp { region: 7 });
     }
 
     #[test]

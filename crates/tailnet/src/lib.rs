@@ -13,7 +13,8 @@
 //! [`pathsel`] chooses between DERP and a direct address (trust, heartbeats, DERP
 //! fallback); `disable_direct_connections` from the server or
 //! [`ConnConfig::disable_direct`] keeps everything on DERP. [`netcheck`] makes the STUN
-//! report used by `tether netcheck`. It lacks, for now: IPv6 UDP, a home region chosen
+//! report used by `tether netcheck`. [`Conn::ping`] sends a disco ping on the current
+//! best path and reports the [`Pong`]; [`Conn::diagnostics`] says why a path is what it is. It lacks, for now: IPv6 UDP, a home region chosen
 //! by latency in [`Conn`] (the lowest region id with DERP nodes is used), IPv4 tailnet
 //! addresses and ICMP. The agent and the CLI drive it through [`Conn`].
 
@@ -28,7 +29,7 @@ mod conn;
 mod error;
 mod stream;
 
-pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT};
+pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics};
 pub use error::TailnetError;
-pub use path::{PathInfo, PathKind};
+pub use path::{PathInfo, PathKind, PeerStatus, Pong};
 pub use stream::{TcpListener, TcpStream, UdpSocket};

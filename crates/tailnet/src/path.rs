@@ -40,3 +40,34 @@ pub struct PathInfo {
     /// Whether a WireGuard session with the peer is up.
     pub handshake_done: bool,
 }
+
+/// The answer to a disco ping sent with [`Conn::ping`](crate::Conn::ping).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pong {
+    /// Round-trip time.
+    pub latency: std::time::Duration,
+    /// The path the ping went out on: a DERP region or the peer's UDP address.
+    pub via: PathKind,
+}
+
+/// What we know about one peer, for `tether ping`'s diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The path packets to the peer take now.
+    pub current: PathKind,
+    /// The peer's home DERP region (0 while unknown).
+    pub home_region: u32,
+    /// Whether the peer published a disco key (without one no direct path is tried).
+    pub has_disco: bool,
+    /// The UDP endpoints the peer published through the coordinator.
+    pub endpoints: Vec<SocketAddr>,
+    /// Every candidate endpoint path selection knows (published, CallMeMaybe, ping
+    /// sources).
+    pub candidates: Vec<SocketAddr>,
+    /// The best UDP address found so far, trusted or not.
+    pub best_addr: Option<SocketAddr>,
+    /// Time since the latest completed WireGuard handshake, if there was one.
+    pub last_handshake: Option<std::time::Duration>,
+    /// Whether direct paths to the peer are blocked by policy (server or client).
+    pub direct_blocked: bool,
+}

@@ -432,6 +432,35 @@ impl PathSel {
         txid
     }
 
+    /// Registers a ping on the primary path (for `tether ping`) and returns its TxID
+    /// and the UDP address to send it to, or `None` for DERP; the driver sends it.
+    ///
+    /// With a trusted best address the ping goes there and its pong refreshes the
+    /// trust like a heartbeat's. Otherwise it goes over DERP and, unless blocked,
+    /// discovery starts as for outgoing data (pings to the candidates, a CallMeMaybe),
+    /// so that later pings can go direct, as Tailscale's `cliPing` does.
+    pub fn ping_primary(&mut self, now: Instant) -> (TxId, Option<SocketAddr>) {
+        if let SendDecision::Direct(addr) = self.decision(now) {
+            let txid = self.new_txid();
+            self.sent.insert(
+                txid,
+                SentPing {
+                    to: Some(addr),
+                    at: now,
+                },
+            );
+            if let Some(c) = self.candidates.get_mut(&addr) {
+                c.last_ping = Some(now);
+            }
+            return (txid, Some(addr));
+        }
+        if !self.blocked {
+            self.discover(now, true);
+            self.report_path(now);
+        }
+        (self.ping_via_derp(now), None)
+    }
+
     /// Runs what is due at `now`: ping timeouts, ping-source expiry, heartbeats, and the
     /// fallback to DERP when trust lapsed.
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -5,6 +5,7 @@ pub mod config_ssh;
 pub mod forward_spec;
 pub mod login;
 pub mod netcheck;
+pub mod ping;
 pub mod port_forward;
 pub mod ssh;
 pub mod users;

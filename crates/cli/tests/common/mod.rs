@@ -9,9 +9,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tether_coord::proto::{Request, Response};
+use tether_coord::proto::{Node, Request, Response, tailnet_ip};
+use tether_key::{DiscoPrivate, NodePrivate};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
 
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
@@ -417,5 +419,27 @@ impl CoordConn {
                 None => panic!("did not receive {what} within 10 s"),
             }
         }
+    }
+}
+
+/// A node for peer `id` holding `key`, homed in region `derp`.
+pub fn node_for(id: Uuid, key: &NodePrivate, derp: u32) -> Node {
+    Node {
+        id,
+        key: key.public(),
+        disco: DiscoPrivate::generate().public(),
+        preferred_derp: derp,
+        derp_latency: Default::default(),
+        addresses: vec![format!("{}/128", tailnet_ip(id))],
+        allowed_ips: vec![format!("{}/128", tailnet_ip(id))],
+        endpoints: vec![],
+    }
+}
+
+/// Reads the coordinator's Welcome and returns the id it assigned.
+pub async fn welcome(c: &mut CoordConn) -> Uuid {
+    match c.recv().await {
+        Response::Welcome { id, .. } => id,
+        other => panic!("expected welcome, got {other:?}"),
     }
 }

@@ -166,6 +166,46 @@ fn derp_pongs_measure_but_never_become_best_and_late_pongs_are_ignored() {
     assert_eq!(ps.handle_pong(t, TxId([9; 12]), Via::Udp(pub_a())), None);
 }
 
+#[test]
+fn a_user_ping_goes_over_derp_and_discovers_until_direct_then_refreshes_trust() {
+    let now = t0();
+    let mut ps = PathSel::new(11);
+    ps.set_local_endpoints(now, ours());
+    ps.set_endpoints(now, [pub_a()]);
+    // Not trusted yet: the ping goes over DERP and discovery starts.
+    let (derp_tx, to) = ps.ping_primary(now);
+    assert_eq!(to, None);
+    let outs = drain(&mut ps);
+    let disco_tx = ping_to(&outs, pub_a());
+    assert!(outs.contains(&Output::SendCallMeMaybe { endpoints: ours() }));
+    let got = ps.handle_pong(now + 40 * MS, derp_tx, Via::Derp);
+    assert_eq!(got.map(|g| (g.latency, g.addr)), Some((40 * MS, None)));
+    ps.handle_pong(now + 2 * MS, disco_tx, Via::Udp(pub_a()));
+    assert_eq!(ps.decision(now + 2 * MS), SendDecision::Direct(pub_a()));
+    drain(&mut ps);
+    // Trusted: the next ping goes to the best address, and its pong extends the trust.
+    let t = now + 3 * SEC;
+    let (tx, to) = ps.ping_primary(t);
+    assert_eq!(to, Some(pub_a()));
+    assert!(drain(&mut ps).is_empty(), "no discovery while trusted");
+    let got = ps.handle_pong(t + MS, tx, Via::Udp(pub_a()));
+    assert_eq!(
+        got,
+        Some(PongOutcome {
+            latency: MS,
+            addr: Some(pub_a()),
+            best: true
+        })
+    );
+    assert_eq!(ps.trusted_until(), Some(t + MS + TRUST_UDP_ADDR_DURATION));
+    // Blocked: DERP, no discovery.
+    ps.set_blocked(t, true);
+    drain(&mut ps);
+    let (_, to) = ps.ping_primary(t + SEC);
+    assert_eq!(to, None);
+    assert!(drain(&mut ps).is_empty());
+}
+
 /// Both candidates pinged at `now`; pongs arrive after the given latencies, in order.
 fn race(a: (SocketAddr, Duration), b: (SocketAddr, Duration)) -> PathSel {
     let now = t0();
