@@ -224,35 +224,14 @@ pub fn free_tcp_port() -> u16 {
 /// Like [`tether`] with extra environment variables.
 pub fn tether_env(cfg: &Path, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(bin());
-    cmd.arg("--global-config")
-        .arg(cfg)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg("--global-config").arg(cfg).args(args);
     cmd.env_remove("TETHER_URL")
         .env_remove("TETHER_SESSION_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("tether {args:?} did not finish within 60 s");
-        }
-    };
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    // Empty stdin: EOF at once, like no terminal at all.
+    run_with_input(cmd, b"", Duration::from_secs(60))
 }
 
 /// Logs in the first user `alice` and returns her config dir.

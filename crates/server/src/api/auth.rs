@@ -25,10 +25,15 @@ fn token_from(parts: &Parts, header: &str) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-/// The logged-in user of a request.
-pub struct SessionUser(pub User);
+/// The session of a request: its user and the hash of the token it presented.
+pub struct Session {
+    /// The logged-in user.
+    pub user: User,
+    /// SHA-256 of the session token (what the store keys sessions by).
+    pub token_hash: [u8; 32],
+}
 
-impl FromRequestParts<AppState> for SessionUser {
+impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -37,16 +42,24 @@ impl FromRequestParts<AppState> for SessionUser {
                 "You are not logged in; run `tether login <url>` or set TETHER_SESSION_TOKEN.",
             )
         })?;
-        match state
-            .store
-            .session_user(secret::hash_token(&token), Utc::now())
-            .await?
-        {
-            Some(user) => Ok(Self(user)),
+        let token_hash = secret::hash_token(&token);
+        match state.store.session_user(token_hash, Utc::now()).await? {
+            Some(user) => Ok(Self { user, token_hash }),
             None => Err(ApiError::unauthorized(
                 "Your session token is invalid or expired; run `tether login <url>` again.",
             )),
         }
+    }
+}
+
+/// The logged-in user of a request.
+pub struct SessionUser(pub User);
+
+impl FromRequestParts<AppState> for SessionUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(Session::from_request_parts(parts, state).await?.user))
     }
 }
 

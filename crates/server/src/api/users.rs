@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use chrono::{Duration, Utc};
 use tether_store::{NewUser, secret};
 
-use super::auth::{AdminUser, SessionUser};
+use super::auth::{AdminUser, Session, SessionUser};
 use super::error::{ApiError, ApiJson};
 use super::names;
 use super::types::{CreateUserRequest, LoginRequest, LoginResponse, User};
@@ -150,24 +150,9 @@ fn dummy_hash() -> &'static str {
 /// `POST /api/v2/users/logout`: revokes the session token used.
 pub async fn logout(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    SessionUser(_): SessionUser,
+    session: Session,
 ) -> Result<StatusCode, ApiError> {
-    let token = headers
-        .get(super::types::SESSION_TOKEN_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
-        })
-        .unwrap_or_default();
-    state
-        .store
-        .delete_session(secret::hash_token(&token))
-        .await?;
+    state.store.delete_session(session.token_hash).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
