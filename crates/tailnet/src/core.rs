@@ -1100,6 +1100,11 @@ mod tests {
                 src
             })
         );
+        // ...and pinged back at once: that ping is what crosses a port-restricted NAT.
+        let t = b.poll_transmit().expect("a ping back");
+        assert_eq!(t.path, PathKind::Direct { addr: src });
+        assert!(matches!(a_to_b.open(&t.data).unwrap(), Message::Ping(_)));
+        assert_eq!(b.poll_transmit(), None);
         b.handle_derp(now, 7, pa.public(), &ping);
         let t = b.poll_transmit().expect("a pong");
         assert_eq!(t.path, PathKind::Derp { region: 7 });

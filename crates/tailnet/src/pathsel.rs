@@ -17,8 +17,11 @@
 //! best address trusts it for [`TRUST_UDP_ADDR_DURATION`]. While traffic flows a
 //! heartbeat every [`HEARTBEAT_INTERVAL`] pings the best address and rediscovers when
 //! needed; it stops [`SESSION_ACTIVE_TIMEOUT`] after the last outgoing packet. When
-//! trust lapses, sends go to DERP (and still to the old best address) until pongs
-//! return. No MTU probing yet: the "more MTU wins" rule is not modelled.
+//! trust lapses, or a ping to the best address goes unanswered for
+//! [`BEST_PONG_DEADLINE`], sends go to DERP (and still to the old best address) until
+//! pongs return. A ping from an untrusted address is pinged back at once (at most every
+//! [`PING_BACK_INTERVAL`]): through port-restricted NATs the first ping of each side is
+//! dropped by the other's NAT, and the ping back is what gets through. No MTU probing yet: the "more MTU wins" rule is not modelled.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +53,14 @@ pub const UPGRADE_INTERVAL: Duration = Duration::from_secs(60);
 pub const ENDPOINTS_FRESH_ENOUGH: Duration = Duration::from_secs(27);
 /// At most this many candidates per peer; further ones are ignored.
 pub const MAX_CANDIDATES: usize = 64;
+/// A ping from an address we do not trust is answered with a ping of ours at most this
+/// often: the peer's ping opened its NAT for us, so our ping back completes the punch at
+/// once instead of at the next discovery round.
+pub const PING_BACK_INTERVAL: Duration = Duration::from_secs(1);
+/// A ping to the trusted best address unanswered this long ends the trust early, so a
+/// dead direct path falls back to DERP within a heartbeat plus this, not after the full
+/// [`TRUST_UDP_ADDR_DURATION`].
+pub const BEST_PONG_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// The path a disco message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -295,12 +306,22 @@ impl PathSel {
         for (addr, c) in &mut self.candidates {
             c.from_coordinator = new.contains(addr);
         }
+        let mut added = false;
         for addr in new {
+            added |= !self.candidates.contains_key(&addr);
             if let Some(c) = self.candidate_entry(addr) {
                 c.from_coordinator = true;
             }
         }
         self.prune(now);
+        // Endpoints that arrive after traffic started are tried at once, not at the next
+        // heartbeat.
+        let active = self
+            .last_send
+            .is_some_and(|t| now.saturating_duration_since(t) < SESSION_ACTIVE_TIMEOUT);
+        if added && active && !self.trusted(now) {
+            self.discover(now, true);
+        }
         self.report_path(now);
     }
 
@@ -337,10 +358,20 @@ impl PathSel {
         if self.blocked {
             return;
         }
-        if let Via::Udp(addr) = via
-            && let Some(c) = self.candidate_entry(canonical(addr))
-        {
-            c.last_got_ping = Some(now);
+        let Via::Udp(addr) = via else {
+            return;
+        };
+        let addr = canonical(addr);
+        let trusted_best = self.trusted(now) && self.best.is_some_and(|b| b.addr == addr);
+        let Some(c) = self.candidate_entry(addr) else {
+            return;
+        };
+        c.last_got_ping = Some(now);
+        let pinged_lately = c
+            .last_ping
+            .is_some_and(|t| now.saturating_duration_since(t) < PING_BACK_INTERVAL);
+        if !trusted_best && !pinged_lately {
+            self.send_ping(now, addr);
         }
     }
 
@@ -373,6 +404,9 @@ impl PathSel {
             best.latency = latency;
             self.trust_until = Some(now + TRUST_UDP_ADDR_DURATION);
             outcome.best = true;
+            // Older pings to it were lost, but the path is proved alive since.
+            self.sent
+                .retain(|_, s| !(s.to == Some(to) && s.at <= sp.at));
         }
         self.report_path(now);
         Some(outcome)
@@ -466,6 +500,11 @@ impl PathSel {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sent
             .retain(|_, sp| now.saturating_duration_since(sp.at) < PING_TIMEOUT);
+        if let Some(deadline) = self.best_pong_deadline()
+            && now >= deadline
+        {
+            self.trust_until = Some(deadline);
+        }
         self.prune(now);
         if let Some(at) = self.heartbeat_at
             && now >= at
@@ -500,7 +539,20 @@ impl PathSel {
             .chain(sources)
             .chain(self.heartbeat_at)
             .chain(trust)
+            .chain(self.best_pong_deadline())
             .min()
+    }
+
+    /// When the oldest unanswered ping to the trusted best address ends its trust.
+    fn best_pong_deadline(&self) -> Option<Instant> {
+        let best = self.best?.addr;
+        let until = self.trust_until?;
+        self.sent
+            .values()
+            .filter(|sp| sp.to == Some(best))
+            .map(|sp| sp.at + BEST_PONG_DEADLINE)
+            .min()
+            .filter(|d| *d < until)
     }
 
     /// The next thing for the driver to do or log.

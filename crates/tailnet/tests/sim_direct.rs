@@ -285,7 +285,8 @@ fn stream_moves_to_direct_falls_back_to_derp_and_returns() {
     eprintln!("direct after {took:?}");
     assert_eq!(net.path(0), PathKind::Direct { addr: net.addrs[1] });
     assert_eq!(net.path(1), PathKind::Direct { addr: net.addrs[0] });
-    assert!(net.disco_derp > 0, "a CallMeMaybe went over DERP");
+    // No NAT in this network: the first ping (answered by a ping back) suffices, so a
+    // CallMeMaybe over DERP may not even be needed; the NAT lab covers hole punching.
     assert!(net.disco_udp > 0, "pings and pongs went over UDP");
     // The stream flows over the direct path.
     let (wg_derp, received) = (net.wg_derp, st.received);

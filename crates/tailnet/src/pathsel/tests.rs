@@ -430,8 +430,9 @@ fn falls_back_to_derp_when_pongs_stop_and_returns_when_they_resume() {
         .expect("fell back to DERP");
     let last_pong = sim.last_best_pong.expect("pongs before");
     assert!(down - last_pong <= TRUST_UDP_ADDR_DURATION + 10 * MS);
+    // Not the whole trust period: the first unanswered heartbeat ends it.
     assert!(
-        down - died <= TRUST_UDP_ADDR_DURATION + HEARTBEAT_INTERVAL + 100 * MS,
+        down - died <= HEARTBEAT_INTERVAL + BEST_PONG_DEADLINE + 100 * MS,
         "fell back after {:?}",
         down - died
     );
@@ -466,6 +467,84 @@ fn falls_back_to_derp_when_pongs_stop_and_returns_when_they_resume() {
         up - back
     );
     assert_eq!(sim.ps.decision(sim.now), SendDecision::Direct(pub_a()));
+}
+
+#[test]
+fn a_lost_heartbeat_answered_by_a_later_one_keeps_the_path() {
+    // Every other ping to the best address is lost: each later pong proves the path,
+    // so the older lost ping must not end the trust.
+    let mut sim = Sim::new(&[pub_a()]);
+    sim.run(SEC, true);
+    let start = sim.now;
+    let mut lose = false;
+    for _ in 0..20 {
+        sim.run(HEARTBEAT_INTERVAL / 2, true);
+        lose = !lose;
+        if lose {
+            sim.in_flight.clear();
+        }
+    }
+    assert!(
+        sim.direct
+            .iter()
+            .filter(|(t, _)| *t >= start)
+            .all(|(_, d)| *d),
+        "fell back to DERP although pongs kept arriving"
+    );
+}
+
+#[test]
+fn a_ping_from_an_untrusted_source_is_pinged_back_once_a_second() {
+    let now = t0();
+    let mut ps = PathSel::new(11);
+    ps.set_local_endpoints(now, ours());
+    let src = pub_a();
+    ps.handle_ping(now, Via::Udp(src));
+    let back = ping_to(&drain(&mut ps), src);
+    // A second ping within the interval gets no second ping back; one later does.
+    ps.handle_ping(now + 500 * MS, Via::Udp(src));
+    assert!(pings(&drain(&mut ps)).is_empty());
+    ps.handle_ping(now + PING_BACK_INTERVAL, Via::Udp(src));
+    assert_eq!(pings(&drain(&mut ps)).len(), 1);
+    // Pings over DERP are not pinged back over UDP.
+    ps.handle_ping(now + 3 * SEC, Via::Derp);
+    assert!(pings(&drain(&mut ps)).is_empty());
+    // The pong to the ping back makes the source the trusted best; its pings then need
+    // no ping back.
+    let t = now + 3 * SEC;
+    assert!(
+        ps.handle_pong(t, back, Via::Udp(src))
+            .is_some_and(|o| o.best)
+    );
+    assert_eq!(ps.decision(t), SendDecision::Direct(src));
+    ps.handle_ping(t + 2 * SEC, Via::Udp(src));
+    assert!(pings(&drain(&mut ps)).is_empty());
+    // A blocked peer pings nobody back.
+    let mut blocked = PathSel::new(12);
+    blocked.set_blocked(now, true);
+    blocked.handle_ping(now, Via::Udp(src));
+    assert!(pings(&drain(&mut blocked)).is_empty());
+}
+
+#[test]
+fn endpoints_arriving_after_traffic_started_are_pinged_at_once() {
+    let now = t0();
+    let mut ps = PathSel::new(13);
+    ps.set_local_endpoints(now, ours());
+    // Traffic before any endpoint is known: nothing to ping yet.
+    ps.on_send(now);
+    assert!(pings(&drain(&mut ps)).is_empty());
+    ps.set_endpoints(now + 200 * MS, [pub_a()]);
+    let outs = drain(&mut ps);
+    ping_to(&outs, pub_a());
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::SendCallMeMaybe { .. }))
+    );
+    // An idle peer's new endpoints wait for traffic.
+    let mut idle = PathSel::new(14);
+    idle.set_endpoints(now, [pub_a()]);
+    assert!(pings(&drain(&mut idle)).is_empty());
 }
 
 #[test]
@@ -530,19 +609,21 @@ fn ping_source_candidates_expire() {
     ps.handle_ping(now, Via::Udp(sa("[::ffff:203.0.113.80]:5555")));
     ps.handle_ping(now, Via::Derp);
     assert_eq!(ps.candidates().collect::<Vec<_>>(), vec![src]);
+    // The UDP source is pinged back once (not the DERP one); unanswered, that ping
+    // times out and the candidate's expiry is what is left.
+    assert_eq!(pings(&drain(&mut ps)).len(), 1);
+    assert_eq!(ps.poll_timeout(), Some(now + PING_TIMEOUT));
+    ps.handle_timeout(now + PING_TIMEOUT);
     assert_eq!(ps.poll_timeout(), Some(now + PING_SOURCE_TTL));
-    // A later ping refreshes it.
-    ps.handle_ping(now + 30 * SEC, Via::Udp(src));
-    ps.handle_timeout(now + PING_SOURCE_TTL);
-    assert_eq!(ps.candidates().count(), 1);
-
-    // It becomes the best path...
-    let t = now + 31 * SEC;
-    ps.set_local_endpoints(t, ours());
-    ps.on_send(t);
+    // A later ping refreshes it, and is pinged back.
+    let t = now + 30 * SEC;
+    ps.handle_ping(t, Via::Udp(src));
     let txid = ping_to(&drain(&mut ps), src);
+    // The pong to that ping back makes it the best path...
     ps.handle_pong(t + 5 * MS, txid, Via::Udp(src));
     assert_eq!(ps.decision(t + 5 * MS), SendDecision::Direct(src));
+    ps.handle_timeout(now + PING_SOURCE_TTL);
+    assert_eq!(ps.candidates().count(), 1);
     // ...but pings from it stop, and 45 s after the last one it is gone.
     let gone = now + 30 * SEC + PING_SOURCE_TTL;
     ps.handle_timeout(gone - MS);
