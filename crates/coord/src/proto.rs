@@ -75,6 +75,10 @@ pub struct Node {
     /// Candidate UDP endpoints (`ip:port`) for direct paths.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// The node's own netcheck verdict: its NAT maps each destination to another public
+    /// port (hard NAT); `None` while unknown. Lets the other side explain a relayed path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_varies_by_dest_ip: Option<bool>,
 }
 
 /// A message from a peer (agent or client) to the coordinator.
@@ -240,6 +244,30 @@ mod tests {
         );
         let d: Request = serde_json::from_str(r#"{"type":"disconnect","extra":1}"#).expect("de");
         assert_eq!(d, Request::Disconnect);
+    }
+
+    #[test]
+    fn hard_nat_verdict_is_optional_on_the_wire() {
+        let mut node = Node {
+            id: Uuid::nil(),
+            key: NodePublic::from_bytes([1; 32]),
+            disco: DiscoPublic::from_bytes([2; 32]),
+            preferred_derp: 999,
+            derp_latency: BTreeMap::new(),
+            addresses: vec![],
+            allowed_ips: vec![],
+            endpoints: vec![],
+            mapping_varies_by_dest_ip: None,
+        };
+        // Unknown: not sent at all, so older peers see the node they know.
+        let j = serde_json::to_value(&node).expect("ser");
+        assert!(j.get("mapping_varies_by_dest_ip").is_none(), "{j}");
+        let back: Node = serde_json::from_value(j).expect("de");
+        assert_eq!(back, node);
+        node.mapping_varies_by_dest_ip = Some(true);
+        let j = serde_json::to_value(&node).expect("ser");
+        assert_eq!(j["mapping_varies_by_dest_ip"], true);
+        assert_eq!(serde_json::from_value::<Node>(j).expect("de"), node);
     }
 
     #[test]

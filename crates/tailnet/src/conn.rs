@@ -9,7 +9,7 @@
 //! [`ReconnectingClient`] plus a sender and an event-forwarding task. All of them end
 //! when the [`Conn`] is closed or dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::core::{Core, Event, PeerConfig, Transmit};
 use crate::disco::{self, PacketKind, TxId};
 use crate::error::TailnetError;
-use crate::netcheck::{AddrSource, stun_sources};
+use crate::netcheck::{self, AddrSource, StunAnswer, stun_sources};
 use crate::path::{PathInfo, PathKind, PeerStatus, Pong};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
 
@@ -61,6 +61,9 @@ const STUN_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
 const STUN_TRIES: u32 = 3;
 /// Time between two STUN tries.
 const STUN_RETRY: Duration = Duration::from_millis(100);
+
+/// Upper bound of the latency probe that picks the first home region among several.
+const FIRST_HOME_PROBE: Duration = Duration::from_secs(2);
 
 /// How this node authenticates to the server.
 #[derive(Clone)]
@@ -163,14 +166,26 @@ pub struct Diagnostics {
     pub udp_local: Option<SocketAddr>,
     /// Our UDP endpoints (interface addresses and STUN mappings) as last found.
     pub local_endpoints: Vec<SocketAddr>,
+    /// Our NAT maps each destination to another public port (hard NAT), from our
+    /// latest STUN round; `None` while fewer than two STUN servers answered.
+    pub mapping_varies_by_dest_ip: Option<bool>,
     /// The peer asked about, if it is known.
     pub peer: Option<PeerStatus>,
+}
+
+/// What a STUN round found about us, published in our node.
+#[derive(Debug, Clone, PartialEq)]
+struct NetInfo {
+    endpoints: Vec<String>,
+    preferred_derp: u32,
+    derp_latency: BTreeMap<String, f64>,
+    mapping_varies_by_dest_ip: Option<bool>,
 }
 
 /// Requests from the API to the coordination task.
 enum CoordCmd {
     AddTunnel(Uuid),
-    SetEndpoints(Vec<String>),
+    SetNetInfo(NetInfo),
     Disconnect(oneshot::Sender<()>),
 }
 
@@ -203,6 +218,8 @@ pub(crate) struct Shared {
     direct_off_by_server: bool,
     /// [`ConnConfig::disable_direct`].
     direct_off_locally: bool,
+    /// Our latest STUN verdict on hard NAT (`None` while unknown).
+    mapping_varies: Mutex<Option<bool>>,
 }
 
 impl Shared {
@@ -240,6 +257,8 @@ fn now() -> Instant {
 /// One DERP region: a reconnecting client and its sender queue.
 struct RegionLink {
     queue: mpsc::Sender<(NodePublic, Bytes)>,
+    /// Whether the region's server has admitted us (now).
+    connected: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -279,6 +298,8 @@ impl RegionLink {
             }
         });
         let weak = Arc::downgrade(shared);
+        let connected = Arc::new(AtomicBool::new(false));
+        let up = connected.clone();
         let forward = tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let Some(shared) = weak.upgrade() else { return };
@@ -289,6 +310,7 @@ impl RegionLink {
                         }
                     }
                     DerpEvent::Connected { .. } => {
+                        up.store(true, Ordering::Release);
                         let home = shared.lock().home_region() == region;
                         info!(region, home, "DERP connected");
                         if home {
@@ -299,6 +321,7 @@ impl RegionLink {
                         }
                     }
                     DerpEvent::Disconnected { error } => {
+                        up.store(false, Ordering::Release);
                         info!(region, %error, "DERP disconnected; reconnecting");
                         if shared.lock().home_region() == region {
                             shared.home_ready.send_replace(false);
@@ -317,6 +340,7 @@ impl RegionLink {
         });
         Some(Self {
             queue,
+            connected,
             tasks: vec![sender, forward],
         })
     }
@@ -497,15 +521,11 @@ fn parse_endpoints(node: &Node) -> Vec<SocketAddr> {
 
 impl Conn {
     /// Joins the tailnet: connection info → keys → coordination (the Welcome gives our
-    /// id) → our node → the home DERP region (the lowest region id with DERP nodes) →
-    /// ready. Every step is bounded.
+    /// id) → our node → the home DERP region (the lowest-latency one; later STUN rounds
+    /// may move it, with stickiness) → ready. Every step is bounded.
     pub async fn join(cfg: ConnConfig) -> Result<Conn, TailnetError> {
         let info = http_get_info(&cfg).await?;
-        let home = info
-            .derp_map
-            .derp_region_ids()
-            .min()
-            .ok_or(TailnetError::NoDerp)?;
+        let home = first_home_region(&info.derp_map).await?;
         let private = NodePrivate::generate();
         let (ws, id, lost_after) = coord_connect(&cfg).await?;
         let ip = proto::tailnet_ip(id);
@@ -562,6 +582,7 @@ impl Conn {
             node_sent: AtomicBool::new(false),
             direct_off_by_server: info.disable_direct_connections,
             direct_off_locally: cfg.disable_direct,
+            mapping_varies: Mutex::new(None),
         });
 
         let node = Node {
@@ -573,6 +594,7 @@ impl Conn {
             addresses: vec![format!("{ip}/128")],
             allowed_ips: vec![format!("{ip}/128")],
             endpoints: Vec::new(),
+            mapping_varies_by_dest_ip: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let coord = CoordTask {
@@ -798,6 +820,11 @@ impl Conn {
             direct_disabled_locally: self.shared.direct_off_locally,
             udp_local: self.shared.udp.as_ref().and_then(|s| s.local_addr().ok()),
             local_endpoints,
+            mapping_varies_by_dest_ip: *self
+                .shared
+                .mapping_varies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
             peer,
         }
     }
@@ -991,10 +1018,10 @@ fn handle_udp(shared: &Shared, t: Instant, src: SocketAddr, data: &[u8]) {
     }
 }
 
-/// The IPv4 STUN servers of the DERP map.
-async fn stun_servers(map: &DerpMap) -> Vec<SocketAddr> {
+/// The IPv4 STUN servers of the DERP map, with their regions.
+async fn stun_servers(map: &DerpMap) -> Vec<(u32, SocketAddr)> {
     let mut out = BTreeSet::new();
-    for region in map.regions.values() {
+    for (&id, region) in &map.regions {
         for node in &region.nodes {
             let Some((port, v4, _)) = stun_sources(node) else {
                 continue;
@@ -1002,7 +1029,7 @@ async fn stun_servers(map: &DerpMap) -> Vec<SocketAddr> {
             match v4 {
                 AddrSource::Disabled => {}
                 AddrSource::Ip(ip) => {
-                    out.insert(SocketAddr::new(ip, port));
+                    out.insert((id, SocketAddr::new(ip, port)));
                 }
                 AddrSource::Resolve(host) => {
                     let looked = tokio::time::timeout(
@@ -1011,7 +1038,7 @@ async fn stun_servers(map: &DerpMap) -> Vec<SocketAddr> {
                     )
                     .await;
                     if let Ok(Ok(addrs)) = looked {
-                        out.extend(addrs.filter(|a| a.is_ipv4()));
+                        out.extend(addrs.filter(|a| a.is_ipv4()).map(|a| (id, a)));
                     } else {
                         debug!(%host, "could not resolve STUN server");
                     }
@@ -1064,18 +1091,19 @@ fn local_endpoints(port: u16) -> BTreeSet<SocketAddr> {
         .collect()
 }
 
-/// One STUN round from the shared socket: our mapped addresses as the servers saw them.
+/// One STUN round from the shared socket: the first answer of each server (our mapped
+/// address as it saw it, and the round trip).
 async fn stun_round(
     sock: &tokio::net::UdpSocket,
-    servers: &[SocketAddr],
+    servers: &[(u32, SocketAddr)],
     answers: &mut mpsc::Receiver<(TransactionId, SocketAddr)>,
-) -> BTreeSet<SocketAddr> {
+) -> Vec<StunAnswer> {
     while answers.try_recv().is_ok() {}
-    let mut mapped = BTreeSet::new();
+    let mut found = Vec::new();
     if servers.is_empty() {
-        return mapped;
+        return found;
     }
-    let mut pending: HashMap<TransactionId, usize> = HashMap::new();
+    let mut pending: HashMap<TransactionId, (usize, tokio::time::Instant)> = HashMap::new();
     let mut answered: BTreeSet<usize> = BTreeSet::new();
     let start = tokio::time::Instant::now();
     let deadline = start + STUN_ROUND_TIMEOUT;
@@ -1086,14 +1114,14 @@ async fn stun_round(
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
             () = tokio::time::sleep_until(next_send), if send_due => {
-                for (i, server) in servers.iter().enumerate() {
+                for (i, (_, server)) in servers.iter().enumerate() {
                     if answered.contains(&i) {
                         continue;
                     }
                     let txid = TransactionId::random();
                     match sock.send_to(&binding_request(txid), server).await {
                         Ok(_) => {
-                            pending.insert(txid, i);
+                            pending.insert(txid, (i, tokio::time::Instant::now()));
                         }
                         Err(e) => trace!(%server, error = %e, "STUN send failed"),
                     }
@@ -1103,15 +1131,22 @@ async fn stun_round(
             }
             got = answers.recv() => {
                 let Some((txid, addr)) = got else { break };
-                if let Some(i) = pending.remove(&txid) {
-                    trace!(server = %servers[i], mapped = %addr, "STUN answer");
-                    answered.insert(i);
-                    mapped.insert(SocketAddr::new(addr.ip().to_canonical(), addr.port()));
+                if let Some((i, sent)) = pending.remove(&txid)
+                    && answered.insert(i)
+                {
+                    let (region, server) = servers[i];
+                    trace!(%server, mapped = %addr, "STUN answer");
+                    found.push(StunAnswer {
+                        region,
+                        server,
+                        mapped: SocketAddr::new(addr.ip().to_canonical(), addr.port()),
+                        latency: sent.elapsed(),
+                    });
                 }
             }
         }
     }
-    mapped
+    found
 }
 
 /// Keeps our endpoints fresh: STUN from the shared socket every 20–26 s and whenever
@@ -1128,7 +1163,7 @@ async fn stun_task(
     let Ok(local) = sock.local_addr() else {
         return;
     };
-    let mut published: Option<Vec<SocketAddr>> = None;
+    let mut published: Option<NetInfo> = None;
     loop {
         let map = shared
             .derp_map
@@ -1136,25 +1171,97 @@ async fn stun_task(
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let servers = stun_servers(&map).await;
-        let mapped = stun_round(&sock, &servers, &mut answers).await;
-        let mut eps: BTreeSet<SocketAddr> = mapped;
+        let found = stun_round(&sock, &servers, &mut answers).await;
+        let mut eps: BTreeSet<SocketAddr> = found.iter().map(|a| a.mapped).collect();
         eps.extend(local_endpoints(local.port()));
         let eps: Vec<SocketAddr> = eps.into_iter().collect();
+        let mut latency: BTreeMap<u32, Duration> = BTreeMap::new();
+        for a in &found {
+            let d = latency.entry(a.region).or_insert(a.latency);
+            *d = (*d).min(a.latency);
+        }
+        let varies = netcheck::mapping_varies(&found);
+        *shared
+            .mapping_varies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = varies;
+        let current = shared.lock().home_region();
+        // Only a home STUN measured can be compared (one chosen by HTTP latency at join
+        // may have no STUN server).
+        let home = if latency.contains_key(&current) {
+            netcheck::preferred_region(&map, &latency, Some(current)).unwrap_or(current)
+        } else {
+            current
+        };
+        if home != current {
+            switch_home(&shared, current, home, &latency);
+        }
         shared.lock().set_local_endpoints(now(), eps.clone());
         shared.wake_driver();
-        if published.as_ref() != Some(&eps) {
-            info!(endpoints = ?eps, "our UDP endpoints");
-            let text = eps.iter().map(ToString::to_string).collect();
-            if cmds.send(CoordCmd::SetEndpoints(text)).await.is_err() {
+        let info = NetInfo {
+            endpoints: eps.iter().map(ToString::to_string).collect(),
+            preferred_derp: home,
+            derp_latency: latency
+                .iter()
+                .map(|(r, d)| (format!("{r}-v4"), d.as_secs_f64()))
+                .collect(),
+            mapping_varies_by_dest_ip: varies,
+        };
+        let changed = published.as_ref().is_none_or(|p| {
+            p.endpoints != info.endpoints
+                || p.preferred_derp != info.preferred_derp
+                || p.mapping_varies_by_dest_ip != info.mapping_varies_by_dest_ip
+        });
+        if changed {
+            info!(endpoints = ?eps, hard_nat = ?varies, home_region = home, "our UDP endpoints");
+            if cmds.send(CoordCmd::SetNetInfo(info.clone())).await.is_err() {
                 return;
             }
-            published = Some(eps);
+            published = Some(info);
         }
         let jitter = rand::thread_rng().gen_range(0..=RESTUN_JITTER.as_millis() as u64);
         let wait = RESTUN_INTERVAL + Duration::from_millis(jitter);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shared.stun_kick.notified() => {}
+        }
+    }
+}
+
+/// The home region to start with: with one DERP region, that one; with several, the
+/// lowest-latency one by a short netcheck (ties and failures: the lowest region ID).
+async fn first_home_region(map: &DerpMap) -> Result<u32, TailnetError> {
+    let lowest = map.derp_region_ids().min().ok_or(TailnetError::NoDerp)?;
+    if map.derp_region_ids().nth(1).is_none() {
+        return Ok(lowest);
+    }
+    let Ok(sock) = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else {
+        return Ok(lowest);
+    };
+    let opts = netcheck::Options {
+        previous_home: None,
+        stun_timeout: FIRST_HOME_PROBE / 2,
+        report_timeout: FIRST_HOME_PROBE,
+    };
+    let report = netcheck::run(map, netcheck::Sockets::single(&sock), &opts).await;
+    let home = report.preferred_derp.unwrap_or(lowest);
+    debug!(home, latency = ?report.region_latency, "first home region by latency");
+    Ok(home)
+}
+
+/// Makes `to` our home DERP region (lower latency than `from`): peers learn it from our
+/// node; the link to `from` stays, for peers homed there and packets still in flight.
+fn switch_home(shared: &Arc<Shared>, from: u32, to: u32, latency: &BTreeMap<u32, Duration>) {
+    info!(from, to, latency = ?latency.get(&to), "moving home DERP region (lower latency)");
+    shared.lock().set_home_region(to);
+    let mut links = shared.links();
+    if let Some(link) = links.get(&to) {
+        let up = link.connected.load(Ordering::Acquire);
+        shared.home_ready.send_replace(up);
+    } else {
+        shared.home_ready.send_replace(false);
+        if let Some(link) = RegionLink::spawn(shared, to) {
+            links.insert(to, link);
         }
     }
 }
@@ -1282,10 +1389,14 @@ impl CoordTask {
                             return SessionEnd::Lost(e);
                         }
                     }
-                    Some(CoordCmd::SetEndpoints(eps)) => {
-                        if self.node.endpoints != eps {
-                            self.node.endpoints = eps;
-                            let node = self.node.clone();
+                    Some(CoordCmd::SetNetInfo(ni)) => {
+                        let mut node = self.node.clone();
+                        node.endpoints = ni.endpoints;
+                        node.preferred_derp = ni.preferred_derp;
+                        node.derp_latency = ni.derp_latency;
+                        node.mapping_varies_by_dest_ip = ni.mapping_varies_by_dest_ip;
+                        if node != self.node {
+                            self.node = node.clone();
                             if let Err(e) = Self::send(&mut ws, &Request::UpdateSelf { node }).await {
                                 return SessionEnd::Lost(e);
                             }
@@ -1325,6 +1436,7 @@ impl CoordTask {
                                     disco: (*node.disco.as_bytes() != [0u8; 32])
                                         .then_some(node.disco),
                                     endpoints: parse_endpoints(&node),
+                                    mapping_varies_by_dest_ip: node.mapping_varies_by_dest_ip,
                                 };
                                 let was_known = core.path(node.id).is_some();
                                 core.upsert_peer(cfg);

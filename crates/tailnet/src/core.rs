@@ -75,6 +75,8 @@ pub struct PeerConfig {
     pub disco: Option<DiscoPublic>,
     /// Its candidate UDP endpoints, as the coordinator lists them.
     pub endpoints: Vec<SocketAddr>,
+    /// Its own verdict on hard NAT (`None` while unknown).
+    pub mapping_varies_by_dest_ip: Option<bool>,
 }
 
 /// A datagram to hand to the path layer's I/O.
@@ -428,6 +430,7 @@ impl Core {
             best_addr: p.pathsel.best().map(|b| b.addr),
             last_handshake: p.tunn.time_since_last_handshake(),
             direct_blocked: p.pathsel.is_blocked(),
+            mapping_varies_by_dest_ip: p.cfg.mapping_varies_by_dest_ip,
         })
     }
 
@@ -1021,6 +1024,7 @@ mod tests {
             addresses: vec![addr],
             disco: None,
             endpoints: Vec::new(),
+            mapping_varies_by_dest_ip: None,
         };
         core.upsert_peer(cfg(old));
         assert_eq!(core.peer_by_ip(addr), Some(old));
@@ -1040,6 +1044,7 @@ mod tests {
             addresses: vec![],
             disco: None,
             endpoints: Vec::new(),
+            mapping_varies_by_dest_ip: None,
         });
         assert!(!core.has_peer(Uuid::from_u128(3)));
         assert!(core.remove_peer(new));
@@ -1063,6 +1068,7 @@ mod tests {
             addresses: vec![],
             disco: Some(a.disco_public()),
             endpoints: vec![],
+            mapping_varies_by_dest_ip: None,
         });
         let a_to_b = PeerBox::new(&a.disco, b.disco_public());
         let ep: SocketAddr = "192.0.2.9:41641".parse().unwrap();
@@ -1140,6 +1146,7 @@ mod tests {
             addresses: vec![],
             disco: Some(b.disco_public()),
             endpoints: vec![ep],
+            mapping_varies_by_dest_ip: None,
         });
         b.upsert_peer(PeerConfig {
             id: ida,
@@ -1148,6 +1155,7 @@ mod tests {
             addresses: vec![],
             disco: Some(a.disco_public()),
             endpoints: vec![],
+            mapping_varies_by_dest_ip: None,
         });
         assert_eq!(a.ping(now, Uuid::from_u128(9)), None, "unknown peer");
         let tx = a.ping(now, idb).expect("a ping");

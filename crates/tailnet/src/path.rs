@@ -70,4 +70,6 @@ pub struct PeerStatus {
     pub last_handshake: Option<std::time::Duration>,
     /// Whether direct paths to the peer are blocked by policy (server or client).
     pub direct_blocked: bool,
+    /// The peer's own verdict on hard NAT, as it published it (`None` while unknown).
+    pub mapping_varies_by_dest_ip: Option<bool>,
 }

@@ -531,6 +531,49 @@ async fn joined_pair(srv: &Server) -> (Conn, Conn) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_region_is_the_lowest_latency_one() {
+    init_logs();
+    // Region 2000 is another name for the built-in relay (so it admits our keys), with
+    // no STUN; the map's RegionScore makes the built-in region 999 look 1000× slower.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tempfile::tempdir().unwrap();
+    let map = cfg.path().join("derp.json");
+    std::fs::write(
+        &map,
+        format!(
+            r#"{{"HomeParams":{{"RegionScore":{{"999":1000}}}},"Regions":{{"2000":{{"RegionID":2000,"RegionCode":"alias","RegionName":"alias","Nodes":[{{"Name":"2000a","RegionID":2000,"HostName":"127.0.0.1","DERPPort":{port},"STUNPort":-1,"ForceHTTP":true}}]}}}}}}"#
+        ),
+    )
+    .unwrap();
+    let srv = Server::spawn(
+        tether_bin(),
+        tempfile::tempdir().unwrap(),
+        &format!("127.0.0.1:{port}"),
+        vec!["--derp-config-path".into(), map.display().to_string()],
+    );
+    let (agent, client) = joined_pair(&srv).await;
+    for (who, conn) in [("agent", &agent), ("client", &client)] {
+        assert_eq!(
+            conn.diagnostics(uuid::Uuid::nil()).home_region,
+            2000,
+            "the {who} did not pick the lower-latency region"
+        );
+    }
+    // The peers learned it from each other's nodes and reach each other through it.
+    let path = client.path(agent.id()).expect("path to the agent");
+    assert_eq!(path.home_region, 2000, "{path:?}");
+    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), round_trip(s, b"again"))
+        .await
+        .unwrap();
+    assert_eq!(back, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_on_loopback_go_direct() {
     init_logs();
     let srv = Server::start();

@@ -121,6 +121,7 @@ impl Sim {
                 addresses: vec![tailnet_ip(ids[j])],
                 disco: None,
                 endpoints: Vec::new(),
+                mapping_varies_by_dest_ip: None,
             });
         }
         Self {

@@ -75,6 +75,7 @@ impl Net {
                 addresses: vec![tailnet_ip(ids[j])],
                 disco: Some(discos[j]),
                 endpoints: vec![addrs[j]],
+                mapping_varies_by_dest_ip: None,
             });
         }
         Self {

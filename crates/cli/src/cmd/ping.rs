@@ -276,16 +276,37 @@ pub fn relay_reasons(d: &Diagnostics, map: &DerpMap) -> Vec<String> {
                 .into(),
         ),
         Some(p) => {
+            // Each side measured its own NAT with STUN; the agent's verdict came with
+            // its node.
+            let hard = |v: Option<bool>| v == Some(true);
+            if hard(d.mapping_varies_by_dest_ip) {
+                r.push(format!("this client is behind a hard NAT: {HARD_NAT}"));
+            }
+            if hard(p.mapping_varies_by_dest_ip) {
+                r.push(format!("the agent is behind a hard NAT: {HARD_NAT}"));
+            }
             if r.is_empty() {
-                r.push(format!(
-                    "none of the agent's {} endpoint(s) answered over UDP: UDP may be blocked between you, or a NAT on either side maps each destination differently (hard NAT)",
-                    p.endpoints.len()
-                ));
+                let easy = d.mapping_varies_by_dest_ip == Some(false)
+                    && p.mapping_varies_by_dest_ip == Some(false);
+                r.push(if easy {
+                    format!(
+                        "none of the agent's {} endpoint(s) answered over UDP, though neither side is behind a hard NAT: UDP is probably blocked between you (a firewall)",
+                        p.endpoints.len()
+                    )
+                } else {
+                    format!(
+                        "none of the agent's {} endpoint(s) answered over UDP: UDP may be blocked between you, or a NAT on either side maps each destination differently (hard NAT)",
+                        p.endpoints.len()
+                    )
+                });
             }
         }
     }
     r
 }
+
+/// What a hard NAT does, for the verdict.
+const HARD_NAT: &str = "its public UDP port changes with each destination (MappingVariesByDestIP), so the other side cannot reach the port it learned";
 
 #[cfg(test)]
 mod tests {
@@ -312,6 +333,7 @@ mod tests {
             direct_disabled_locally: false,
             udp_local: Some("0.0.0.0:40000".parse().expect("addr")),
             local_endpoints: vec!["127.0.0.1:40000".parse().expect("addr")],
+            mapping_varies_by_dest_ip: None,
             peer: Some(PeerStatus {
                 current: PathKind::Derp { region: 999 },
                 home_region: 999,
@@ -321,6 +343,7 @@ mod tests {
                 best_addr: None,
                 last_handshake: Some(Duration::from_secs(3)),
                 direct_blocked: false,
+                mapping_varies_by_dest_ip: None,
             }),
         }
     }
@@ -426,6 +449,28 @@ mod tests {
         // Everything looks fine: UDP or NAT trouble.
         let r = relay_reasons(&diag(), &map());
         assert!(r[0].contains("hard NAT"), "{r:?}");
+        // Each side's own STUN verdict names the side behind the hard NAT.
+        let with_nat = |client: Option<bool>, agent: Option<bool>| {
+            let mut d = diag();
+            d.mapping_varies_by_dest_ip = client;
+            if let Some(p) = &mut d.peer {
+                p.mapping_varies_by_dest_ip = agent;
+            }
+            relay_reasons(&d, &map())
+        };
+        let r = with_nat(Some(true), Some(false));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].starts_with("this client is behind a hard NAT"),
+            "{r:?}"
+        );
+        let r = with_nat(Some(false), Some(true));
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].starts_with("the agent is behind a hard NAT"), "{r:?}");
+        let r = with_nat(Some(true), Some(true));
+        assert_eq!(r.len(), 2, "{r:?}");
+        let r = with_nat(Some(false), Some(false));
+        assert!(r[0].contains("UDP is probably blocked"), "{r:?}");
 
         // No pong at all, no handshake, no agent node.
         let mut d = diag();

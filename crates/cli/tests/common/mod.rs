@@ -412,6 +412,7 @@ pub fn node_for(id: Uuid, key: &NodePrivate, derp: u32) -> Node {
         addresses: vec![format!("{}/128", tailnet_ip(id))],
         allowed_ips: vec![format!("{}/128", tailnet_ip(id))],
         endpoints: vec![],
+        mapping_varies_by_dest_ip: None,
     }
 }
 

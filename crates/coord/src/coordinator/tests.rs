@@ -39,6 +39,7 @@ fn node(id: Uuid, key_byte: u8) -> Node {
         addresses: vec![format!("{}/128", proto::tailnet_ip(id))],
         allowed_ips: vec![],
         endpoints: vec![],
+        mapping_varies_by_dest_ip: None,
     }
 }
 
