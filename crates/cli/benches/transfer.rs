@@ -1,7 +1,8 @@
 //! Throughput: 1 GB over `tether port-forward` and over `tether ssh`, direct and relayed,
 //! beside the same transfer over plain loopback TCP in the same run, so the figures are
 //! compared as ratios. Run with `cargo bench -p tether-cli --bench transfer`
-//! (`TETHER_BENCH_BYTES` overrides the size). Starts a real server and agent on loopback.
+//! (`TETHER_BENCH_BYTES` overrides the size, `TETHER_BENCH_PATHS=direct` or `relayed`
+//! runs one kind). Starts a real server and agent on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -153,6 +154,10 @@ fn main() {
         ("direct", None),
         ("relayed", Some("--disable-direct-connections")),
     ] {
+        // `TETHER_BENCH_PATHS=direct` (or `relayed`) runs one kind only, e.g. to profile it.
+        if std::env::var("TETHER_BENCH_PATHS").is_ok_and(|p| !p.contains(label)) {
+            continue;
+        }
         let local = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

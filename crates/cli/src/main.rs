@@ -75,6 +75,8 @@ enum Command {
     Netcheck(cmd::netcheck::NetcheckArgs),
     /// Ping a workspace's agent over the tailnet and explain the path (p2p or DERP).
     Ping(cmd::ping::PingArgs),
+    /// Measure throughput to a workspace's agent over the tailnet.
+    Speedtest(cmd::speedtest::SpeedtestArgs),
 }
 
 /// Global options every command may need.
@@ -163,6 +165,7 @@ fn main() -> ExitCode {
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
             Command::PortForward(a) => cmd::port_forward::run(&globals, a).await,
             Command::Netcheck(a) => cmd::netcheck::run(&globals, a).await,
+            Command::Speedtest(a) => cmd::speedtest::run(&globals, a).await,
         }
         .map(|()| 0)
     });

@@ -1,5 +1,6 @@
 //! `tether agent`: joins the tailnet as a workspace's agent and serves SSH on ports 22
-//! and 1 and every other TCP port by forwarding to `127.0.0.1:<port>` in the workspace.
+//! and 1, the speedtest responder on port 3, and every other TCP port by forwarding to
+//! `127.0.0.1:<port>` in the workspace.
 //! The server may be down: the agent retries with backoff forever and logs one line per
 //! change of state; only a refused token ends it.
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use tether_agent::SshServer;
+use tether_agent::{SshServer, speedtest};
 use tether_tailnet::{Auth, Conn, ConnConfig, TailnetError};
 use url::Url;
 
@@ -34,7 +35,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         let cfg = ConnConfig::new(args.url.clone(), Auth::Agent(args.token.clone()));
         match Conn::join(cfg).await {
             Ok(conn) => {
-                tracing::info!(server = %args.url, agent = %conn.id(), ip = %conn.ip(), "agent connected; serving SSH on ports 22 and 1");
+                tracing::info!(server = %args.url, agent = %conn.id(), ip = %conn.ip(), "agent connected; serving SSH on ports 22 and 1, speedtest on port 3");
                 eprintln!(
                     "tether agent: connected to {} as agent {} ({})",
                     args.url,
@@ -89,6 +90,28 @@ async fn serve(conn: Conn, ssh: Arc<SshServer>) -> Result<()> {
             }
         });
     }
+    // Its own listener, so port 3 never reaches the accept-any forwarder below.
+    let speedtests = conn.listen_tcp(speedtest::PORT).await?;
+    tasks.spawn(async move {
+        loop {
+            let (stream, from) = match speedtests.accept().await {
+                Ok(x) => x,
+                Err(e) => return e,
+            };
+            tokio::spawn(async move {
+                match speedtest::serve(stream).await {
+                    Ok(done) => tracing::info!(
+                        %from,
+                        direction = done.header.direction.as_str(),
+                        seconds = done.header.duration.as_secs_f64(),
+                        bytes = done.bytes,
+                        "speedtest done"
+                    ),
+                    Err(e) => tracing::info!(%from, error = %e, "speedtest ended early"),
+                }
+            });
+        }
+    });
     let any = conn.clone();
     tasks.spawn(async move {
         loop {
