@@ -62,6 +62,9 @@ const STUN_TRIES: u32 = 3;
 /// Time between two STUN tries.
 const STUN_RETRY: Duration = Duration::from_millis(100);
 
+/// Kernel buffer asked for on the UDP socket, each way.
+const UDP_SOCKET_BUFFER: usize = 7 << 20;
+
 /// Upper bound of the latency probe that picks the first home region among several.
 const FIRST_HOME_PROBE: Duration = Duration::from_secs(2);
 
@@ -545,6 +548,7 @@ impl Conn {
         let disco_public = core.disco_public();
         let udp = match tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
             Ok(s) => {
+                size_udp_buffers(&s);
                 debug!(local = ?s.local_addr().ok(), "UDP socket for direct paths bound");
                 Some(Arc::new(s))
             }
@@ -1226,6 +1230,21 @@ async fn stun_task(
             () = shared.stun_kick.notified() => {}
         }
     }
+}
+
+/// Asks for [`UDP_SOCKET_BUFFER`] bytes of kernel buffer each way: the default (about
+/// 200 KiB) overflows while the driver is busy with a burst, and each datagram lost
+/// there costs the TCP stream above a congestion-window cut. The kernel caps the size at
+/// `net.core.rmem_max`/`wmem_max`.
+fn size_udp_buffers(sock: &tokio::net::UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_recv_buffer_size(UDP_SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_SOCKET_BUFFER);
+    debug!(
+        recv = ?s.recv_buffer_size().ok(),
+        send = ?s.send_buffer_size().ok(),
+        "UDP socket buffers"
+    );
 }
 
 /// The home region to start with: with one DERP region, that one; with several, the

@@ -255,7 +255,8 @@ impl Netstack {
             tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
         );
         s.set_nagle_enabled(false);
-        s.set_congestion_control(tcp::CongestionControl::Reno);
+        // CUBIC regrows the window after a loss faster than Reno on a fast path.
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
         s.set_keep_alive(Some(smoltcp::time::Duration::from_micros(
             TCP_KEEPALIVE.as_micros() as u64,
         )));

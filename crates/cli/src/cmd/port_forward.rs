@@ -94,7 +94,11 @@ async fn serve_tcp(listener: TcpListener, f: Forward, tunnel: Arc<Tunnel>) -> Re
             let _ = local.set_nodelay(true);
             match tunnel.dial(f.remote_port).await {
                 Ok(mut remote) => {
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                    let sz = tether_agent::forward::COPY_BUFFER;
+                    if let Err(e) =
+                        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, sz, sz)
+                            .await
+                    {
                         tracing::debug!(%from, port = f.remote_port, error = %e, "forwarded connection ended");
                     }
                 }
