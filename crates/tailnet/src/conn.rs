@@ -38,6 +38,7 @@ use crate::error::TailnetError;
 use crate::netcheck::{self, AddrSource, StunAnswer, stun_sources};
 use crate::path::{PathInfo, PathKind, PeerStatus, Pong};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
+use crate::udp::{DirectSocket, RecvBufs, SendBatch};
 
 /// Cap on each HTTP request and on the coordination WebSocket connect.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,8 +50,8 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const DERP_SEND_QUEUE: usize = 1024;
 /// Received DERP datagrams queued for the driver.
 const INBOUND_QUEUE: usize = 1024;
-/// Largest datagram read from the UDP socket.
-const UDP_RECV_BUF: usize = 65536;
+/// Receive syscalls per wake-up of the driver (each reads a batch of datagrams).
+const UDP_DRAIN_CALLS: usize = 8;
 /// Our endpoints are re-STUNed this often (plus up to [`RESTUN_JITTER`]).
 const RESTUN_INTERVAL: Duration = Duration::from_secs(20);
 /// Random extra delay of a re-STUN.
@@ -61,9 +62,6 @@ const STUN_ROUND_TIMEOUT: Duration = Duration::from_secs(1);
 const STUN_TRIES: u32 = 3;
 /// Time between two STUN tries.
 const STUN_RETRY: Duration = Duration::from_millis(100);
-
-/// Kernel buffer asked for on the UDP socket, each way.
-const UDP_SOCKET_BUFFER: usize = 7 << 20;
 
 /// Upper bound of the latency probe that picks the first home region among several.
 const FIRST_HOME_PROBE: Duration = Duration::from_secs(2);
@@ -206,7 +204,7 @@ pub(crate) struct Shared {
     inbound: mpsc::Sender<(u32, NodePublic, Bytes)>,
     home_ready: watch::Sender<bool>,
     /// The one UDP socket: direct WireGuard, disco and STUN.
-    udp: Option<Arc<tokio::net::UdpSocket>>,
+    udp: Option<Arc<DirectSocket>>,
     /// STUN answers read by the driver, for the STUN task.
     stun_answers: mpsc::Sender<(TransactionId, SocketAddr)>,
     /// Asks the STUN task for fresh endpoints now.
@@ -546,12 +544,8 @@ impl Conn {
             core.set_direct_blocked(t0, true);
         }
         let disco_public = core.disco_public();
-        let udp = match tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await {
-            Ok(s) => {
-                size_udp_buffers(&s);
-                debug!(local = ?s.local_addr().ok(), "UDP socket for direct paths bound");
-                Some(Arc::new(s))
-            }
+        let udp = match DirectSocket::bind().await {
+            Ok(s) => Some(Arc::new(s)),
             Err(e) => {
                 warn!(error = %e, "could not bind a UDP socket; DERP only");
                 None
@@ -871,8 +865,9 @@ impl Drop for Conn {
     }
 }
 
-/// Hands a transmit to its DERP region's link, connecting to the region if needed.
-fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
+/// Sends a transmit: a direct one joins the UDP batch, a relayed one goes to its DERP
+/// region's link (connecting to the region if needed).
+fn send_transmit(shared: &Arc<Shared>, batch: &mut SendBatch, t: Transmit) {
     let region = match t.path {
         PathKind::Derp { region } => region,
         PathKind::Direct { addr } => {
@@ -883,9 +878,7 @@ fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
                 trace!(peer = %t.peer, %addr, "no IPv6 UDP socket; dropping");
                 return;
             }
-            if let Err(e) = sock.try_send_to(&t.data, addr) {
-                trace!(peer = %t.peer, %addr, error = %e, "UDP send failed; dropping datagram");
-            }
+            batch.push(sock, addr, &t.data);
             return;
         }
     };
@@ -915,7 +908,8 @@ fn send_transmit(shared: &Arc<Shared>, t: Transmit) {
 /// deadline, a received datagram or a wake-up from an API call.
 async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic, Bytes)>) {
     let udp = shared.udp.clone();
-    let mut buf = vec![0u8; UDP_RECV_BUF];
+    let mut bufs = RecvBufs::default();
+    let mut batch = SendBatch::default();
     loop {
         if shared.is_closed() {
             return;
@@ -935,7 +929,10 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
             (transmits, events, core.poll_timeout(t))
         };
         for t in transmits {
-            send_transmit(&shared, t);
+            send_transmit(&shared, &mut batch, t);
+        }
+        if let Some(sock) = &udp {
+            batch.flush(sock);
         }
         for e in events {
             match e {
@@ -969,17 +966,17 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
                     }
                 }
             }
-            got = udp_recv(udp.as_deref(), &mut buf) => {
-                let Some((n, src)) = got else { continue };
+            ready = udp_readable(udp.as_deref()) => {
                 let Some(sock) = udp.as_deref() else { continue };
-                let t = now();
-                handle_udp(&shared, t, src, buf.get(..n).unwrap_or_default());
-                for _ in 0..256 {
-                    match sock.try_recv_from(&mut buf) {
-                        Ok((n, src)) => handle_udp(&shared, t, src, buf.get(..n).unwrap_or_default()),
-                        Err(_) => break,
-                    }
+                if let Err(e) = ready {
+                    trace!(error = %e, "UDP socket not readable");
+                    // Avoid a hot loop on a persistent error.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
                 }
+                let t = now();
+                // Take what else is waiting in one go: one poll per batch.
+                sock.drain(&mut bufs, UDP_DRAIN_CALLS, |src, data| handle_udp(&shared, t, src, data));
             }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep_until(sleep_until) => {}
@@ -987,22 +984,11 @@ async fn drive(shared: Arc<Shared>, mut inbound: mpsc::Receiver<(u32, NodePublic
     }
 }
 
-/// Reads one datagram (pending forever without a socket); `None` on a transient error.
-async fn udp_recv(
-    sock: Option<&tokio::net::UdpSocket>,
-    buf: &mut [u8],
-) -> Option<(usize, SocketAddr)> {
-    let Some(sock) = sock else {
-        return std::future::pending().await;
-    };
-    match sock.recv_from(buf).await {
-        Ok(x) => Some(x),
-        Err(e) => {
-            trace!(error = %e, "UDP receive error");
-            // Avoid a hot loop on a persistent error.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            None
-        }
+/// Waits until the UDP socket may have datagrams (forever without a socket).
+async fn udp_readable(sock: Option<&DirectSocket>) -> std::io::Result<()> {
+    match sock {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1098,7 +1084,7 @@ fn local_endpoints(port: u16) -> BTreeSet<SocketAddr> {
 /// One STUN round from the shared socket: the first answer of each server (our mapped
 /// address as it saw it, and the round trip).
 async fn stun_round(
-    sock: &tokio::net::UdpSocket,
+    sock: &DirectSocket,
     servers: &[(u32, SocketAddr)],
     answers: &mut mpsc::Receiver<(TransactionId, SocketAddr)>,
 ) -> Vec<StunAnswer> {
@@ -1123,7 +1109,7 @@ async fn stun_round(
                         continue;
                     }
                     let txid = TransactionId::random();
-                    match sock.send_to(&binding_request(txid), server).await {
+                    match sock.send_to(&binding_request(txid), *server).await {
                         Ok(_) => {
                             pending.insert(txid, (i, tokio::time::Instant::now()));
                         }
@@ -1230,21 +1216,6 @@ async fn stun_task(
             () = shared.stun_kick.notified() => {}
         }
     }
-}
-
-/// Asks for [`UDP_SOCKET_BUFFER`] bytes of kernel buffer each way: the default (about
-/// 200 KiB) overflows while the driver is busy with a burst, and each datagram lost
-/// there costs the TCP stream above a congestion-window cut. The kernel caps the size at
-/// `net.core.rmem_max`/`wmem_max`.
-fn size_udp_buffers(sock: &tokio::net::UdpSocket) {
-    let s = socket2::SockRef::from(sock);
-    let _ = s.set_recv_buffer_size(UDP_SOCKET_BUFFER);
-    let _ = s.set_send_buffer_size(UDP_SOCKET_BUFFER);
-    debug!(
-        recv = ?s.recv_buffer_size().ok(),
-        send = ?s.send_buffer_size().ok(),
-        "UDP socket buffers"
-    );
 }
 
 /// The home region to start with: with one DERP region, that one; with several, the

@@ -28,6 +28,7 @@ pub mod pathsel;
 mod conn;
 mod error;
 mod stream;
+mod udp;
 
 pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics};
 pub use error::TailnetError;
