@@ -59,8 +59,9 @@ pub const MAX_CANDIDATES: usize = 64;
 pub const PING_BACK_INTERVAL: Duration = Duration::from_secs(1);
 /// A ping to the trusted best address unanswered this long ends the trust early, so a
 /// dead direct path falls back to DERP within a heartbeat plus this, not after the full
-/// [`TRUST_UDP_ADDR_DURATION`].
-pub const BEST_PONG_DEADLINE: Duration = Duration::from_millis(1500);
+/// [`TRUST_UDP_ADDR_DURATION`]. Halfway through, a second ping goes out, so one lost
+/// datagram alone does not end the trust.
+pub const BEST_PONG_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The path a disco message arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -227,6 +228,8 @@ struct Candidate {
     last_got_ping: Option<Instant>,
     /// When we last pinged it.
     last_ping: Option<Instant>,
+    /// When we last pinged it back in answer to its ping.
+    last_ping_back: Option<Instant>,
 }
 
 impl Candidate {
@@ -367,10 +370,13 @@ impl PathSel {
             return;
         };
         c.last_got_ping = Some(now);
-        let pinged_lately = c
-            .last_ping
+        // Only earlier pings back count: a ping of ours sent a moment before the peer's
+        // arrived was most likely dropped by the peer's NAT, which only now lets us in.
+        let pinged_back_lately = c
+            .last_ping_back
             .is_some_and(|t| now.saturating_duration_since(t) < PING_BACK_INTERVAL);
-        if !trusted_best && !pinged_lately {
+        if !trusted_best && !pinged_back_lately {
+            c.last_ping_back = Some(now);
             self.send_ping(now, addr);
         }
     }
@@ -500,10 +506,14 @@ impl PathSel {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sent
             .retain(|_, sp| now.saturating_duration_since(sp.at) < PING_TIMEOUT);
-        if let Some(deadline) = self.best_pong_deadline()
-            && now >= deadline
-        {
-            self.trust_until = Some(deadline);
+        if let Some((deadline, retry)) = self.best_pong_deadline() {
+            if now >= deadline {
+                self.trust_until = Some(deadline);
+            } else if let (Some(retry), Some(best)) = (retry, self.best)
+                && now >= retry
+            {
+                self.send_ping(now, best.addr);
+            }
         }
         self.prune(now);
         if let Some(at) = self.heartbeat_at
@@ -539,20 +549,32 @@ impl PathSel {
             .chain(sources)
             .chain(self.heartbeat_at)
             .chain(trust)
-            .chain(self.best_pong_deadline())
+            .chain(
+                self.best_pong_deadline()
+                    .map(|(deadline, retry)| retry.unwrap_or(deadline)),
+            )
             .min()
     }
 
-    /// When the oldest unanswered ping to the trusted best address ends its trust.
-    fn best_pong_deadline(&self) -> Option<Instant> {
+    /// While pings to the trusted best address go unanswered: when the oldest one ends
+    /// the trust, and when to send the second ping (`None` once one was sent after it).
+    fn best_pong_deadline(&self) -> Option<(Instant, Option<Instant>)> {
         let best = self.best?.addr;
         let until = self.trust_until?;
-        self.sent
+        let mut unanswered = self
+            .sent
             .values()
             .filter(|sp| sp.to == Some(best))
-            .map(|sp| sp.at + BEST_PONG_DEADLINE)
-            .min()
-            .filter(|d| *d < until)
+            .map(|sp| sp.at);
+        let first = unanswered.next()?;
+        let (oldest, newest) =
+            unanswered.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        let deadline = oldest + BEST_PONG_DEADLINE;
+        if deadline >= until {
+            return None;
+        }
+        let retry = (oldest == newest).then_some(oldest + BEST_PONG_DEADLINE / 2);
+        Some((deadline, retry))
     }
 
     /// The next thing for the driver to do or log.

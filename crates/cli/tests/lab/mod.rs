@@ -1,11 +1,13 @@
 //! The NAT lab: an "internet" network namespace holding the tether server, and two sites,
-//! each a router namespace doing nftables NAT in front of one LAN host namespace.
+//! each a router namespace doing nftables NAT in front of a LAN (a bridge in the router)
+//! with one host namespace, or two (see [`Lab::add_lan_host`]).
 //!
 //! ```text
 //!   site A LAN host ─ 10.1.0.0/24 ─ router A ─┐                 ┌─ router B ─ 10.2.0.0/24 ─ site B LAN host
 //!   (tether CLI)                  198.18.1.2 │  bridge in the  │ 198.18.2.2                  (tether agent)
 //!                                            └─ "internet" ────┘
-//!                                              198.18.0.1: tether server (HTTP + STUN)
+//!                                 198.18.0.1: tether server (HTTP + DERP + STUN)
+//!                                 198.18.0.2: a second tether server, used only for STUN
 //! ```
 //!
 //! Everything lives inside namespaces named `tlab<pid><tag>-<role>`; the host's own
@@ -17,7 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
@@ -68,11 +70,86 @@ pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Out {
     }
 }
 
+/// Removes ANSI escape sequences (in case the log is colored anyway).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Seconds since midnight of a tracing log line (`2026-01-02T03:04:05.678901Z  INFO …`).
+pub fn timestamp(line: &str) -> Option<f64> {
+    let time = line.split_whitespace().next()?.split('T').nth(1)?;
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The time and text of the first log line containing every one of `what`.
+pub fn first(log: &str, what: &[&str]) -> Option<(f64, String)> {
+    log.lines()
+        .find(|l| what.iter().all(|w| l.contains(w)))
+        .and_then(|l| Some((timestamp(l)?, l.to_string())))
+}
+
+/// Seconds from the first line matching `from` to the first matching `to`, and the
+/// second line.
+pub fn elapsed(log: &str, from: &[&str], to: &[&str]) -> Option<(f64, String)> {
+    let (start, _) = first(log, from)?;
+    let (end, line) = first(log, to)?;
+    let mut took = end - start;
+    if took < -43_200.0 {
+        took += 86_400.0; // across midnight
+    }
+    Some((took, line))
+}
+
+/// Seconds since midnight UTC now, as [`timestamp`] reads log lines.
+pub fn now_of_day() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 86_400.0
+}
+
+/// The first line at or after `since` (seconds of day) containing `what`, and how long
+/// after `since` it was logged.
+pub fn first_after(log: &str, since: f64, what: &str) -> Option<(f64, String)> {
+    log.lines().filter(|l| l.contains(what)).find_map(|l| {
+        let mut took = timestamp(l)? - since;
+        if took < -43_200.0 {
+            took += 86_400.0; // across midnight
+        }
+        (took >= 0.0).then(|| (took, l.to_string()))
+    })
+}
+
 /// The server's address on the lab internet.
 pub const SERVER_IP: &str = "198.18.0.1";
-/// The server's HTTP port (the namespace is private, so a fixed port cannot clash).
+/// The second STUN server's address. Only answers from two IPs tell a hard NAT (a new
+/// public port per destination) from an easy one.
+pub const STUN2_IP: &str = "198.18.0.2";
+/// The servers' HTTP port (the namespace is private, so a fixed port cannot clash).
 pub const HTTP_PORT: u16 = 8080;
-/// The server's STUN port.
+/// The servers' STUN port.
 pub const STUN_PORT: u16 = 3478;
 
 /// What a site's router does to its LAN's traffic.
@@ -83,6 +160,65 @@ pub enum Nat {
     PortRestrictedCone,
     /// Like [`Nat::PortRestrictedCone`], and every UDP packet from the LAN is dropped.
     UdpDropped,
+    /// 1:1 NAT, like a cloud VM with a public IP: `masquerade` (keeping the port), and
+    /// any UDP arriving on the WAN goes to the site's first host, same port.
+    FullCone,
+    /// Symmetric ("hard") NAT: `masquerade random,fully-random` picks a new public port
+    /// for every destination; only replies get in.
+    Symmetric,
+}
+
+/// The router's nftables ruleset for `nat`; `host` is the LAN host a full cone
+/// forwards inbound UDP to.
+fn router_rules(nat: Nat, host: &str) -> String {
+    // Unsolicited inbound packets are dropped before conntrack confirms them:
+    // a confirmed entry for (peer → our WAN port) would make masquerade pick
+    // another source port for our own packets to that peer later, i.e. turn the
+    // cone NAT symmetric for exactly the simultaneous open that punches holes.
+    // A full cone lets new UDP in instead, DNATed to the host: that entry then is the
+    // host's mapping itself (its packets to the peer match it and keep the port).
+    let (new_inbound, dnat) = match nat {
+        Nat::FullCone => (
+            "iifname \"wan\" meta l4proto != udp ct state new drop".to_string(),
+            format!("iifname \"wan\" meta l4proto udp dnat to {host}"),
+        ),
+        _ => (
+            "iifname \"wan\" ct state new drop".to_string(),
+            String::new(),
+        ),
+    };
+    let masquerade = match nat {
+        Nat::Symmetric => "masquerade random,fully-random",
+        _ => "masquerade",
+    };
+    let drop_udp = match nat {
+        Nat::UdpDropped => "iifname \"lan\" meta l4proto udp drop",
+        _ => "",
+    };
+    format!(
+        "table ip lab {{
+  chain prerouting {{
+    type filter hook prerouting priority mangle; policy accept;
+    {new_inbound}
+  }}
+  chain inbound {{
+    type nat hook prerouting priority dstnat; policy accept;
+    {dnat}
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"wan\" {masquerade}
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    {drop_udp}
+    ct state established,related accept
+    ct status dnat accept
+    iifname \"wan\" drop
+  }}
+}}
+"
+    )
 }
 
 /// Fails the test (not skip) when the lab cannot be built here.
@@ -132,6 +268,21 @@ fn sh_input(args: &[&str], input: Option<&str>) {
     );
 }
 
+/// `ip -n NS ARGS…` as a setup step; `args` is split at spaces.
+fn ip(ns: &str, args: &str) {
+    let mut all = vec!["ip", "-n", ns];
+    all.extend(args.split_whitespace());
+    sh(&all);
+}
+
+/// Loads the nftables `ruleset` in namespace `ns`.
+fn nft(ns: &str, ruleset: &str) {
+    sh_input(
+        &["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        Some(ruleset),
+    );
+}
+
 /// Kills every process inside namespace `ns` (all were started by this lab) and
 /// deletes it.
 fn delete_namespace(ns: &str) {
@@ -178,7 +329,10 @@ fn remove_stale() {
 pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
-    children: Vec<Child>,
+    /// Every started process, by name; killed on drop.
+    children: Vec<(String, Child)>,
+    /// The host role [`Lab::workspace`] runs the agent in.
+    agent_host: &'static str,
     /// Config and data dirs of every process.
     pub dir: tempfile::TempDir,
 }
@@ -187,6 +341,17 @@ pub struct Lab {
 pub const HOST_A: &str = "ha";
 /// The site B host namespace (the agent's).
 pub const HOST_B: &str = "hb";
+/// A second host on site A's LAN, 10.1.0.3 (the agent's, see [`Lab::same_lan`]).
+pub const HOST_A2: &str = "ha2";
+
+/// Drops all UDP a router forwards, both ways; TCP (and so DERP over HTTP) still flows.
+const CUT_UDP: &str = "table ip cut {
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    meta l4proto udp drop
+  }
+}
+";
 
 impl Lab {
     /// Builds the topology with NAT kinds for site A and site B. `tag` keeps the names
@@ -198,85 +363,30 @@ impl Lab {
             prefix: format!("tlab{}{tag}", std::process::id()),
             namespaces: Vec::new(),
             children: Vec::new(),
+            agent_host: HOST_B,
             dir: tempfile::tempdir().unwrap(),
         };
         let inet = lab.add_ns("inet");
-        sh(&["ip", "-n", &inet, "link", "set", "lo", "up"]);
-        sh(&[
-            "ip", "-n", &inet, "link", "add", "name", "br0", "type", "bridge",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &inet,
-            "addr",
-            "add",
-            &format!("{SERVER_IP}/15"),
-            "dev",
-            "br0",
-        ]);
-        sh(&["ip", "-n", &inet, "link", "set", "br0", "up"]);
-        for (n, site, nat) in [(1, "a", site_a), (2, "b", site_b)] {
+        ip(&inet, "link set lo up");
+        ip(&inet, "link add name br0 type bridge");
+        ip(&inet, &format!("addr add {SERVER_IP}/15 dev br0"));
+        ip(&inet, &format!("addr add {STUN2_IP}/15 dev br0"));
+        ip(&inet, "link set br0 up");
+        for (n, site, nat) in [(1, 'a', site_a), (2, 'b', site_b)] {
             let router = lab.add_ns(&format!("r{site}"));
-            let host = lab.add_ns(&format!("h{site}"));
-            let port = format!("site{site}");
             // WAN: router ↔ the internet bridge.
-            sh(&[
-                "ip", "-n", &inet, "link", "add", "name", &port, "type", "veth", "peer", "name",
-                "wan", "netns", &router,
-            ]);
-            sh(&["ip", "-n", &inet, "link", "set", &port, "master", "br0"]);
-            sh(&["ip", "-n", &inet, "link", "set", &port, "up"]);
-            sh(&["ip", "-n", &router, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("198.18.{n}.2/15"),
-                "dev",
-                "wan",
-            ]);
-            sh(&["ip", "-n", &router, "link", "set", "wan", "up"]);
-            // LAN: router ↔ host.
-            sh(&[
-                "ip", "-n", &router, "link", "add", "name", "lan", "type", "veth", "peer", "name",
-                "eth0", "netns", &host,
-            ]);
-            sh(&[
-                "ip",
-                "-n",
-                &router,
-                "addr",
-                "add",
-                &format!("10.{n}.0.1/24"),
-                "dev",
-                "lan",
-            ]);
-            sh(&["ip", "-n", &router, "link", "set", "lan", "up"]);
-            sh(&["ip", "-n", &host, "link", "set", "lo", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &host,
-                "addr",
-                "add",
-                &format!("10.{n}.0.2/24"),
-                "dev",
-                "eth0",
-            ]);
-            sh(&["ip", "-n", &host, "link", "set", "eth0", "up"]);
-            sh(&[
-                "ip",
-                "-n",
-                &host,
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.{n}.0.1"),
-            ]);
+            ip(
+                &inet,
+                &format!("link add name site{site} type veth peer name wan netns {router}"),
+            );
+            ip(&inet, &format!("link set site{site} master br0 up"));
+            ip(&router, "link set lo up");
+            ip(&router, &format!("addr add 198.18.{n}.2/15 dev wan"));
+            ip(&router, "link set wan up");
+            // LAN: a bridge, so that more than one host fits (see `add_lan_host`).
+            ip(&router, "link add name lan type bridge");
+            ip(&router, &format!("addr add 10.{n}.0.1/24 dev lan"));
+            ip(&router, "link set lan up");
             sh(&[
                 "ip",
                 "netns",
@@ -287,39 +397,58 @@ impl Lab {
                 "-w",
                 "net.ipv4.ip_forward=1",
             ]);
-            let drop_udp = match nat {
-                Nat::PortRestrictedCone => "",
-                Nat::UdpDropped => "iifname \"lan\" meta l4proto udp drop",
-            };
-            // Unsolicited inbound packets are dropped before conntrack confirms them:
-            // a confirmed entry for (peer → our WAN port) would make masquerade pick
-            // another source port for our own packets to that peer later, i.e. turn the
-            // cone NAT symmetric for exactly the simultaneous open that punches holes.
-            let rules = format!(
-                "table ip lab {{
-  chain prerouting {{
-    type filter hook prerouting priority mangle; policy accept;
-    iifname \"wan\" ct state new drop
-  }}
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname \"wan\" masquerade
-  }}
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    {drop_udp}
-    ct state established,related accept
-    iifname \"wan\" drop
-  }}
-}}
-"
-            );
-            sh_input(
-                &["ip", "netns", "exec", &router, "nft", "-f", "-"],
-                Some(&rules),
-            );
+            nft(&router, &router_rules(nat, &format!("10.{n}.0.2")));
+            lab.add_lan_host(n, &format!("h{site}"), 2);
         }
         lab
+    }
+
+    /// Like [`Lab::new`] with both sites port-restricted cones, plus [`HOST_A2`] on
+    /// site A's LAN, where [`Lab::workspace`] then runs the agent: client and agent on
+    /// one LAN.
+    pub fn same_lan(tag: &str) -> Self {
+        let mut lab = Self::new(tag, Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+        lab.add_lan_host(1, HOST_A2, 3);
+        lab.agent_host = HOST_A2;
+        lab
+    }
+
+    /// Adds host namespace `role` as 10.`site`.0.`last` on the LAN of site `site`
+    /// (1 is A, 2 is B), routed through that site's router.
+    pub fn add_lan_host(&mut self, site: u8, role: &str, last: u8) {
+        let router = self.ns(&format!("r{}", char::from(b'a' + site - 1)));
+        let host = self.add_ns(role);
+        let port = format!("to-{role}");
+        ip(
+            &router,
+            &format!("link add name {port} type veth peer name eth0 netns {host}"),
+        );
+        ip(&router, &format!("link set {port} master lan up"));
+        ip(&host, "link set lo up");
+        ip(&host, &format!("addr add 10.{site}.0.{last}/24 dev eth0"));
+        ip(&host, "link set eth0 up");
+        ip(&host, &format!("route add default via 10.{site}.0.1"));
+    }
+
+    /// Makes router `router` (`ra`, `rb`) drop all UDP it forwards, as when a firewall
+    /// starts blocking UDP mid-session; undone by [`Lab::restore_udp`].
+    pub fn cut_udp(&self, router: &str) {
+        nft(&self.ns(router), CUT_UDP);
+    }
+
+    /// Undoes [`Lab::cut_udp`].
+    pub fn restore_udp(&self, router: &str) {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(router),
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            "cut",
+        ]);
     }
 
     fn add_ns(&mut self, role: &str) -> String {
@@ -330,7 +459,7 @@ impl Lab {
         name
     }
 
-    /// The full name of namespace `role` (`inet`, `ra`, `ha`, `rb`, `hb`).
+    /// The full name of namespace `role` (`inet`, `ra`, `ha`, `rb`, `hb`, …).
     pub fn ns(&self, role: &str) -> String {
         format!("{}-{role}", self.prefix)
     }
@@ -356,6 +485,8 @@ impl Lab {
             "TETHER_CONFIG_DIR",
             "TETHER_DISABLE_DIRECT_CONNECTIONS",
             "TETHER_BLOCK_DIRECT",
+            "TETHER_STUN_ADDRESS",
+            "TETHER_DERP_SERVER_STUN_ADDRESSES",
         ] {
             c.env_remove(var);
         }
@@ -373,24 +504,39 @@ impl Lab {
     }
 
     /// Starts `tether server` in the internet namespace with `extra` flags and waits
-    /// (bounded) until it is ready. Returns its URL.
+    /// (bounded) until it is ready. Returns its URL. Unless `extra` sets
+    /// `--derp-server-stun-addresses` itself, a second server at [`STUN2_IP`] serves
+    /// as a second STUN server in the DERP map, so hard NAT is detectable.
     pub fn start_server(&mut self, extra: &[&str]) -> String {
-        let url = format!("http://{SERVER_IP}:{HTTP_PORT}");
-        let cfg = self.config_dir("server");
-        let data = self.dir.path().join("data");
-        let http = format!("{SERVER_IP}:{HTTP_PORT}");
-        let stun = format!("{SERVER_IP}:{STUN_PORT}");
+        let stun2 = format!("{STUN2_IP}:{STUN_PORT}");
+        let mut flags = extra.to_vec();
+        if !extra.contains(&"--derp-server-stun-addresses") {
+            self.spawn_server("stun2", STUN2_IP, &[]);
+            flags.extend(["--derp-server-stun-addresses", &stun2]);
+        }
+        self.spawn_server("server", SERVER_IP, &flags)
+    }
+
+    /// Starts a `tether server` named `name` on `ip` in the internet namespace and
+    /// waits (bounded) until it is ready. Returns its URL.
+    fn spawn_server(&mut self, name: &str, ip: &str, extra: &[&str]) -> String {
+        let url = format!("http://{ip}:{HTTP_PORT}");
+        let cfg = self.config_dir(name);
+        let data = self.dir.path().join(format!("data-{name}"));
+        let http = format!("{ip}:{HTTP_PORT}");
+        let stun = format!("{ip}:{STUN_PORT}");
         let mut args = vec![
             "server",
             "--http-address",
             &http,
-            "--stun-address",
-            &stun,
             "--access-url",
             &url,
             "--data-dir",
             data.to_str().unwrap(),
         ];
+        if !extra.contains(&"--stun-address") {
+            args.extend(["--stun-address", &stun]);
+        }
         args.extend_from_slice(extra);
         let mut child = self
             .tether_cmd("inet", &cfg, &args)
@@ -401,7 +547,7 @@ impl Lab {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        self.children.push(child);
+        self.children.push((name.to_string(), child));
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -417,16 +563,18 @@ impl Lab {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => banner.push(line),
-                Err(_) => panic!("the lab server did not become ready; printed: {banner:?}"),
+                Err(_) => panic!("the lab server {name} did not become ready; printed: {banner:?}"),
             }
         }
         url
     }
 
-    /// Starts a long-running `tether` process in namespace `role`, its stderr going to
-    /// `<dir>/<name>.log`; killed on drop.
+    /// Starts a long-running `tether` process in namespace `role`, its stdout going to
+    /// `<dir>/<name>.out` (see [`Lab::output`]) and its stderr to `<dir>/<name>.log`
+    /// (see [`Lab::log`]); killed on drop.
     pub fn spawn(&mut self, name: &str, role: &str, cfg: &Path, args: &[&str], log: &str) {
-        let file = std::fs::File::create(self.log_path(name)).unwrap();
+        let stdout = std::fs::File::create(self.dir.path().join(format!("{name}.out"))).unwrap();
+        let stderr = std::fs::File::create(self.log_path(name)).unwrap();
         let child = self
             .tether_cmd(role, cfg, args)
             .env(
@@ -435,11 +583,11 @@ impl Lab {
                     .map_or(log.to_string(), |_| format!("{log},tether_tailnet=trace")),
             )
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
-        self.children.push(child);
+        self.children.push((name.to_string(), child));
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -451,17 +599,53 @@ impl Lab {
         std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
     }
 
-    /// Server, first user (in site A), workspace `dev` and its agent (in site B), up and
-    /// connected. Returns the client's config dir.
-    pub fn workspace(&mut self, server_flags: &[&str]) -> PathBuf {
-        let url = self.start_server(server_flags);
+    /// What process `name` (see [`Lab::spawn`]) has printed on stdout so far.
+    pub fn output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.out"))).unwrap_or_default()
+    }
+
+    /// Waits until the log of process `name` contains `what`; false after `limit`.
+    pub fn wait_for_log(&self, name: &str, what: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.log(name).contains(what) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Waits for process `name` (see [`Lab::spawn`]) to exit and returns its exit code
+    /// (-1 when killed by a signal); panics after `limit`.
+    pub fn wait(&mut self, name: &str, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no process named {name}"));
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Logs in from site A as the first user. Returns the client's config dir.
+    pub fn login(&self, url: &str) -> PathBuf {
         let cfg = self.config_dir("alice");
         let out = self.run(
             HOST_A,
             &cfg,
             &[
                 "login",
-                &url,
+                url,
                 "--first-user-username",
                 "alice",
                 "--first-user-email",
@@ -472,6 +656,15 @@ impl Lab {
             Duration::from_secs(60),
         );
         assert_eq!(out.code, 0, "login from site A failed: {}", out.stderr);
+        cfg
+    }
+
+    /// Server, first user (in site A), workspace `dev` and its agent (in site B, or
+    /// [`HOST_A2`] for [`Lab::same_lan`]), up and connected. Returns the client's
+    /// config dir.
+    pub fn workspace(&mut self, server_flags: &[&str]) -> PathBuf {
+        let url = self.start_server(server_flags);
+        let cfg = self.login(&url);
         let out = self.run(HOST_A, &cfg, &["create", "dev"], Duration::from_secs(60));
         assert_eq!(out.code, 0, "create failed: {}", out.stderr);
         let token = out
@@ -485,7 +678,7 @@ impl Lab {
         let agent_cfg = self.config_dir("agent");
         self.spawn(
             "agent",
-            HOST_B,
+            self.agent_host,
             &agent_cfg,
             &["agent", "--url", &url, "--token", &token],
             "info",
@@ -511,7 +704,7 @@ impl Lab {
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent in site B never connected: {} {}\nagent log:\n{}",
+                "the agent never connected: {} {}\nagent log:\n{}",
                 out.stdout,
                 out.stderr,
                 self.log("agent")
@@ -523,7 +716,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }

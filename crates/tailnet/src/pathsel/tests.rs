@@ -494,6 +494,48 @@ fn a_lost_heartbeat_answered_by_a_later_one_keeps_the_path() {
 }
 
 #[test]
+fn one_lost_heartbeat_is_retried_before_trust_ends() {
+    let mut sim = Sim::new(&[pub_a()]);
+    sim.run(SEC, true);
+    assert_eq!(sim.ps.decision(sim.now), SendDecision::Direct(pub_a()));
+    let start = sim.now;
+    // The next heartbeat goes out into a dead network; the retry half a deadline later
+    // finds it alive again.
+    let hb = sim
+        .log
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::SendPing { .. }))
+        .count();
+    while sim
+        .log
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::SendPing { .. }))
+        .count()
+        == hb
+    {
+        sim.alive.clear();
+        sim.run(10 * MS, true);
+    }
+    let lost_at = sim.now;
+    sim.alive.insert(pub_a());
+    sim.run(3 * SEC, true);
+    assert!(
+        sim.direct
+            .iter()
+            .filter(|(t, _)| *t >= start)
+            .all(|(_, d)| *d),
+        "one lost heartbeat ended the direct path"
+    );
+    let retry = sim
+        .log
+        .iter()
+        .find(|(t, o)| *t > lost_at && matches!(o, Output::SendPing { .. }))
+        .map(|(t, _)| *t)
+        .expect("a retry ping");
+    assert!(retry - lost_at <= BEST_PONG_DEADLINE / 2 + 20 * MS);
+}
+
+#[test]
 fn a_ping_from_an_untrusted_source_is_pinged_back_once_a_second() {
     let now = t0();
     let mut ps = PathSel::new(11);
@@ -509,6 +551,14 @@ fn a_ping_from_an_untrusted_source_is_pinged_back_once_a_second() {
     // Pings over DERP are not pinged back over UDP.
     ps.handle_ping(now + 3 * SEC, Via::Derp);
     assert!(pings(&drain(&mut ps)).is_empty());
+    // Our own ping a moment before (as discovery sends it, likely dropped by the
+    // peer's NAT) does not hold back the ping back.
+    let other = pub_b();
+    ps.set_endpoints(now, [other]);
+    ps.on_send(now + 2 * SEC);
+    ping_to(&drain(&mut ps), other);
+    ps.handle_ping(now + 2 * SEC + MS, Via::Udp(other));
+    ping_to(&drain(&mut ps), other);
     // The pong to the ping back makes the source the trusted best; its pings then need
     // no ping back.
     let t = now + 3 * SEC;
