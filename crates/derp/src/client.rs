@@ -401,6 +401,23 @@ impl ClientSender {
         .await
     }
 
+    /// Sends several packets in one write (one syscall instead of one per packet).
+    /// Packets over [`MAX_PACKET_SIZE`] are skipped.
+    pub async fn send_many(&self, packets: &[(NodePublic, Bytes)]) -> Result<(), ClientError> {
+        self.write(|b| {
+            for (dst, packet) in packets {
+                if packet.len() > MAX_PACKET_SIZE {
+                    continue;
+                }
+                b.put_u8(FrameType::SendPacket as u8);
+                b.put_u32((32 + packet.len()) as u32);
+                b.put_slice(dst.as_bytes());
+                b.put_slice(packet);
+            }
+        })
+        .await
+    }
+
     /// Tells the server whether it is this node's home region.
     pub async fn note_preferred(&self, preferred: bool) -> Result<(), ClientError> {
         self.send_frame(&Frame::NotePreferred { preferred }).await
@@ -826,6 +843,14 @@ impl ReconnectingClient {
         self.sender()
             .ok_or(ClientError::NotConnected)?
             .send(dst, packet)
+            .await
+    }
+
+    /// Sends several packets in one write through the current connection.
+    pub async fn send_many(&self, packets: &[(NodePublic, Bytes)]) -> Result<(), ClientError> {
+        self.sender()
+            .ok_or(ClientError::NotConnected)?
+            .send_many(packets)
             .await
     }
 

@@ -310,6 +310,8 @@ async fn slow_reader_does_not_stall_others() {
         Arc::new(AllowAll),
         ServerConfig {
             write_timeout: Duration::from_millis(500),
+            // Well under the 400 packets of the flood, so drops must happen.
+            queue_len: 32,
             ..Default::default()
         },
     ))

@@ -48,6 +48,8 @@ const DERP_READY_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Datagrams queued per DERP region before new ones are dropped.
 const DERP_SEND_QUEUE: usize = 1024;
+/// Datagrams written to a DERP server in one write, at most.
+const DERP_SEND_BATCH: usize = 64;
 /// Received DERP datagrams queued for the driver.
 const INBOUND_QUEUE: usize = 1024;
 /// Receive syscalls per wake-up of the driver (each reads a batch of datagrams).
@@ -292,10 +294,13 @@ impl RegionLink {
         let (queue, mut rx) = mpsc::channel::<(NodePublic, Bytes)>(DERP_SEND_QUEUE);
         let sender_client = client.clone();
         let sender = tokio::spawn(async move {
-            while let Some((dst, data)) = rx.recv().await {
-                if let Err(e) = sender_client.send(dst, &data).await {
-                    trace!(region, peer = %dst.short(), error = %e, "DERP send failed; dropping datagram");
+            // What queued up while the last write ran goes out in one write.
+            let mut batch = Vec::with_capacity(DERP_SEND_BATCH);
+            while rx.recv_many(&mut batch, DERP_SEND_BATCH).await > 0 {
+                if let Err(e) = sender_client.send_many(&batch).await {
+                    trace!(region, datagrams = batch.len(), error = %e, "DERP send failed; dropping datagrams");
                 }
+                batch.clear();
             }
         });
         let weak = Arc::downgrade(shared);

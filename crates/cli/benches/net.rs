@@ -1,0 +1,589 @@
+//! The network benchmark: builds the NAT lab of the tests (both sites behind a
+//! port-restricted cone NAT, the agent's site also forwarding TCP 22 and 5201 to its
+//! host, like a VM with a public SSH port) and prints one table from one run: raw TCP
+//! (iperf3, the ceiling), OpenSSH `ssh -L` (what users would pick instead), tether's
+//! speedtest direct and relayed, `tether port-forward`, `scp` through `tether config-ssh`
+//! against `scp` to a plain sshd, the wall time of `tether ssh dev -- true` against
+//! `ssh host true`, the time to the direct path (median of several fresh clients), ping
+//! round trips direct and through DERP, and throughput with 1 % random loss on one
+//! router. Every tether figure is also given as a ratio to the OpenSSH figure of the
+//! same run.
+//!
+//! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
+//! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
+//! `cargo bench -p tether-cli --bench net` (`TETHER_BENCH_SECONDS` sets each throughput
+//! test's length, default 5).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../tests/lab/mod.rs"]
+mod lab;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lab::{HOST_A, HOST_B, Lab, Nat, Out};
+
+/// Port of the iperf3 server on the agent's host.
+const IPERF_PORT: u16 = 5201;
+/// The agent site's public address (its router's WAN side).
+const SITE_B_PUBLIC: &str = "198.18.2.2";
+/// The agent host's LAN address.
+const HOST_B_IP: &str = "10.2.0.2";
+/// Fresh clients whose time to a direct path is measured.
+const DIRECT_RUNS: usize = 5;
+/// Size of the file copied by `scp`.
+const SCP_BYTES: u64 = 200 << 20;
+
+/// A process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ip netns exec NS PROGRAM ARGS…`.
+fn in_ns(lab: &Lab, role: &str, program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.ns(role), program]).args(args);
+    c
+}
+
+/// Runs a command to completion within `limit`; panics with its output on failure.
+fn must(cmd: Command, limit: Duration) -> Out {
+    let what = format!("{cmd:?}");
+    let out = lab::run_with_input(cmd, b"", limit);
+    assert_eq!(
+        out.code, 0,
+        "{what} failed:\n{}\n{}",
+        out.stdout, out.stderr
+    );
+    out
+}
+
+fn nft(lab: &Lab, role: &str, script: &str) {
+    let mut c = in_ns(lab, role, "nft", &["-f", "-"]);
+    c.stdin(Stdio::piped());
+    let out = lab::run_with_input(c, script.as_bytes(), Duration::from_secs(10));
+    assert_eq!(out.code, 0, "nft failed: {}\n{script}", out.stderr);
+}
+
+/// Lets new TCP connections to ports 22 and [`IPERF_PORT`] on site B's public address
+/// through to the agent's host (the lab drops every unsolicited inbound packet).
+fn expose_tcp(lab: &Lab) {
+    nft(
+        lab,
+        "rb",
+        &format!(
+            "table ip expose {{
+  chain pre {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"wan\" tcp dport {{ 22, {IPERF_PORT} }} dnat to {HOST_B_IP}
+  }}
+}}
+insert rule ip lab prerouting iifname \"wan\" tcp dport {{ 22, {IPERF_PORT} }} accept
+insert rule ip lab forward ip daddr {HOST_B_IP} tcp dport {{ 22, {IPERF_PORT} }} accept
+"
+        ),
+    );
+}
+
+/// Drops 1 % of the packets router B forwards, at random, both ways.
+fn add_loss(lab: &Lab) {
+    nft(
+        lab,
+        "rb",
+        "table ip loss {
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    numgen random mod 100 < 1 drop
+  }
+}
+",
+    );
+}
+
+fn remove_loss(lab: &Lab) {
+    must(
+        in_ns(lab, "rb", "nft", &["delete", "table", "ip", "loss"]),
+        Duration::from_secs(10),
+    );
+}
+
+/// A plain OpenSSH server on the agent's host, key-only, and the client's key.
+struct Sshd {
+    _proc: Proc,
+    key: PathBuf,
+}
+
+fn start_sshd(lab: &Lab, dir: &Path) -> Sshd {
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let host_key = dir.join("ssh_host_ed25519_key");
+    let key = dir.join("id_ed25519");
+    for k in [&host_key, &key] {
+        let _ = std::fs::remove_file(k);
+        let mut c = Command::new("ssh-keygen");
+        c.args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(k);
+        must(c, Duration::from_secs(30));
+    }
+    let auth = dir.join("authorized_keys");
+    std::fs::copy(key.with_extension("pub"), &auth).unwrap();
+    let conf = dir.join("sshd_config");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port 22\nListenAddress {HOST_B_IP}\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+             PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+            host_key.display(),
+            auth.display()
+        ),
+    )
+    .unwrap();
+    let child = in_ns(lab, HOST_B, "/usr/sbin/sshd", &["-D", "-e", "-f"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sshd = Sshd {
+        _proc: Proc(child),
+        key,
+    };
+    // Ready when a command runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = lab::run_with_input(ssh_cmd(lab, &sshd, &["true"]), b"", Duration::from_secs(20));
+        if out.code == 0 {
+            return sshd;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not come up: {}",
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Common OpenSSH client options: the bench's key, no host-key prompts,
+/// chacha20-poly1305 (as the issue's reference figure).
+fn ssh_opts(sshd: &Sshd) -> Vec<String> {
+    vec![
+        "-i".into(),
+        sshd.key.display().to_string(),
+        "-o".into(),
+        "StrictHostKeyChecking=no".into(),
+        "-o".into(),
+        "UserKnownHostsFile=/dev/null".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-c".into(),
+        "chacha20-poly1305@openssh.com".into(),
+    ]
+}
+
+fn ssh_cmd(lab: &Lab, sshd: &Sshd, remote: &[&str]) -> Command {
+    let mut c = in_ns(lab, HOST_A, "ssh", &[]);
+    c.args(ssh_opts(sshd))
+        .arg(format!("root@{SITE_B_PUBLIC}"))
+        .args(remote);
+    c
+}
+
+/// iperf3 from site A to `host:port` for `secs`; the receiver's Mbit/s.
+fn iperf(lab: &Lab, host: &str, port: u16, secs: u64) -> f64 {
+    let out = must(
+        in_ns(
+            lab,
+            HOST_A,
+            "iperf3",
+            &[
+                "-c",
+                host,
+                "-p",
+                &port.to_string(),
+                "-t",
+                &secs.to_string(),
+                "-J",
+            ],
+        ),
+        Duration::from_secs(secs + 30),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .expect("iperf3 JSON without a receiver rate")
+        / 1e6
+}
+
+/// A free TCP port in namespace `role` (binds port 0 there).
+fn free_port(lab: &Lab, role: &str) -> u16 {
+    let out = must(
+        in_ns(
+            lab,
+            role,
+            "python3",
+            &[
+                "-c",
+                "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])",
+            ],
+        ),
+        Duration::from_secs(10),
+    );
+    out.stdout.trim().parse().unwrap()
+}
+
+/// Waits until something accepts TCP connections on 127.0.0.1:`port` in site A.
+fn wait_listening(lab: &Lab, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let probe =
+        format!("import socket; socket.create_connection(('127.0.0.1',{port}),timeout=1).close()");
+    loop {
+        let out = lab::run_with_input(
+            in_ns(lab, HOST_A, "python3", &["-c", &probe]),
+            b"",
+            Duration::from_secs(10),
+        );
+        if out.code == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `tether speedtest` from site A; Mbit/s of the overall row.
+fn speedtest(lab: &Lab, cfg: &Path, extra: &[&str], secs: u64) -> f64 {
+    let t = format!("{secs}s");
+    let mut args = extra.to_vec();
+    args.extend(["speedtest", "dev", "-t", &t, "-o", "json"]);
+    let out = lab.run(HOST_A, cfg, &args, Duration::from_secs(secs + 60));
+    assert_eq!(out.code, 0, "speedtest failed: {}", out.stderr);
+    let json = out
+        .stdout
+        .find('{')
+        .map(|i| &out.stdout[i..])
+        .expect("no JSON in the speedtest output");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v["overall"]["throughput_mbits"].as_f64().unwrap()
+}
+
+/// Wall time of one command, started in site A.
+fn wall(cmd: Command) -> Duration {
+    let start = Instant::now();
+    must(cmd, Duration::from_secs(60));
+    start.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Round trips in ms of the `pong from … in X` lines of `tether ping` that contain `via`.
+fn pong_rtts(out: &str, via: &str) -> Vec<f64> {
+    out.lines()
+        .filter(|l| l.starts_with("pong from") && l.contains(via))
+        .filter_map(|l| {
+            let t = l.rsplit(" in ").next()?;
+            if let Some(us) = t.strip_suffix("µs") {
+                us.parse::<f64>().ok().map(|x| x / 1000.0)
+            } else if let Some(ms) = t.strip_suffix("ms") {
+                ms.parse().ok()
+            } else {
+                t.strip_suffix('s')?.parse::<f64>().ok().map(|x| x * 1000.0)
+            }
+        })
+        .collect()
+}
+
+/// One table row: name, figure, unit, and the ratio to its OpenSSH counterpart.
+struct Row(String, f64, &'static str, Option<f64>);
+
+/// Adds a row, and prints it at once (the table comes at the end).
+fn push(rows: &mut Vec<Row>, r: Row) {
+    eprintln!("bench: {}: {:.1} {}", r.0, r.1, r.2);
+    rows.push(r);
+}
+
+fn main() {
+    let secs: u64 = std::env::var("TETHER_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let mut lab = Lab::new("bench", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    let cfg = lab.workspace(&[]);
+    expose_tcp(&lab);
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = start_sshd(&lab, dir.path());
+    let _iperf = Proc(
+        in_ns(
+            &lab,
+            HOST_B,
+            "iperf3",
+            &["-s", "-p", &IPERF_PORT.to_string()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut rows = Vec::new();
+
+    // Throughput.
+    let raw = iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs);
+    push(
+        &mut rows,
+        Row(
+            "raw TCP through the NATs (iperf3)".into(),
+            raw,
+            "Mbit/s",
+            None,
+        ),
+    );
+    let l_port = free_port(&lab, HOST_A);
+    let _ssh_l = Proc(
+        ssh_cmd(
+            &lab,
+            &sshd,
+            &[
+                "-N",
+                "-L",
+                &format!("127.0.0.1:{l_port}:127.0.0.1:{IPERF_PORT}"),
+            ],
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_listening(&lab, l_port);
+    let openssh = iperf(&lab, "127.0.0.1", l_port, secs);
+    push(
+        &mut rows,
+        Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
+    );
+    let direct = speedtest(&lab, &cfg, &[], secs);
+    push(
+        &mut rows,
+        Row(
+            "tether speedtest, direct".into(),
+            direct,
+            "Mbit/s",
+            Some(direct / openssh),
+        ),
+    );
+    let relayed = speedtest(&lab, &cfg, &["--disable-direct-connections"], secs);
+    push(
+        &mut rows,
+        Row(
+            "tether speedtest, relayed (DERP)".into(),
+            relayed,
+            "Mbit/s",
+            Some(relayed / openssh),
+        ),
+    );
+    let pf_port = free_port(&lab, HOST_A);
+    let spec = format!("{pf_port}:{IPERF_PORT}");
+    let pf_cfg = cfg.clone();
+    let mut pf = lab.tether_cmd(HOST_A, &pf_cfg, &["port-forward", "dev", "--tcp", &spec]);
+    let _pf = Proc(
+        pf.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(&lab, pf_port);
+    let forwarded = iperf(&lab, "127.0.0.1", pf_port, secs);
+    push(
+        &mut rows,
+        Row(
+            "tether port-forward (iperf3)".into(),
+            forwarded,
+            "Mbit/s",
+            Some(forwarded / openssh),
+        ),
+    );
+
+    // scp of one file, through tether config-ssh and to the plain sshd.
+    let file = dir.path().join("payload");
+    {
+        let f = std::fs::File::create(&file).unwrap();
+        f.set_len(SCP_BYTES).unwrap();
+    }
+    let ssh_config = dir.path().join("ssh_config");
+    let out = lab.run(
+        HOST_A,
+        &cfg,
+        &[
+            "config-ssh",
+            "-y",
+            "--ssh-config-file",
+            ssh_config.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, 0, "config-ssh failed: {}", out.stderr);
+    let file_arg = file.display().to_string();
+    let mut tether_scp = in_ns(&lab, HOST_A, "scp", &["-q", "-F"]);
+    tether_scp
+        .arg(&ssh_config)
+        .args([file_arg.as_str(), "tether.dev:/dev/null"]);
+    let t_scp = wall(tether_scp);
+    let mut plain_scp = in_ns(&lab, HOST_A, "scp", &["-q"]);
+    plain_scp.args(ssh_opts(&sshd)).args([
+        file_arg.as_str(),
+        &format!("root@{SITE_B_PUBLIC}:/dev/null"),
+    ]);
+    let p_scp = wall(plain_scp);
+    let mbits = |d: Duration| SCP_BYTES as f64 * 8.0 / d.as_secs_f64() / 1e6;
+    push(
+        &mut rows,
+        Row("scp to plain sshd".into(), mbits(p_scp), "Mbit/s", None),
+    );
+    push(
+        &mut rows,
+        Row(
+            "scp through tether config-ssh".into(),
+            mbits(t_scp),
+            "Mbit/s",
+            Some(mbits(t_scp) / mbits(p_scp)),
+        ),
+    );
+
+    // Wall time of a trivial command (median of 5 each).
+    let plain_true = median(
+        (0..5)
+            .map(|_| wall(ssh_cmd(&lab, &sshd, &["true"])).as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let tether_true = median(
+        (0..5)
+            .map(|_| {
+                wall(lab.tether_cmd(HOST_A, &cfg, &["ssh", "dev", "--", "true"])).as_secs_f64()
+                    * 1000.0
+            })
+            .collect(),
+    );
+    push(
+        &mut rows,
+        Row("ssh host true (wall)".into(), plain_true, "ms", None),
+    );
+    push(
+        &mut rows,
+        Row(
+            "tether ssh dev -- true (wall)".into(),
+            tether_true,
+            "ms",
+            Some(tether_true / plain_true),
+        ),
+    );
+
+    // Time from a fresh client learning of the agent to its direct path.
+    let mut to_direct = Vec::new();
+    for _ in 0..DIRECT_RUNS {
+        let out = lab.run(
+            HOST_A,
+            &cfg,
+            &["-v", "ping", "dev", "-n", "4"],
+            Duration::from_secs(60),
+        );
+        let log = lab::strip_ansi(&out.stderr);
+        match lab::elapsed(&log, &["peer added"], &["path now direct via "]) {
+            Some((s, _)) => to_direct.push(s * 1000.0),
+            None => eprintln!("a client did not go direct within its ping run:\n{log}"),
+        }
+    }
+    assert!(!to_direct.is_empty(), "no client went direct");
+    let runs = to_direct.len();
+    push(
+        &mut rows,
+        Row(
+            format!("time to direct path (median of {runs})"),
+            median(to_direct),
+            "ms",
+            None,
+        ),
+    );
+
+    // Ping round trips, direct and through DERP.
+    let p2p = lab.run(
+        HOST_A,
+        &cfg,
+        &["ping", "dev", "-n", "10"],
+        Duration::from_secs(60),
+    );
+    let derp = lab.run(
+        HOST_A,
+        &cfg,
+        &["--disable-direct-connections", "ping", "dev", "-n", "10"],
+        Duration::from_secs(60),
+    );
+    let direct_rtts = pong_rtts(&p2p.stdout, " p2p via ");
+    let derp_rtts = pong_rtts(&derp.stdout, " proxied via DERP(");
+    assert!(!direct_rtts.is_empty(), "no direct pong:\n{}", p2p.stdout);
+    assert!(!derp_rtts.is_empty(), "no DERP pong:\n{}", derp.stdout);
+    let (d_rtt, r_rtt) = (median(direct_rtts), median(derp_rtts));
+    push(
+        &mut rows,
+        Row("ping RTT direct (median)".into(), d_rtt, "ms", None),
+    );
+    push(
+        &mut rows,
+        Row(
+            "ping RTT via DERP (median)".into(),
+            r_rtt,
+            "ms",
+            Some(r_rtt / d_rtt),
+        ),
+    );
+
+    // 1 % loss on router B.
+    add_loss(&lab);
+    let openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
+    let direct_lossy = speedtest(&lab, &cfg, &[], secs);
+    remove_loss(&lab);
+    push(
+        &mut rows,
+        Row(
+            "OpenSSH ssh -L, 1% loss".into(),
+            openssh_lossy,
+            "Mbit/s",
+            None,
+        ),
+    );
+    push(
+        &mut rows,
+        Row(
+            "tether speedtest direct, 1% loss".into(),
+            direct_lossy,
+            "Mbit/s",
+            Some(direct_lossy / openssh_lossy),
+        ),
+    );
+
+    println!(
+        "\nNAT lab (both sites port-restricted cone), {secs} s per throughput test, one run:\n"
+    );
+    println!(
+        "{:<44} {:>12} {:<7} {:>11}",
+        "measure", "value", "unit", "vs OpenSSH"
+    );
+    for Row(name, v, unit, ratio) in &rows {
+        let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
+        println!("{name:<44} {v:>12.1} {unit:<7} {ratio:>11}");
+    }
+    println!(
+        "\nport-forward / direct speedtest: {:.2}x; 1% loss / lossless direct: {:.2}x",
+        forwarded / direct,
+        direct_lossy / direct
+    );
+    println!("(the DERP ping row's ratio is DERP / direct)");
+}
