@@ -12,7 +12,8 @@
 //! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
 //! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
 //! `cargo bench -p tether-cli --bench net` (`TETHER_BENCH_SECONDS` sets each throughput
-//! test's length, default 5).
+//! test's length, default 5; `TETHER_BENCH_ONLY=throughput,scp,true,direct,ping,loss`
+//! runs some parts only).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../tests/lab/mod.rs"]
@@ -337,17 +338,6 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let mut rows = Vec::new();
 
-    // Throughput.
-    let raw = iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs);
-    push(
-        &mut rows,
-        Row(
-            "raw TCP through the NATs (iperf3)".into(),
-            raw,
-            "Mbit/s",
-            None,
-        ),
-    );
     let l_port = free_port(&lab, HOST_A);
     let _ssh_l = Proc(
         ssh_cmd(
@@ -364,210 +354,237 @@ fn main() {
         .unwrap(),
     );
     wait_listening(&lab, l_port);
-    let openssh = iperf(&lab, "127.0.0.1", l_port, secs);
-    push(
-        &mut rows,
-        Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
-    );
-    let direct = speedtest(&lab, &cfg, &[], secs);
-    push(
-        &mut rows,
-        Row(
-            "tether speedtest, direct".into(),
-            direct,
-            "Mbit/s",
-            Some(direct / openssh),
-        ),
-    );
-    let relayed = speedtest(&lab, &cfg, &["--disable-direct-connections"], secs);
-    push(
-        &mut rows,
-        Row(
-            "tether speedtest, relayed (DERP)".into(),
-            relayed,
-            "Mbit/s",
-            Some(relayed / openssh),
-        ),
-    );
-    let pf_port = free_port(&lab, HOST_A);
-    let spec = format!("{pf_port}:{IPERF_PORT}");
-    let pf_cfg = cfg.clone();
-    let mut pf = lab.tether_cmd(HOST_A, &pf_cfg, &["port-forward", "dev", "--tcp", &spec]);
-    let _pf = Proc(
-        pf.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(&lab, pf_port);
-    let forwarded = iperf(&lab, "127.0.0.1", pf_port, secs);
-    push(
-        &mut rows,
-        Row(
-            "tether port-forward (iperf3)".into(),
-            forwarded,
-            "Mbit/s",
-            Some(forwarded / openssh),
-        ),
-    );
+    let only = std::env::var("TETHER_BENCH_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
+    let (mut direct, mut forwarded) = (f64::NAN, f64::NAN);
 
-    // scp of one file, through tether config-ssh and to the plain sshd.
-    let file = dir.path().join("payload");
-    {
-        let f = std::fs::File::create(&file).unwrap();
-        f.set_len(SCP_BYTES).unwrap();
+    if want("throughput") {
+        let raw = iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs);
+        push(
+            &mut rows,
+            Row(
+                "raw TCP through the NATs (iperf3)".into(),
+                raw,
+                "Mbit/s",
+                None,
+            ),
+        );
+        let openssh = iperf(&lab, "127.0.0.1", l_port, secs);
+        push(
+            &mut rows,
+            Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
+        );
+        direct = speedtest(&lab, &cfg, &[], secs);
+        push(
+            &mut rows,
+            Row(
+                "tether speedtest, direct".into(),
+                direct,
+                "Mbit/s",
+                Some(direct / openssh),
+            ),
+        );
+        let relayed = speedtest(&lab, &cfg, &["--disable-direct-connections"], secs);
+        push(
+            &mut rows,
+            Row(
+                "tether speedtest, relayed (DERP)".into(),
+                relayed,
+                "Mbit/s",
+                Some(relayed / openssh),
+            ),
+        );
+        let pf_port = free_port(&lab, HOST_A);
+        let spec = format!("{pf_port}:{IPERF_PORT}");
+        let pf_cfg = cfg.clone();
+        let mut pf = lab.tether_cmd(HOST_A, &pf_cfg, &["port-forward", "dev", "--tcp", &spec]);
+        let _pf = Proc(
+            pf.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(&lab, pf_port);
+        forwarded = iperf(&lab, "127.0.0.1", pf_port, secs);
+        push(
+            &mut rows,
+            Row(
+                "tether port-forward (iperf3)".into(),
+                forwarded,
+                "Mbit/s",
+                Some(forwarded / openssh),
+            ),
+        );
     }
-    let ssh_config = dir.path().join("ssh_config");
-    let out = lab.run(
-        HOST_A,
-        &cfg,
-        &[
-            "config-ssh",
-            "-y",
-            "--ssh-config-file",
-            ssh_config.to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, 0, "config-ssh failed: {}", out.stderr);
-    let file_arg = file.display().to_string();
-    let mut tether_scp = in_ns(&lab, HOST_A, "scp", &["-q", "-F"]);
-    tether_scp
-        .arg(&ssh_config)
-        .args([file_arg.as_str(), "tether.dev:/dev/null"]);
-    let t_scp = wall(tether_scp);
-    let mut plain_scp = in_ns(&lab, HOST_A, "scp", &["-q"]);
-    plain_scp.args(ssh_opts(&sshd)).args([
-        file_arg.as_str(),
-        &format!("root@{SITE_B_PUBLIC}:/dev/null"),
-    ]);
-    let p_scp = wall(plain_scp);
-    let mbits = |d: Duration| SCP_BYTES as f64 * 8.0 / d.as_secs_f64() / 1e6;
-    push(
-        &mut rows,
-        Row("scp to plain sshd".into(), mbits(p_scp), "Mbit/s", None),
-    );
-    push(
-        &mut rows,
-        Row(
-            "scp through tether config-ssh".into(),
-            mbits(t_scp),
-            "Mbit/s",
-            Some(mbits(t_scp) / mbits(p_scp)),
-        ),
-    );
 
-    // Wall time of a trivial command (median of 5 each).
-    let plain_true = median(
-        (0..5)
-            .map(|_| wall(ssh_cmd(&lab, &sshd, &["true"])).as_secs_f64() * 1000.0)
-            .collect(),
-    );
-    let tether_true = median(
-        (0..5)
-            .map(|_| {
-                wall(lab.tether_cmd(HOST_A, &cfg, &["ssh", "dev", "--", "true"])).as_secs_f64()
-                    * 1000.0
-            })
-            .collect(),
-    );
-    push(
-        &mut rows,
-        Row("ssh host true (wall)".into(), plain_true, "ms", None),
-    );
-    push(
-        &mut rows,
-        Row(
-            "tether ssh dev -- true (wall)".into(),
-            tether_true,
-            "ms",
-            Some(tether_true / plain_true),
-        ),
-    );
-
-    // Time from a fresh client learning of the agent to its direct path.
-    let mut to_direct = Vec::new();
-    for _ in 0..DIRECT_RUNS {
+    if want("scp") {
+        // scp of one file, through tether config-ssh and to the plain sshd.
+        let file = dir.path().join("payload");
+        {
+            let f = std::fs::File::create(&file).unwrap();
+            f.set_len(SCP_BYTES).unwrap();
+        }
+        let ssh_config = dir.path().join("ssh_config");
         let out = lab.run(
             HOST_A,
             &cfg,
-            &["-v", "ping", "dev", "-n", "4"],
+            &[
+                "config-ssh",
+                "-y",
+                "--ssh-config-file",
+                ssh_config.to_str().unwrap(),
+            ],
             Duration::from_secs(60),
         );
-        let log = lab::strip_ansi(&out.stderr);
-        match lab::elapsed(&log, &["peer added"], &["path now direct via "]) {
-            Some((s, _)) => to_direct.push(s * 1000.0),
-            None => eprintln!("a client did not go direct within its ping run:\n{log}"),
-        }
+        assert_eq!(out.code, 0, "config-ssh failed: {}", out.stderr);
+        let file_arg = file.display().to_string();
+        let mut tether_scp = in_ns(&lab, HOST_A, "scp", &["-q", "-F"]);
+        tether_scp
+            .arg(&ssh_config)
+            .args([file_arg.as_str(), "tether.dev:/dev/null"]);
+        let t_scp = wall(tether_scp);
+        let mut plain_scp = in_ns(&lab, HOST_A, "scp", &["-q"]);
+        plain_scp.args(ssh_opts(&sshd)).args([
+            file_arg.as_str(),
+            &format!("root@{SITE_B_PUBLIC}:/dev/null"),
+        ]);
+        let p_scp = wall(plain_scp);
+        let mbits = |d: Duration| SCP_BYTES as f64 * 8.0 / d.as_secs_f64() / 1e6;
+        push(
+            &mut rows,
+            Row("scp to plain sshd".into(), mbits(p_scp), "Mbit/s", None),
+        );
+        push(
+            &mut rows,
+            Row(
+                "scp through tether config-ssh".into(),
+                mbits(t_scp),
+                "Mbit/s",
+                Some(mbits(t_scp) / mbits(p_scp)),
+            ),
+        );
     }
-    assert!(!to_direct.is_empty(), "no client went direct");
-    let runs = to_direct.len();
-    push(
-        &mut rows,
-        Row(
-            format!("time to direct path (median of {runs})"),
-            median(to_direct),
-            "ms",
-            None,
-        ),
-    );
 
-    // Ping round trips, direct and through DERP.
-    let p2p = lab.run(
-        HOST_A,
-        &cfg,
-        &["ping", "dev", "-n", "10"],
-        Duration::from_secs(60),
-    );
-    let derp = lab.run(
-        HOST_A,
-        &cfg,
-        &["--disable-direct-connections", "ping", "dev", "-n", "10"],
-        Duration::from_secs(60),
-    );
-    let direct_rtts = pong_rtts(&p2p.stdout, " p2p via ");
-    let derp_rtts = pong_rtts(&derp.stdout, " proxied via DERP(");
-    assert!(!direct_rtts.is_empty(), "no direct pong:\n{}", p2p.stdout);
-    assert!(!derp_rtts.is_empty(), "no DERP pong:\n{}", derp.stdout);
-    let (d_rtt, r_rtt) = (median(direct_rtts), median(derp_rtts));
-    push(
-        &mut rows,
-        Row("ping RTT direct (median)".into(), d_rtt, "ms", None),
-    );
-    push(
-        &mut rows,
-        Row(
-            "ping RTT via DERP (median)".into(),
-            r_rtt,
-            "ms",
-            Some(r_rtt / d_rtt),
-        ),
-    );
+    if want("true") {
+        // Wall time of a trivial command (median of 5 each).
+        let plain_true = median(
+            (0..5)
+                .map(|_| wall(ssh_cmd(&lab, &sshd, &["true"])).as_secs_f64() * 1000.0)
+                .collect(),
+        );
+        let tether_true = median(
+            (0..5)
+                .map(|_| {
+                    wall(lab.tether_cmd(HOST_A, &cfg, &["ssh", "dev", "--", "true"])).as_secs_f64()
+                        * 1000.0
+                })
+                .collect(),
+        );
+        push(
+            &mut rows,
+            Row("ssh host true (wall)".into(), plain_true, "ms", None),
+        );
+        push(
+            &mut rows,
+            Row(
+                "tether ssh dev -- true (wall)".into(),
+                tether_true,
+                "ms",
+                Some(tether_true / plain_true),
+            ),
+        );
+    }
 
-    // 1 % loss on router B.
-    add_loss(&lab);
-    let openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
-    let direct_lossy = speedtest(&lab, &cfg, &[], secs);
-    remove_loss(&lab);
-    push(
-        &mut rows,
-        Row(
-            "OpenSSH ssh -L, 1% loss".into(),
-            openssh_lossy,
-            "Mbit/s",
-            None,
-        ),
-    );
-    push(
-        &mut rows,
-        Row(
-            "tether speedtest direct, 1% loss".into(),
-            direct_lossy,
-            "Mbit/s",
-            Some(direct_lossy / openssh_lossy),
-        ),
-    );
+    if want("direct") {
+        // Time from a fresh client learning of the agent to its direct path.
+        let mut to_direct = Vec::new();
+        for _ in 0..DIRECT_RUNS {
+            let out = lab.run(
+                HOST_A,
+                &cfg,
+                &["-v", "ping", "dev", "-n", "4"],
+                Duration::from_secs(60),
+            );
+            let log = lab::strip_ansi(&out.stderr);
+            match lab::elapsed(&log, &["peer added"], &["path now direct via "]) {
+                Some((s, _)) => to_direct.push(s * 1000.0),
+                None => eprintln!("a client did not go direct within its ping run:\n{log}"),
+            }
+        }
+        assert!(!to_direct.is_empty(), "no client went direct");
+        let runs = to_direct.len();
+        push(
+            &mut rows,
+            Row(
+                format!("time to direct path (median of {runs})"),
+                median(to_direct),
+                "ms",
+                None,
+            ),
+        );
+    }
+
+    if want("ping") {
+        // Ping round trips, direct and through DERP.
+        let p2p = lab.run(
+            HOST_A,
+            &cfg,
+            &["ping", "dev", "-n", "10"],
+            Duration::from_secs(60),
+        );
+        let derp = lab.run(
+            HOST_A,
+            &cfg,
+            &["--disable-direct-connections", "ping", "dev", "-n", "10"],
+            Duration::from_secs(60),
+        );
+        let direct_rtts = pong_rtts(&p2p.stdout, " p2p via ");
+        let derp_rtts = pong_rtts(&derp.stdout, " proxied via DERP(");
+        assert!(!direct_rtts.is_empty(), "no direct pong:\n{}", p2p.stdout);
+        assert!(!derp_rtts.is_empty(), "no DERP pong:\n{}", derp.stdout);
+        let (d_rtt, r_rtt) = (median(direct_rtts), median(derp_rtts));
+        push(
+            &mut rows,
+            Row("ping RTT direct (median)".into(), d_rtt, "ms", None),
+        );
+        push(
+            &mut rows,
+            Row(
+                "ping RTT via DERP (median)".into(),
+                r_rtt,
+                "ms",
+                Some(r_rtt / d_rtt),
+            ),
+        );
+    }
+
+    let mut direct_lossy = f64::NAN;
+    if want("loss") {
+        // 1 % loss on router B.
+        add_loss(&lab);
+        let openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
+        direct_lossy = speedtest(&lab, &cfg, &[], secs);
+        remove_loss(&lab);
+        push(
+            &mut rows,
+            Row(
+                "OpenSSH ssh -L, 1% loss".into(),
+                openssh_lossy,
+                "Mbit/s",
+                None,
+            ),
+        );
+        push(
+            &mut rows,
+            Row(
+                "tether speedtest direct, 1% loss".into(),
+                direct_lossy,
+                "Mbit/s",
+                Some(direct_lossy / openssh_lossy),
+            ),
+        );
+    }
 
     println!(
         "\nNAT lab (both sites port-restricted cone), {secs} s per throughput test, one run:\n"

@@ -64,7 +64,8 @@ pub struct ServerConfig {
     pub login_timeout: Duration,
     /// Packets queued per client, separately for data and for disco. Tailscale's 32
     /// drops packets of a single fast TCP stream through the relay (each drop a window
-    /// cut): 512 (about 700 KiB of full-size packets) cost nothing for idle clients.
+    /// cut, and the tailnet's TCP recovers slowly); 1024 holds a whole 1 MiB tailnet TCP
+    /// window of full-size packets, and costs nothing for idle clients.
     pub queue_len: usize,
 }
 
@@ -75,7 +76,7 @@ impl Default for ServerConfig {
             keepalive_jitter: frame::KEEPALIVE_JITTER,
             write_timeout: Duration::from_secs(2),
             login_timeout: frame::LOGIN_TIMEOUT,
-            queue_len: 512,
+            queue_len: 1024,
         }
     }
 }
