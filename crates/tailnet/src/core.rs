@@ -245,8 +245,9 @@ fn push_transmit(
         peer.init_started.get_or_insert(now);
         debug!(peer = %peer.cfg.id, "sending WireGuard handshake initiation");
     }
-    let packet: Packet = kind.into();
-    let data = packet.to_vec();
+    let mut packet: Packet = kind.into();
+    // Takes the buffer over instead of copying it.
+    let data = Vec::from(std::mem::take(packet.buf_mut()));
     let region = peer.region(fallback_region);
     let mut push = |path: PathKind, data: Vec<u8>| {
         out.push_back(Transmit {
@@ -797,7 +798,8 @@ impl Core {
                 if !ip.is_empty() {
                     match ipv6_src_dst(&ip) {
                         Some((src_ip, _)) if peer.cfg.addresses.contains(&src_ip) => {
-                            self.netstack.push_inbound(ip.to_vec());
+                            let mut ip = ip.into_bytes();
+                            self.netstack.push_inbound(Vec::from(std::mem::take(ip.buf_mut())));
                         }
                         other => {
                             debug!(peer = %id, src = ?other.map(|a| a.0), "dropping packet with a source address the peer does not own");
@@ -911,7 +913,7 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let p = Packet::from_bytes(BytesMut::from(&packet[..]));
+        let p = Packet::from_bytes(BytesMut::from(bytes::Bytes::from(packet)));
         if let Some(kind) = peer.tunn.handle_outgoing_packet(p, Some(&mut self.mtu)) {
             push_transmit(&mut self.transmits, peer, home, kind, now);
         } else if peer.init_sent.is_none() && !peer.tunn.has_active_session() {
