@@ -211,7 +211,11 @@ fn udp_dropped_at_site_a_stays_relayed() {
             .any(|l| l.contains("our UDP endpoints") && l.contains("198.18.")),
         "site A learned a public UDP endpoint although its UDP is dropped:\n{log}"
     );
-    ping_report(&lab, &cfg, "UDP dropped at site A");
+    let ping = ping_report(&lab, &cfg, "UDP dropped at site A");
+    assert!(
+        ping.contains("no STUN server answered this client over UDP"),
+        "ping did not say that UDP is blocked on the client's side:\n{ping}"
+    );
 }
 
 #[test]

@@ -172,6 +172,9 @@ pub struct Diagnostics {
     /// Our NAT maps each destination to another public port (hard NAT), from our
     /// latest STUN round; `None` while fewer than two STUN servers answered.
     pub mapping_varies_by_dest_ip: Option<bool>,
+    /// Whether any STUN server answered our latest round over UDP; `None` before the
+    /// first round or without STUN servers in the map.
+    pub stun_answered: Option<bool>,
     /// The peer asked about, if it is known.
     pub peer: Option<PeerStatus>,
 }
@@ -223,6 +226,8 @@ pub(crate) struct Shared {
     direct_off_locally: bool,
     /// Our latest STUN verdict on hard NAT (`None` while unknown).
     mapping_varies: Mutex<Option<bool>>,
+    /// Whether the latest STUN round got any answer (`None`: no round, or no servers).
+    stun_answered: Mutex<Option<bool>>,
 }
 
 impl Shared {
@@ -586,6 +591,7 @@ impl Conn {
             direct_off_by_server: info.disable_direct_connections,
             direct_off_locally: cfg.disable_direct,
             mapping_varies: Mutex::new(None),
+            stun_answered: Mutex::new(None),
         });
 
         let node = Node {
@@ -826,6 +832,11 @@ impl Conn {
             mapping_varies_by_dest_ip: *self
                 .shared
                 .mapping_varies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            stun_answered: *self
+                .shared
+                .stun_answered
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
             peer,
@@ -1180,6 +1191,11 @@ async fn stun_task(
             .mapping_varies
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = varies;
+        *shared
+            .stun_answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) =
+            (!servers.is_empty()).then_some(!found.is_empty());
         let current = shared.lock().home_region();
         // Only a home STUN measured can be compared (one chosen by HTTP latency at join
         // may have no STUN server).

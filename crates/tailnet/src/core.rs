@@ -799,7 +799,8 @@ impl Core {
                     match ipv6_src_dst(&ip) {
                         Some((src_ip, _)) if peer.cfg.addresses.contains(&src_ip) => {
                             let mut ip = ip.into_bytes();
-                            self.netstack.push_inbound(Vec::from(std::mem::take(ip.buf_mut())));
+                            self.netstack
+                                .push_inbound(Vec::from(std::mem::take(ip.buf_mut())));
                         }
                         other => {
                             debug!(peer = %id, src = ?other.map(|a| a.0), "dropping packet with a source address the peer does not own");

@@ -264,6 +264,11 @@ pub fn relay_reasons(d: &Diagnostics, map: &DerpMap) -> Vec<String> {
             "this client found no UDP endpoints of its own (no STUN answer: UDP may be blocked here)"
                 .into(),
         );
+    } else if d.stun_answered == Some(false) {
+        r.push(
+            "no STUN server answered this client over UDP, so it has no public endpoint: UDP is probably blocked on this client's network"
+                .into(),
+        );
     }
     match &d.peer {
         None => r.push("the agent's node never arrived, so its endpoints are unknown".into()),
@@ -334,6 +339,7 @@ mod tests {
             udp_local: Some("0.0.0.0:40000".parse().expect("addr")),
             local_endpoints: vec!["127.0.0.1:40000".parse().expect("addr")],
             mapping_varies_by_dest_ip: None,
+            stun_answered: Some(true),
             peer: Some(PeerStatus {
                 current: PathKind::Derp { region: 999 },
                 home_region: 999,
@@ -471,6 +477,15 @@ mod tests {
         assert_eq!(r.len(), 2, "{r:?}");
         let r = with_nat(Some(false), Some(false));
         assert!(r[0].contains("UDP is probably blocked"), "{r:?}");
+        // No STUN answer at all: this side's UDP is blocked.
+        let mut d = diag();
+        d.stun_answered = Some(false);
+        let r = relay_reasons(&d, &map());
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(
+            r[0].starts_with("no STUN server answered this client"),
+            "{r:?}"
+        );
 
         // No pong at all, no handshake, no agent node.
         let mut d = diag();
