@@ -621,14 +621,16 @@ impl Core {
         true
     }
 
-    /// Starts a WireGuard handshake with `id` now, unless a session is up or one is in flight.
+    /// Starts a WireGuard handshake with `id` now (the peer said it is ready: it has just
+    /// added us), unless one is in flight. Also with a session up: a peer that re-added
+    /// us (say we rejoined under a new id) has a fresh tunnel and rejects that session.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
         self.last_now = now;
         let home = self.home_region;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if p.tunn.has_active_session() || p.init_sent.is_some() {
+        if p.init_sent.is_some() {
             return;
         }
         if let Some(init) = p.tunn.format_handshake_initiation(false) {
