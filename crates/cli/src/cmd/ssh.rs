@@ -86,6 +86,32 @@ impl Tunnel {
     }
 }
 
+/// Copy buffer of `--stdio`, each way.
+const STDIO_BUFFER: usize = 256 * 1024;
+
+/// Stdin and stdout for `--stdio`: as non-blocking pipes when they are pipes (as under
+/// OpenSSH's ProxyCommand), read and written by the runtime directly; else tokio's
+/// stdin/stdout, which go through a blocking thread per call (a few hundred Mbit/s).
+fn stdio_pipes() -> (
+    Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+) {
+    use std::os::fd::AsFd;
+    use tokio::net::unix::pipe;
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().map(std::fs::File::from);
+    let stdin: Box<dyn tokio::io::AsyncRead + Unpin + Send> =
+        match dup(std::io::stdin().as_fd()).and_then(pipe::Receiver::from_file) {
+            Ok(p) => Box::new(p),
+            Err(_) => Box::new(tokio::io::stdin()),
+        };
+    let stdout: Box<dyn tokio::io::AsyncWrite + Unpin + Send> =
+        match dup(std::io::stdout().as_fd()).and_then(pipe::Sender::from_file) {
+            Ok(p) => Box::new(p),
+            Err(_) => Box::new(tokio::io::stdout()),
+        };
+    (stdin, stdout)
+}
+
 /// Runs `tether ssh`; returns the exit status to exit with.
 pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
     let name = args
@@ -96,15 +122,16 @@ pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
     let tunnel = open_tunnel(g, &name).await?;
     let stream = tunnel.dial(22).await?;
     let code = if args.stdio {
-        let (mut rd, mut wr) = tokio::io::split(stream);
-        let mut stdin = tokio::io::stdin();
-        let mut stdout = tokio::io::stdout();
+        let (rd, mut wr) = tokio::io::split(stream);
+        let (stdin, mut stdout) = stdio_pipes();
+        let mut stdin = tokio::io::BufReader::with_capacity(STDIO_BUFFER, stdin);
+        let mut rd = tokio::io::BufReader::with_capacity(STDIO_BUFFER, rd);
         let up = async {
-            let _ = tokio::io::copy(&mut stdin, &mut wr).await;
+            let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
         };
         let down = async {
-            let r = tokio::io::copy(&mut rd, &mut stdout).await;
+            let r = tokio::io::copy_buf(&mut rd, &mut stdout).await;
             let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
             r
         };
