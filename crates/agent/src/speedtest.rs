@@ -440,6 +440,21 @@ mod tests {
         b
     }
 
+    /// Waits (bounded) for the responder to end, and checks it ended waiting for `what`.
+    async fn ends_by_timeout(
+        task: tokio::task::JoinHandle<Result<Served, SpeedtestError>>,
+        what: &str,
+    ) {
+        let r = timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(&r, Err(SpeedtestError::Timeout { what: w, .. }) if *w == what),
+            "{r:?}"
+        );
+    }
+
     /// Sends raw header bytes; returns the status byte (None if the stream closed first)
     /// and the responder's result.
     async fn send_raw(b: &[u8]) -> (Option<u8>, Result<Served, SpeedtestError>) {
@@ -554,20 +569,7 @@ mod tests {
 
         // Nothing at all, stream kept open: the header timeout ends it.
         let (_c, task) = responder(quick());
-        let r = timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(
-                r,
-                Err(SpeedtestError::Timeout {
-                    what: "the speedtest header",
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        ends_by_timeout(task, "the speedtest header").await;
 
         // An upload that goes silent without closing.
         let (mut c, task) = responder(quick());
@@ -577,20 +579,7 @@ mod tests {
         };
         request(&mut c, h, Duration::from_secs(5)).await.unwrap();
         c.write_all(&[1u8; 1000]).await.unwrap();
-        let r = timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(
-                r,
-                Err(SpeedtestError::Timeout {
-                    what: "the upload",
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        ends_by_timeout(task, "the upload").await;
 
         // A download whose client stops reading: the write timeout ends it.
         let (mut c, task) = responder(quick());
@@ -599,20 +588,7 @@ mod tests {
             duration: Duration::from_secs(60),
         };
         request(&mut c, h, Duration::from_secs(5)).await.unwrap();
-        let r = timeout(Duration::from_secs(5), task)
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            matches!(
-                r,
-                Err(SpeedtestError::Timeout {
-                    what: "the download",
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        ends_by_timeout(task, "the download").await;
     }
 
     #[tokio::test]
