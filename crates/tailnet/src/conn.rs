@@ -329,6 +329,8 @@ impl RegionLink {
                                 debug!(region, error = %e, "could not mark DERP region preferred");
                             }
                             shared.home_ready.send_replace(true);
+                            shared.lock().retry_handshakes(now());
+                            shared.wake_driver();
                         }
                     }
                     DerpEvent::Disconnected { error } => {

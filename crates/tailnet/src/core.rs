@@ -639,6 +639,23 @@ impl Core {
         self.drain_paths();
     }
 
+    /// Our home DERP link just came (back) up: a handshake initiation sent while it was
+    /// down, or while the relay did not admit us yet, was lost. Starts one now with every
+    /// peer that has no session, instead of waiting for the retry timer (5 s).
+    pub fn retry_handshakes(&mut self, now: Instant) {
+        self.last_now = now;
+        let home = self.home_region;
+        for p in self.peers.values_mut() {
+            if p.tunn.has_active_session() {
+                continue;
+            }
+            if let Some(init) = p.tunn.format_handshake_initiation(true) {
+                push_transmit(&mut self.transmits, p, home, init.into(), now);
+            }
+        }
+        self.drain_paths();
+    }
+
     /// A datagram arrived over DERP `region` from node `src`: WireGuard or disco.
     pub fn handle_derp(&mut self, now: Instant, region: u32, src: NodePublic, data: &[u8]) {
         self.last_now = now;
