@@ -356,7 +356,7 @@ fn main() {
     wait_listening(&lab, l_port);
     let only = std::env::var("TETHER_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
-    let (mut direct, mut forwarded) = (f64::NAN, f64::NAN);
+    let (mut direct, mut forwarded, mut openssh) = (f64::NAN, f64::NAN, f64::NAN);
 
     if want("throughput") {
         let raw = iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs);
@@ -369,7 +369,7 @@ fn main() {
                 None,
             ),
         );
-        let openssh = iperf(&lab, "127.0.0.1", l_port, secs);
+        openssh = iperf(&lab, "127.0.0.1", l_port, secs);
         push(
             &mut rows,
             Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
@@ -559,11 +559,11 @@ fn main() {
         );
     }
 
-    let mut direct_lossy = f64::NAN;
+    let (mut direct_lossy, mut openssh_lossy) = (f64::NAN, f64::NAN);
     if want("loss") {
         // 1 % loss on router B.
         add_loss(&lab);
-        let openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
+        openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
         direct_lossy = speedtest(&lab, &cfg, &[], secs);
         remove_loss(&lab);
         push(
@@ -598,9 +598,10 @@ fn main() {
         println!("{name:<44} {v:>12.1} {unit:<7} {ratio:>11}");
     }
     println!(
-        "\nport-forward / direct speedtest: {:.2}x; 1% loss / lossless direct: {:.2}x",
+        "\nport-forward / direct speedtest: {:.2}x; 1% loss / lossless: tether direct {:.2}x, OpenSSH {:.2}x",
         forwarded / direct,
-        direct_lossy / direct
+        direct_lossy / direct,
+        openssh_lossy / openssh
     );
     println!("(the DERP ping row's ratio is DERP / direct)");
 }
