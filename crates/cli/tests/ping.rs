@@ -5,18 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-
-fn setup(extra: &[&str]) -> (TestServer, std::path::PathBuf, Agent) {
-    let srv = TestServer::start(extra);
-    let cfg = first_user(&srv);
-    let token = create_workspace(&cfg, "dev");
-    let agent = Agent::start(&srv.url, &token);
-    wait_connected(&cfg, "dev", Duration::from_secs(20));
-    (srv, cfg, agent)
-}
 
 fn pong_lines(stdout: &str) -> Vec<&str> {
     stdout
@@ -27,7 +16,7 @@ fn pong_lines(stdout: &str) -> Vec<&str> {
 
 #[test]
 fn ping_on_loopback_goes_p2p() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = tether(&cfg, &["ping", "dev", "-n", "5"]);
     println!("{}", out.stdout);
     assert_eq!(
@@ -79,7 +68,7 @@ fn ping_on_loopback_goes_p2p() {
 
 #[test]
 fn ping_with_direct_blocked_by_the_server_stays_on_derp_and_says_why() {
-    let (_srv, cfg, _agent) = setup(&["--block-direct-connections"]);
+    let (_srv, cfg, _agent) = dev_workspace(&["--block-direct-connections"]);
     let out = tether(&cfg, &["ping", "dev", "-n", "3", "-t", "5s"]);
     println!("{}", out.stdout);
     assert_eq!(
@@ -113,7 +102,7 @@ fn ping_with_direct_blocked_by_the_server_stays_on_derp_and_says_why() {
 
 #[test]
 fn ping_with_direct_disabled_on_the_client_names_the_client() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = tether(
         &cfg,
         &[
@@ -144,7 +133,7 @@ fn ping_with_direct_disabled_on_the_client_names_the_client() {
 
 #[test]
 fn ping_an_unknown_workspace_fails() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = tether(&cfg, &["ping", "nope", "-n", "1"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.starts_with("error: "), "{}", out.stderr);

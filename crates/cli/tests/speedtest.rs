@@ -11,15 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn setup(extra: &[&str]) -> (TestServer, std::path::PathBuf, Agent) {
-    let srv = TestServer::start(extra);
-    let cfg = first_user(&srv);
-    let token = create_workspace(&cfg, "dev");
-    let agent = Agent::start(&srv.url, &token);
-    wait_connected(&cfg, "dev", Duration::from_secs(20));
-    (srv, cfg, agent)
-}
-
 /// Runs `tether speedtest dev ARGS…` and insists it succeeded.
 fn speedtest(cfg: &std::path::Path, args: &[&str]) -> Out {
     let mut all = vec!["speedtest", "dev"];
@@ -128,7 +119,7 @@ fn check_json(stdout: &str, seconds: f64) -> Value {
 
 #[test]
 fn download_json_rows_add_up() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = speedtest(&cfg, &["-t", "2s", "-o", "json"]);
     assert!(
         out.stderr.contains("Starting a 2s download test..."),
@@ -140,7 +131,7 @@ fn download_json_rows_add_up() {
 
 #[test]
 fn upload_json_rows_add_up_to_the_agents_count() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = speedtest(&cfg, &["--direction", "up", "-t", "2s", "-o", "json"]);
     assert!(
         out.stderr.contains("Starting a 2s upload test..."),
@@ -201,7 +192,7 @@ fn check_table(stdout: &str, seconds: usize) {
 
 #[test]
 fn table_output_has_the_coder_format() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = speedtest(&cfg, &["-t", "2s"]);
     check_table(&out.stdout, 2);
     let up = speedtest(&cfg, &["-t", "2s", "--direction", "up", "-o", "table"]);
@@ -210,7 +201,7 @@ fn table_output_has_the_coder_format() {
 
 #[test]
 fn direct_flag_waits_for_a_p2p_path_on_loopback() {
-    let (_srv, cfg, _agent) = setup(&[]);
+    let (_srv, cfg, _agent) = dev_workspace(&[]);
     let out = speedtest(&cfg, &["-d", "-t", "1s"]);
     let first = out.stdout.lines().next().unwrap();
     assert!(is_path_line(first), "{first:?}");
@@ -220,7 +211,7 @@ fn direct_flag_waits_for_a_p2p_path_on_loopback() {
 
 #[test]
 fn direct_flag_fails_fast_with_the_reason_when_the_server_blocks_direct() {
-    let (_srv, cfg, _agent) = setup(&["--block-direct-connections"]);
+    let (_srv, cfg, _agent) = dev_workspace(&["--block-direct-connections"]);
     let started = Instant::now();
     let out = tether(&cfg, &["speedtest", "dev", "-d", "-t", "1s"]);
     let took = started.elapsed();

@@ -190,6 +190,17 @@ impl Drop for Agent {
     }
 }
 
+/// A server started with `extra` flags, its first user's config dir, and workspace
+/// `dev` with its agent running and connected.
+pub fn dev_workspace(extra: &[&str]) -> (TestServer, PathBuf, Agent) {
+    let srv = TestServer::start(extra);
+    let cfg = first_user(&srv);
+    let token = create_workspace(&cfg, "dev");
+    let agent = Agent::start(&srv.url, &token);
+    wait_connected(&cfg, "dev", Duration::from_secs(20));
+    (srv, cfg, agent)
+}
+
 /// Waits (up to `limit`) until `tether list` shows `ws` as connected.
 pub fn wait_connected(cfg: &Path, ws: &str, limit: Duration) {
     let deadline = std::time::Instant::now() + limit;
