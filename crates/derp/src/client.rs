@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use tether_key::{NodePrivate, NodePublic};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -392,13 +392,8 @@ impl ClientSender {
             return Err(ClientError::PacketTooLarge(packet.len()));
         }
         trace!(dst = %dst, len = packet.len(), "derp send");
-        self.write(|b| {
-            b.put_u8(FrameType::SendPacket as u8);
-            b.put_u32((32 + packet.len()) as u32);
-            b.put_slice(dst.as_bytes());
-            b.put_slice(packet);
-        })
-        .await
+        self.write(|b| Frame::encode_send_packet(b, dst, packet))
+            .await
     }
 
     /// Sends several packets in one write (one syscall instead of one per packet).
@@ -406,13 +401,9 @@ impl ClientSender {
     pub async fn send_many(&self, packets: &[(NodePublic, Bytes)]) -> Result<(), ClientError> {
         self.write(|b| {
             for (dst, packet) in packets {
-                if packet.len() > MAX_PACKET_SIZE {
-                    continue;
+                if packet.len() <= MAX_PACKET_SIZE {
+                    Frame::encode_send_packet(b, *dst, packet);
                 }
-                b.put_u8(FrameType::SendPacket as u8);
-                b.put_u32((32 + packet.len()) as u32);
-                b.put_slice(dst.as_bytes());
-                b.put_slice(packet);
             }
         })
         .await

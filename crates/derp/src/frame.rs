@@ -389,6 +389,17 @@ impl Frame {
         HEADER_LEN + self.payload_len()
     }
 
+    /// Appends a SendPacket frame for a borrowed packet to `dst`: the same bytes as
+    /// `Frame::SendPacket { .. }.encode`, without first copying the packet into `Bytes`.
+    pub fn encode_send_packet(dst: &mut BytesMut, to: NodePublic, packet: &[u8]) {
+        let len = KEY_LEN + packet.len();
+        dst.reserve(HEADER_LEN + len);
+        dst.put_u8(FrameType::SendPacket as u8);
+        dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        dst.put_slice(to.as_bytes());
+        dst.put_slice(packet);
+    }
+
     /// Appends the encoded frame (header and payload) to `dst`.
     pub fn encode(&self, dst: &mut BytesMut) {
         let len = self.payload_len();

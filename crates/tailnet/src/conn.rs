@@ -224,10 +224,17 @@ pub(crate) struct Shared {
     direct_off_by_server: bool,
     /// [`ConnConfig::disable_direct`].
     direct_off_locally: bool,
-    /// Our latest STUN verdict on hard NAT (`None` while unknown).
-    mapping_varies: Mutex<Option<bool>>,
-    /// Whether the latest STUN round got any answer (`None`: no round, or no servers).
-    stun_answered: Mutex<Option<bool>>,
+    /// What our latest STUN round found.
+    stun_verdict: Mutex<StunVerdict>,
+}
+
+/// What a STUN round says about our network, for diagnostics.
+#[derive(Debug, Clone, Copy, Default)]
+struct StunVerdict {
+    /// Hard NAT (`None` while fewer than two servers answered).
+    mapping_varies: Option<bool>,
+    /// Any server answered (`None`: no round yet, or no servers in the map).
+    answered: Option<bool>,
 }
 
 impl Shared {
@@ -592,8 +599,7 @@ impl Conn {
             node_sent: AtomicBool::new(false),
             direct_off_by_server: info.disable_direct_connections,
             direct_off_locally: cfg.disable_direct,
-            mapping_varies: Mutex::new(None),
-            stun_answered: Mutex::new(None),
+            stun_verdict: Mutex::new(StunVerdict::default()),
         });
 
         let node = Node {
@@ -821,6 +827,11 @@ impl Conn {
                 core.peer_status(peer),
             )
         };
+        let verdict = *self
+            .shared
+            .stun_verdict
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         Diagnostics {
             id: self.id(),
             home_region,
@@ -831,16 +842,8 @@ impl Conn {
             direct_disabled_locally: self.shared.direct_off_locally,
             udp_local: self.shared.udp.as_ref().and_then(|s| s.local_addr().ok()),
             local_endpoints,
-            mapping_varies_by_dest_ip: *self
-                .shared
-                .mapping_varies
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-            stun_answered: *self
-                .shared
-                .stun_answered
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
+            mapping_varies_by_dest_ip: verdict.mapping_varies,
+            stun_answered: verdict.answered,
             peer,
         }
     }
@@ -1190,14 +1193,12 @@ async fn stun_task(
         }
         let varies = netcheck::mapping_varies(&found);
         *shared
-            .mapping_varies
+            .stun_verdict
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = varies;
-        *shared
-            .stun_answered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) =
-            (!servers.is_empty()).then_some(!found.is_empty());
+            .unwrap_or_else(|e| e.into_inner()) = StunVerdict {
+            mapping_varies: varies,
+            answered: (!servers.is_empty()).then_some(!found.is_empty()),
+        };
         let current = shared.lock().home_region();
         // Only a home STUN measured can be compared (one chosen by HTTP latency at join
         // may have no STUN server).

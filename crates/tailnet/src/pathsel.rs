@@ -481,18 +481,7 @@ impl PathSel {
     /// so that later pings can go direct, as Tailscale's `cliPing` does.
     pub fn ping_primary(&mut self, now: Instant) -> (TxId, Option<SocketAddr>) {
         if let SendDecision::Direct(addr) = self.decision(now) {
-            let txid = self.new_txid();
-            self.sent.insert(
-                txid,
-                SentPing {
-                    to: Some(addr),
-                    at: now,
-                },
-            );
-            if let Some(c) = self.candidates.get_mut(&addr) {
-                c.last_ping = Some(now);
-            }
-            return (txid, Some(addr));
+            return (self.register_ping(now, addr), Some(addr));
         }
         if !self.blocked {
             self.discover(now, true);
@@ -677,6 +666,12 @@ impl PathSel {
     }
 
     fn send_ping(&mut self, now: Instant, addr: SocketAddr) {
+        let txid = self.register_ping(now, addr);
+        self.outputs.push_back(Output::SendPing { addr, txid });
+    }
+
+    /// Notes a UDP ping to `addr` sent now and returns its TxID.
+    fn register_ping(&mut self, now: Instant, addr: SocketAddr) -> TxId {
         let txid = self.new_txid();
         self.sent.insert(
             txid,
@@ -688,7 +683,7 @@ impl PathSel {
         if let Some(c) = self.candidates.get_mut(&addr) {
             c.last_ping = Some(now);
         }
-        self.outputs.push_back(Output::SendPing { addr, txid });
+        txid
     }
 
     fn new_txid(&mut self) -> TxId {

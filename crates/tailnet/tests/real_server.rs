@@ -397,27 +397,8 @@ async fn agent_and_client_echo_over_derp_websocket() {
 async fn both_sides_come_back_after_a_server_restart() {
     init_logs();
     let srv = Server::start();
-    let (session, agent_token) = srv.user_and_workspace();
-    let base = Url::parse(&srv.url).unwrap();
-    let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
-        .await
-        .unwrap();
-    let client = Conn::join(ConnConfig::new(base, Auth::Session(session)))
-        .await
-        .unwrap();
-    let listener = agent.listen_tcp(7).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(echo(s));
-        }
-    });
-    client.add_tunnel(agent.id()).await.unwrap();
-    client
-        .wait_peer(agent.id(), Duration::from_secs(10))
-        .await
-        .unwrap();
-    let s = client.dial_tcp(agent.ip(), 7).await.unwrap();
-    assert_eq!(round_trip(s, b"before").await, b"before");
+    // Echo on port 7 works before the restart.
+    let (agent, client) = joined_pair(&srv).await;
 
     let (old_id, ip) = (client.id(), client.ip());
     let srv = srv.restart();

@@ -39,13 +39,8 @@ pub async fn run(g: &Globals, args: PingArgs) -> Result<i32> {
     let agent = tunnel.workspace.agent_id;
     let map = tunnel.conn.derp_map();
     let start = Instant::now();
-    // The agent learns our node a moment after we learn its own, and drops packets
-    // from nodes it does not know yet: wait (bounded) for the WireGuard handshake,
-    // which it starts only once it knows us, as Coder waits for "reachable".
-    let ready_by = start + args.timeout.max(HANDSHAKE_WAIT);
-    while !tunnel.conn.path(agent).is_some_and(|p| p.handshake_done) && Instant::now() < ready_by {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Without a session the pings below time out and the report says why.
+    tunnel.wait_session(args.timeout.max(HANDSHAKE_WAIT)).await;
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut any_pong = false;

@@ -88,19 +88,12 @@ pub async fn run(g: &Globals, args: SpeedtestArgs) -> Result<()> {
 
 async fn test(tunnel: &Tunnel, args: &SpeedtestArgs) -> Result<()> {
     let ws = args.workspace.as_str();
-    let agent = tunnel.workspace.agent_id;
     let map = tunnel.conn.derp_map();
-    // The agent drops packets until it knows our node: wait for the WireGuard session,
-    // which it starts only then (as `tether ping` does).
-    let ready_by = Instant::now() + HANDSHAKE_WAIT;
-    while !tunnel.conn.path(agent).is_some_and(|p| p.handshake_done) {
-        if Instant::now() >= ready_by {
-            bail!(
-                "no WireGuard session with workspace {ws}'s agent after {}s (`tether ping {ws}` shows where it stops)",
-                HANDSHAKE_WAIT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if !tunnel.wait_session(HANDSHAKE_WAIT).await {
+        bail!(
+            "no WireGuard session with workspace {ws}'s agent after {}s (`tether ping {ws}` shows where it stops)",
+            HANDSHAKE_WAIT.as_secs()
+        );
     }
     let pong = if args.direct {
         wait_direct(tunnel, ws, &map).await?

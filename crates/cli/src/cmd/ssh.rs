@@ -74,6 +74,27 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
 }
 
 impl Tunnel {
+    /// Waits up to `limit` for the WireGuard session with the agent; false if none came.
+    /// The agent drops packets from nodes it does not know yet and starts the handshake
+    /// once it learns ours, a moment after we learn its node (Coder waits for
+    /// "reachable" likewise).
+    pub async fn wait_session(&self, limit: Duration) -> bool {
+        let ready_by = std::time::Instant::now() + limit;
+        loop {
+            if self
+                .conn
+                .path(self.workspace.agent_id)
+                .is_some_and(|p| p.handshake_done)
+            {
+                return true;
+            }
+            if std::time::Instant::now() >= ready_by {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Dials a TCP port of the agent.
     pub async fn dial(&self, port: u16) -> Result<TcpStream> {
         let ip = tether_coord::proto::tailnet_ip(self.workspace.agent_id);

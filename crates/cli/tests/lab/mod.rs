@@ -21,54 +21,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Path of the binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tether")
-}
-
-/// Result of a finished command.
-pub struct Out {
-    /// Exit code (-1 when killed by a signal).
-    pub code: i32,
-    /// Stdout.
-    pub stdout: String,
-    /// Stderr.
-    pub stderr: String,
-}
-
-/// Runs `cmd` with `input` on stdin; kills it and panics if it runs longer than `limit`.
-pub fn run_with_input(mut cmd: Command, input: &[u8], limit: Duration) -> Out {
-    use std::io::Write;
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    // `ip netns exec` execs the command, so this pid is the command itself.
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(limit) {
-        Ok(o) => o.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-    };
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+// The process helpers of the other CLI tests (the lab is also compiled into the net
+// benchmark, which has no `common` of its own).
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::{Out, bin, run_with_input};
 
 /// Removes ANSI escape sequences (in case the log is colored anyway).
 pub fn strip_ansi(s: &str) -> String {

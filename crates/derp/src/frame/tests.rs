@@ -443,3 +443,18 @@ proptest! {
         let _ = serde_json::from_slice::<ClientInfo>(&data);
     }
 }
+
+#[test]
+fn send_packet_from_a_borrowed_slice_encodes_like_the_frame() {
+    let to = NodePublic::from_bytes([7; 32]);
+    let packet = b"hello over the relay";
+    let mut want = BytesMut::new();
+    Frame::SendPacket {
+        dst: to,
+        packet: Bytes::from_static(packet),
+    }
+    .encode(&mut want);
+    let mut got = BytesMut::new();
+    Frame::encode_send_packet(&mut got, to, packet);
+    assert_eq!(got, want);
+}
