@@ -1186,26 +1186,27 @@ async fn stun_task(
         let mut eps: BTreeSet<SocketAddr> = found.iter().map(|a| a.mapped).collect();
         eps.extend(local_endpoints(local.port()));
         let eps: Vec<SocketAddr> = eps.into_iter().collect();
-        let mut latency: BTreeMap<u32, Duration> = BTreeMap::new();
-        for a in &found {
-            let d = latency.entry(a.region).or_insert(a.latency);
-            *d = (*d).min(a.latency);
-        }
-        let varies = netcheck::mapping_varies(&found);
+        let answered = (!servers.is_empty()).then_some(!found.is_empty());
+        let current = shared.lock().home_region();
+        // The same report as `tether netcheck`, from this round's answers.
+        let m = netcheck::Measurements {
+            stun: found,
+            ..Default::default()
+        };
+        let report = netcheck::build_report(&map, &m, Some(current));
+        let (varies, latency) = (report.mapping_varies_by_dest_ip, report.region_latency);
         *shared
             .stun_verdict
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = StunVerdict {
             mapping_varies: varies,
-            answered: (!servers.is_empty()).then_some(!found.is_empty()),
+            answered,
         };
-        let current = shared.lock().home_region();
         // Only a home STUN measured can be compared (one chosen by HTTP latency at join
         // may have no STUN server).
-        let home = if latency.contains_key(&current) {
-            netcheck::preferred_region(&map, &latency, Some(current)).unwrap_or(current)
-        } else {
-            current
+        let home = match report.preferred_derp {
+            Some(best) if latency.contains_key(&current) => best,
+            _ => current,
         };
         if home != current {
             switch_home(&shared, current, home, &latency);
