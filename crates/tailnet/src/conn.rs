@@ -639,9 +639,7 @@ impl Conn {
 
         // The relay admits our key once the coordinator has our node; the reconnecting
         // client retries until then.
-        if let Some(link) = RegionLink::spawn(&shared, home) {
-            shared.links().insert(home, link);
-        }
+        link_to(&shared, &mut shared.links(), home);
         let mut ready = shared.home_ready.subscribe();
         let waited = tokio::time::timeout(DERP_READY_TIMEOUT, ready.wait_for(|r| *r)).await;
         if !matches!(waited, Ok(Ok(_))) {
@@ -908,17 +906,8 @@ fn send_transmit(shared: &Arc<Shared>, batch: &mut SendBatch, t: Transmit) {
         return;
     }
     let mut links = shared.links();
-    let link = match links.entry(region) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => {
-            if shared.is_closed() {
-                return;
-            }
-            match RegionLink::spawn(shared, region) {
-                Some(l) => e.insert(l),
-                None => return,
-            }
-        }
+    let Some(link) = link_to(shared, &mut links, region) else {
+        return;
     };
     if link.queue.try_send((t.dst, Bytes::from(t.data))).is_err() {
         trace!(peer = %t.peer, region, "DERP send queue full; dropping datagram");
@@ -1270,13 +1259,24 @@ fn switch_home(shared: &Arc<Shared>, from: u32, to: u32, latency: &BTreeMap<u32,
     info!(from, to, latency = ?latency.get(&to), "moving home DERP region (lower latency)");
     shared.lock().set_home_region(to);
     let mut links = shared.links();
-    if let Some(link) = links.get(&to) {
-        let up = link.connected.load(Ordering::Acquire);
-        shared.home_ready.send_replace(up);
-    } else {
-        shared.home_ready.send_replace(false);
-        if let Some(link) = RegionLink::spawn(shared, to) {
-            links.insert(to, link);
+    let up = link_to(shared, &mut links, to).is_some_and(|l| l.connected.load(Ordering::Acquire));
+    shared.home_ready.send_replace(up);
+}
+
+/// The link to DERP `region`, connecting to it first if there is none (and the node is
+/// not closing).
+fn link_to<'a>(
+    shared: &Arc<Shared>,
+    links: &'a mut HashMap<u32, RegionLink>,
+    region: u32,
+) -> Option<&'a mut RegionLink> {
+    match links.entry(region) {
+        std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            if shared.is_closed() {
+                return None;
+            }
+            RegionLink::spawn(shared, region).map(|l| e.insert(l))
         }
     }
 }
