@@ -14,9 +14,10 @@
 //! fallback); `disable_direct_connections` from the server or
 //! [`ConnConfig::disable_direct`] keeps everything on DERP. [`netcheck`] makes the STUN
 //! report used by `tether netcheck`. [`Conn::ping`] sends a disco ping on the current
-//! best path and reports the [`Pong`]; [`Conn::diagnostics`] says why a path is what it is. It lacks, for now: IPv6 UDP, a home region chosen
-//! by latency in [`Conn`] (the lowest region id with DERP nodes is used), IPv4 tailnet
-//! addresses and ICMP. The agent and the CLI drive it through [`Conn`].
+//! best path and reports the [`Pong`]; [`Conn::diagnostics`] says why a path is what it
+//! is. [`recovery`] repairs TCP losses beside smoltcp (SACK/RACK-TLP). It lacks, for now:
+//! IPv6 UDP, IPv4 tailnet addresses and ICMP. The agent and the CLI drive it through
+//! [`Conn`].
 
 pub mod core;
 pub mod disco;
@@ -24,6 +25,7 @@ pub mod netcheck;
 pub mod netstack;
 pub mod path;
 pub mod pathsel;
+pub mod recovery;
 
 mod conn;
 mod error;

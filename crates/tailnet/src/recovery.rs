@@ -1,0 +1,832 @@
+//! Loss recovery for the netstack's TCP senders, beside smoltcp.
+//!
+//! smoltcp repairs one hole per three duplicate ACKs and otherwise waits for its
+//! retransmission timeout, after which it resends the whole window. With 1 % random loss
+//! on a fast path most windows have several holes, so most of the time went to timeouts.
+//!
+//! [`Recovery`] watches the data segments smoltcp sends and the ACKs that come back (both
+//! ends are smoltcp, which SACKs the block holding the segment that triggered each ACK),
+//! and repairs holes itself as RACK-TLP does (RFC 8985): a segment is lost once a segment
+//! sent after it has been delivered and a reordering window has passed, and a tail loss
+//! probe resends the last segment when ACKs stop coming. smoltcp's congestion control
+//! still sees the loss, but once per episode as SACK TCP reacts (RFC 6675): after its fast
+//! recovery ended, further duplicate ACKs of the same episode reach it as window updates
+//! (one unit smaller), so that it does not cut its window again for every hole.
+//!
+//! Sans-IO: packets in, packets out, explicit time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
+
+/// Flows tracked at once; connections beyond this get smoltcp's recovery only.
+const MAX_FLOWS: usize = 4096;
+/// A flow with no packet either way for this long is forgotten.
+const IDLE_FLOW: Duration = Duration::from_secs(300);
+/// Probe timeout before the first round-trip sample.
+const INITIAL_PTO: Duration = Duration::from_millis(50);
+/// The probe timeout never goes below this.
+const MIN_PTO: Duration = Duration::from_millis(1);
+/// The reordering window grows up to this many quarters of the minimum round trip
+/// (and never beyond the smoothed round trip).
+const MAX_REO_QUARTERS: u32 = 16;
+/// Where sequence positions start, so that positions below a flow's first segment stay
+/// positive.
+const ORIGIN: u64 = 1 << 32;
+
+/// A TCP connection, seen from our side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FlowKey {
+    local_port: u16,
+    remote: Ipv6Addr,
+    remote_port: u16,
+}
+
+/// A data segment sent and not yet cumulatively acknowledged.
+#[derive(Debug)]
+struct Seg {
+    /// Position just past its last byte.
+    end: u64,
+    /// When it was last sent.
+    xmit: Instant,
+    retransmitted: bool,
+    sacked: bool,
+    /// The IP packet as sent, to send again.
+    packet: Vec<u8>,
+}
+
+/// A loss episode: from the first loss seen until everything sent by then is acknowledged.
+#[derive(Debug)]
+struct Episode {
+    /// Ends once the cumulative ACK reaches this.
+    recover: u64,
+    /// smoltcp has seen three duplicate ACKs (and cut its window) in this episode.
+    signalled: bool,
+    /// A partial ACK ended smoltcp's fast recovery since.
+    recovery_over: bool,
+}
+
+#[derive(Debug)]
+struct Flow {
+    /// Cumulative ACK, as a position and as the sequence number it maps to.
+    una: u64,
+    una_seq: u32,
+    /// End of the highest segment sent.
+    nxt: u64,
+    segs: BTreeMap<u64, Seg>,
+    /// Starts of the segments in `segs` not yet SACKed.
+    unsacked: BTreeSet<u64>,
+    /// Send time and end of the most recently sent segment known delivered.
+    rack: Option<(Instant, u64)>,
+    /// Round trip of that segment.
+    rack_rtt: Duration,
+    min_rtt: Option<Duration>,
+    srtt: Option<Duration>,
+    /// The reordering window in quarters of the minimum round trip: grows each time a
+    /// resend turns out to have been needless (the path reorders), as RFC 8985 does on
+    /// DSACKs.
+    reo_quarters: u32,
+    /// When the RACK reordering window of a suspected segment ends.
+    reo_deadline: Option<Instant>,
+    /// The ACK number and window smoltcp last saw, and how many duplicates in a row.
+    ack_in: Option<(u32, u16)>,
+    smol_dups: u8,
+    episode: Option<Episode>,
+    /// The ACK number and window of our latest packet, written into resent copies.
+    ack_out: Option<(u32, u16)>,
+    /// Last ACK progress (or first send into an empty pipe); the probe timer counts from it.
+    pto_base: Instant,
+    tlp_sent: bool,
+    active: Instant,
+}
+
+/// Counters, for tests and diagnostics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// Segments resent because a later one was delivered.
+    pub rack_retransmits: u64,
+    /// Tail loss probes sent.
+    pub probes: u64,
+    /// Duplicate ACKs handed to smoltcp as window updates.
+    pub masked_dup_acks: u64,
+    /// Segments smoltcp itself sent again (fast retransmit, or everything after a timeout).
+    pub stack_resends: u64,
+}
+
+/// SACK/RACK-TLP loss recovery for every TCP connection of one netstack.
+#[derive(Debug)]
+pub struct Recovery {
+    flows: HashMap<FlowKey, Flow>,
+    /// The peer's delayed-ACK time, added to the probe timeout.
+    peer_ack_delay: Duration,
+    stats: RecoveryStats,
+    last_sweep: Option<Instant>,
+}
+
+/// A TCP segment inside an IPv6 packet, both borrowed.
+type Segment<'a> = (Ipv6Packet<&'a [u8]>, TcpPacket<&'a [u8]>);
+
+fn parse(packet: &[u8]) -> Option<Segment<'_>> {
+    let ip = Ipv6Packet::new_checked(packet).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((Ipv6Packet::new_unchecked(packet), tcp))
+}
+
+/// Rewrites the ACK number (if given) and window of a TCP packet and fixes its checksum.
+fn rewrite(packet: &mut [u8], ack: Option<u32>, window: u16) {
+    let Ok(mut ip) = Ipv6Packet::new_checked(packet) else {
+        return;
+    };
+    let (src, dst) = (
+        IpAddress::Ipv6(ip.src_addr()),
+        IpAddress::Ipv6(ip.dst_addr()),
+    );
+    let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
+        return;
+    };
+    if let Some(ack) = ack {
+        tcp.set_ack_number(TcpSeqNumber(ack as i32));
+    }
+    tcp.set_window_len(window);
+    tcp.fill_checksum(&src, &dst);
+}
+
+impl Flow {
+    fn new(seq: u32, now: Instant) -> Self {
+        Self {
+            una: ORIGIN,
+            una_seq: seq,
+            nxt: ORIGIN,
+            segs: BTreeMap::new(),
+            unsacked: BTreeSet::new(),
+            rack: None,
+            rack_rtt: Duration::ZERO,
+            min_rtt: None,
+            srtt: None,
+            reo_quarters: 1,
+            reo_deadline: None,
+            ack_in: None,
+            smol_dups: 0,
+            episode: None,
+            ack_out: None,
+            pto_base: now,
+            tlp_sent: false,
+            active: now,
+        }
+    }
+
+    /// The position of a sequence number near the cumulative ACK.
+    fn pos(&self, seq: u32) -> u64 {
+        let d = i64::from(seq.wrapping_sub(self.una_seq) as i32);
+        self.una.saturating_add_signed(d)
+    }
+
+    fn pto(&self, peer_ack_delay: Duration) -> Duration {
+        self.srtt
+            .map_or(INITIAL_PTO, |s| 2 * s + peer_ack_delay)
+            .max(MIN_PTO)
+    }
+
+    /// A segment was delivered (SACKed or cumulatively acknowledged).
+    fn delivered(&mut self, xmit: Instant, end: u64, retransmitted: bool, now: Instant) {
+        let rtt = now.saturating_duration_since(xmit);
+        if retransmitted && self.min_rtt.is_some_and(|m| rtt < m) {
+            // Too quick to be the answer to the resend: the original got through, late.
+            self.reo_quarters = (self.reo_quarters + 1).min(MAX_REO_QUARTERS);
+            return;
+        }
+        if !retransmitted {
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+            self.srtt = Some(self.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
+        }
+        if self
+            .rack
+            .is_none_or(|(t, e)| xmit > t || (xmit == t && end > e))
+        {
+            self.rack = Some((xmit, end));
+            self.rack_rtt = rtt;
+        }
+    }
+
+    /// A copy of the segment at `start`, marked sent now, with our latest ACK and window.
+    fn resend(&mut self, start: u64, now: Instant) -> Option<Vec<u8>> {
+        let ack_out = self.ack_out;
+        let seg = self.segs.get_mut(&start)?;
+        seg.xmit = now;
+        seg.retransmitted = true;
+        let mut p = seg.packet.clone();
+        if let Some((ack, win)) = ack_out {
+            rewrite(&mut p, Some(ack), win);
+        }
+        Some(p)
+    }
+
+    /// RACK: resends every segment sent before one that was delivered, once the
+    /// reordering window has passed; arms the timer for those still inside it.
+    fn detect_losses(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> u64 {
+        self.reo_deadline = None;
+        let Some((rack_xmit, rack_end)) = self.rack else {
+            return 0;
+        };
+        let reo_wnd = (self.min_rtt.unwrap_or_default() * self.reo_quarters / 4)
+            .min(self.srtt.unwrap_or_default());
+        let mut lost = Vec::new();
+        for &start in &self.unsacked {
+            let Some(seg) = self.segs.get(&start) else {
+                continue;
+            };
+            let sent_before =
+                seg.xmit < rack_xmit || (seg.xmit == rack_xmit && seg.end <= rack_end);
+            if !sent_before {
+                if seg.retransmitted {
+                    continue;
+                }
+                // New data goes out in order, so everything above was sent later too.
+                break;
+            }
+            let deadline = seg.xmit + self.rack_rtt + reo_wnd;
+            if now >= deadline {
+                lost.push(start);
+            } else {
+                self.reo_deadline = Some(self.reo_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+        }
+        if !lost.is_empty() && self.episode.is_none() {
+            self.episode = Some(Episode {
+                recover: self.nxt,
+                signalled: false,
+                recovery_over: false,
+            });
+        }
+        let n = lost.len() as u64;
+        for start in lost {
+            if let Some(p) = self.resend(start, now) {
+                out.push(p);
+            }
+        }
+        n
+    }
+}
+
+impl Recovery {
+    /// Recovery for a stack whose peers delay their ACKs by up to `peer_ack_delay`.
+    pub fn new(peer_ack_delay: Duration) -> Self {
+        Self {
+            flows: HashMap::new(),
+            peer_ack_delay,
+            stats: RecoveryStats::default(),
+            last_sweep: None,
+        }
+    }
+
+    /// What recovery has done so far.
+    pub fn stats(&self) -> RecoveryStats {
+        self.stats
+    }
+
+    /// Connections currently tracked.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Notes a packet the stack sends.
+    pub fn on_outbound(&mut self, packet: &[u8], now: Instant) {
+        let Some((ip, tcp)) = parse(packet) else {
+            return;
+        };
+        let key = FlowKey {
+            local_port: tcp.src_port(),
+            remote: ip.dst_addr(),
+            remote_port: tcp.dst_port(),
+        };
+        if tcp.rst() || tcp.syn() {
+            // A reset ends the connection; a SYN starts a new one on these ports.
+            self.flows.remove(&key);
+            return;
+        }
+        let payload = tcp.payload().len();
+        let seq = tcp.seq_number().0 as u32;
+        if !self.flows.contains_key(&key) {
+            if payload == 0 || self.flows.len() >= MAX_FLOWS {
+                return;
+            }
+            self.flows.insert(key, Flow::new(seq, now));
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.active = now;
+        if tcp.ack() {
+            flow.ack_out = Some((tcp.ack_number().0 as u32, tcp.window_len()));
+        }
+        if payload == 0 {
+            return;
+        }
+        let start = flow.pos(seq);
+        let end = start + payload as u64;
+        if end <= flow.una {
+            return;
+        }
+        let mut retransmitted = false;
+        while let Some((&k, _)) = flow.segs.range(start..end).next() {
+            flow.segs.remove(&k);
+            flow.unsacked.remove(&k);
+            retransmitted = true;
+        }
+        if retransmitted {
+            self.stats.stack_resends += 1;
+        }
+        if flow.unsacked.is_empty() {
+            flow.pto_base = now;
+            flow.tlp_sent = false;
+        }
+        flow.segs.insert(
+            start,
+            Seg {
+                end,
+                xmit: now,
+                retransmitted,
+                sacked: false,
+                packet: packet.to_vec(),
+            },
+        );
+        flow.unsacked.insert(start);
+        flow.nxt = flow.nxt.max(end);
+    }
+
+    /// Notes a packet arriving for the stack, before the stack sees it. A duplicate ACK
+    /// that smoltcp must not count has its window lowered by one unit; lost segments
+    /// found are queued in `out`.
+    pub fn on_inbound(&mut self, packet: &mut [u8], now: Instant, out: &mut Vec<Vec<u8>>) {
+        let Some((ip, tcp)) = parse(packet) else {
+            return;
+        };
+        let key = FlowKey {
+            local_port: tcp.dst_port(),
+            remote: ip.src_addr(),
+            remote_port: tcp.src_port(),
+        };
+        if tcp.rst() {
+            self.flows.remove(&key);
+            return;
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        if !tcp.ack() || tcp.syn() {
+            return;
+        }
+        flow.active = now;
+        let ack_seq = tcp.ack_number().0 as u32;
+        let ack = flow.pos(ack_seq);
+        // A FIN takes one sequence number beyond the data.
+        if ack > flow.nxt + 1 {
+            return;
+        }
+        let sacks = tcp.selective_ack_ranges().unwrap_or_default();
+        let window = tcp.window_len();
+        let pure = tcp.payload().is_empty() && !tcp.fin();
+
+        let mut progress = false;
+        let advanced = ack > flow.una;
+        if advanced {
+            while let Some(entry) = flow.segs.first_entry() {
+                if entry.get().end > ack {
+                    break;
+                }
+                let (start, seg) = entry.remove_entry();
+                flow.unsacked.remove(&start);
+                if !seg.sacked {
+                    flow.delivered(seg.xmit, seg.end, seg.retransmitted, now);
+                }
+            }
+            flow.una = ack;
+            flow.una_seq = ack_seq;
+            progress = true;
+        }
+        for (l, r) in sacks.into_iter().flatten() {
+            let (l, r) = (flow.pos(l), flow.pos(r));
+            if r <= l || r <= flow.una || r > flow.nxt {
+                continue;
+            }
+            let mut cursor = l;
+            while let Some(&start) = flow.unsacked.range(cursor..r).next() {
+                cursor = start + 1;
+                let Some(seg) = flow.segs.get_mut(&start) else {
+                    continue;
+                };
+                if seg.end > r {
+                    continue;
+                }
+                seg.sacked = true;
+                let (xmit, end, retransmitted) = (seg.xmit, seg.end, seg.retransmitted);
+                flow.unsacked.remove(&start);
+                flow.delivered(xmit, end, retransmitted, now);
+                progress = true;
+            }
+        }
+        if progress {
+            flow.pto_base = now;
+            flow.tlp_sent = false;
+        }
+
+        if let Some(ep) = &mut flow.episode {
+            if flow.una >= ep.recover {
+                flow.episode = None;
+            } else if advanced && ep.signalled {
+                ep.recovery_over = true;
+            }
+        }
+        let dup = pure && flow.ack_in == Some((ack_seq, window)) && ack < flow.nxt;
+        let mut deliver = window;
+        if dup {
+            let masked = flow.episode.as_ref().is_some_and(|e| e.recovery_over) && window > 0;
+            if masked {
+                deliver = window - 1;
+                self.stats.masked_dup_acks += 1;
+                flow.smol_dups = 0;
+            } else {
+                flow.smol_dups = flow.smol_dups.saturating_add(1);
+                if flow.smol_dups == 3 {
+                    let recover = flow.nxt;
+                    flow.episode
+                        .get_or_insert(Episode {
+                            recover,
+                            signalled: false,
+                            recovery_over: false,
+                        })
+                        .signalled = true;
+                }
+            }
+        } else {
+            flow.smol_dups = 0;
+        }
+        flow.ack_in = Some((ack_seq, deliver));
+        if progress {
+            self.stats.rack_retransmits += flow.detect_losses(now, out);
+        }
+        if deliver != window {
+            rewrite(packet, None, deliver);
+        }
+    }
+
+    /// Runs the timers due by `now`: RACK reordering windows and tail loss probes.
+    /// Resent segments are queued in `out`.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+        for flow in self.flows.values_mut() {
+            if flow.reo_deadline.is_some_and(|d| now >= d) {
+                self.stats.rack_retransmits += flow.detect_losses(now, out);
+            }
+            if !flow.tlp_sent
+                && !flow.unsacked.is_empty()
+                && now >= flow.pto_base + flow.pto(self.peer_ack_delay)
+            {
+                // Resend the last segment: its SACK shows what else is missing.
+                flow.tlp_sent = true;
+                if let Some(&last) = flow.unsacked.last()
+                    && let Some(p) = flow.resend(last, now)
+                {
+                    out.push(p);
+                    self.stats.probes += 1;
+                }
+            }
+        }
+        if self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+        {
+            self.last_sweep = Some(now);
+            self.flows
+                .retain(|_, f| now.saturating_duration_since(f.active) < IDLE_FLOW);
+        }
+    }
+
+    /// When [`Recovery::poll`] must run next.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.flows
+            .values()
+            .flat_map(|f| {
+                let tlp = (!f.tlp_sent && !f.unsacked.is_empty())
+                    .then(|| f.pto_base + f.pto(self.peer_ack_delay));
+                [f.reo_deadline, tlp]
+            })
+            .flatten()
+            .min()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Ipv6Repr, TcpControl, TcpRepr};
+
+    const US: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 1);
+    const PEER: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 2);
+    const ISN: u32 = 0xffff_f000; // wraps within the test's first segments
+    const MSS: u32 = 1000;
+
+    struct Pkt {
+        from_us: bool,
+        seq: u32,
+        ack: Option<u32>,
+        window: u16,
+        len: usize,
+        sack: [Option<(u32, u32)>; 3],
+        control: TcpControl,
+    }
+
+    impl Pkt {
+        fn data(i: u32) -> Self {
+            Self {
+                from_us: true,
+                seq: ISN.wrapping_add(i * MSS),
+                ack: Some(77),
+                window: 500,
+                len: MSS as usize,
+                sack: [None; 3],
+                control: TcpControl::None,
+            }
+        }
+
+        fn ack(upto: u32, window: u16) -> Self {
+            Self {
+                from_us: false,
+                seq: 77,
+                ack: Some(ISN.wrapping_add(upto * MSS)),
+                window,
+                len: 0,
+                sack: [None; 3],
+                control: TcpControl::None,
+            }
+        }
+
+        fn sack(mut self, from: u32, to: u32) -> Self {
+            self.sack[0] = Some((ISN.wrapping_add(from * MSS), ISN.wrapping_add(to * MSS)));
+            self
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let payload = vec![0x5a; self.len];
+            let (src, dst, sport, dport) = if self.from_us {
+                (US, PEER, 40000, 22)
+            } else {
+                (PEER, US, 22, 40000)
+            };
+            let tcp = TcpRepr {
+                src_port: sport,
+                dst_port: dport,
+                control: self.control,
+                seq_number: TcpSeqNumber(self.seq as i32),
+                ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
+                window_len: self.window,
+                window_scale: None,
+                max_seg_size: None,
+                sack_permitted: false,
+                sack_ranges: self.sack,
+                timestamp: None,
+                payload: &payload,
+            };
+            let ip = Ipv6Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.buffer_len(),
+                hop_limit: 64,
+            };
+            let mut buf = vec![0u8; 40 + tcp.buffer_len()];
+            ip.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+            tcp.emit(
+                &mut TcpPacket::new_unchecked(&mut buf[40..]),
+                &IpAddress::Ipv6(src),
+                &IpAddress::Ipv6(dst),
+                &ChecksumCapabilities::default(),
+            );
+            buf
+        }
+    }
+
+    /// Sequence number, ACK number and window of a packet whose checksum must hold.
+    fn fields(p: &[u8]) -> (u32, u32, u16) {
+        let ip = Ipv6Packet::new_checked(p).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(
+            tcp.verify_checksum(
+                &IpAddress::Ipv6(ip.src_addr()),
+                &IpAddress::Ipv6(ip.dst_addr())
+            ),
+            "checksum must hold after a rewrite"
+        );
+        (
+            tcp.seq_number().0 as u32,
+            tcp.ack_number().0 as u32,
+            tcp.window_len(),
+        )
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_micros(n * 100) // tenths of a millisecond
+    }
+
+    struct Bed {
+        r: Recovery,
+        t0: Instant,
+        out: Vec<Vec<u8>>,
+    }
+
+    impl Bed {
+        #[allow(clippy::disallowed_methods)] // the tests' epoch; every later time is explicit
+        fn new() -> Self {
+            Self {
+                r: Recovery::new(Duration::from_micros(500)),
+                t0: Instant::now(),
+                out: Vec::new(),
+            }
+        }
+        fn send(&mut self, at: u64, p: Pkt) {
+            self.r.on_outbound(&p.bytes(), self.t0 + ms(at));
+        }
+        /// Delivers an inbound packet; returns it as the stack would see it.
+        fn recv(&mut self, at: u64, p: Pkt) -> Vec<u8> {
+            let mut b = p.bytes();
+            self.r.on_inbound(&mut b, self.t0 + ms(at), &mut self.out);
+            b
+        }
+        fn poll(&mut self, at: u64) {
+            self.r.poll(self.t0 + ms(at), &mut self.out);
+        }
+    }
+
+    #[test]
+    fn a_hole_below_sacked_data_is_resent_once_the_reordering_window_passes() {
+        let mut b = Bed::new();
+        for i in 0..6 {
+            b.send(0, Pkt::data(i));
+        }
+        // Our stack has since acknowledged more of the peer's data.
+        let mut ours = Pkt::ack(0, 0);
+        ours.from_us = true;
+        ours.seq = ISN.wrapping_add(6 * MSS);
+        ours.ack = Some(99);
+        ours.window = 321;
+        b.send(5, ours);
+        b.recv(10, Pkt::ack(1, 400)); // RTT 1 ms
+        assert!(b.out.is_empty());
+        // Segment 1 is missing; 2 arrived.
+        b.recv(11, Pkt::ack(1, 400).sack(2, 3));
+        assert!(b.out.is_empty(), "still inside the reordering window");
+        // Sent at 0, the segment after it took 1.1 ms, the window is 1/4 of 1 ms.
+        assert_eq!(b.r.poll_at(), Some(b.t0 + Duration::from_micros(1350)));
+        b.poll(13);
+        assert!(b.out.is_empty());
+        b.poll(14);
+        assert_eq!(b.out.len(), 1, "the hole is resent");
+        let (seq, ack, win) = fields(&b.out[0]);
+        assert_eq!(seq, ISN.wrapping_add(MSS));
+        assert_eq!(
+            (ack, win),
+            (99, 321),
+            "resent with our latest ACK and window"
+        );
+        assert_eq!(b.r.stats().rack_retransmits, 1);
+        // Not again until something sent after the resend is delivered.
+        b.poll(30);
+        b.recv(31, Pkt::ack(1, 400).sack(2, 6));
+        assert_eq!(b.out.len(), 1);
+        // The resend arrives: the ACK covers everything SACKed.
+        b.recv(33, Pkt::ack(6, 400));
+        assert_eq!(b.out.len(), 1);
+        assert_eq!(b.r.flows(), 1);
+    }
+
+    #[test]
+    fn a_lost_resend_is_found_like_any_lost_segment() {
+        let mut b = Bed::new();
+        for i in 0..4 {
+            b.send(0, Pkt::data(i));
+        }
+        b.recv(10, Pkt::ack(0, 400).sack(1, 2));
+        b.poll(20);
+        assert_eq!(b.out.len(), 1, "segment 0 resent");
+        // New data after the resend, delivered, while the resend itself was lost.
+        b.send(21, Pkt::data(4));
+        b.recv(31, Pkt::ack(0, 400).sack(1, 5));
+        b.poll(45);
+        assert_eq!(b.out.len(), 2, "segment 0 resent again");
+        assert_eq!(fields(&b.out[1]).0, ISN);
+    }
+
+    #[test]
+    fn after_fast_recovery_further_duplicates_of_the_episode_become_window_updates() {
+        let mut b = Bed::new();
+        for i in 0..10 {
+            b.send(0, Pkt::data(i));
+        }
+        b.recv(10, Pkt::ack(1, 400));
+        // Segment 1 lost: three duplicates reach smoltcp untouched (its loss signal).
+        for k in 0..3 {
+            let seen = b.recv(11 + k, Pkt::ack(1, 400).sack(2, 3 + k as u32));
+            assert_eq!(fields(&seen).2, 400);
+        }
+        // Segment 1's resend arrives; segment 5 is lost too.
+        let seen = b.recv(20, Pkt::ack(5, 400));
+        assert_eq!(fields(&seen).2, 400);
+        let masked = b.recv(21, Pkt::ack(5, 400).sack(6, 7));
+        assert_eq!(
+            fields(&masked).2,
+            399,
+            "a duplicate in the same episode is masked"
+        );
+        let next = b.recv(22, Pkt::ack(5, 400).sack(6, 8));
+        assert_eq!(fields(&next).2, 400, "differs from the masked one already");
+        let again = b.recv(23, Pkt::ack(5, 400).sack(6, 9));
+        assert_eq!(fields(&again).2, 399);
+        assert_eq!(b.r.stats().masked_dup_acks, 2);
+        // Everything acknowledged: the episode is over, duplicates count again.
+        b.recv(40, Pkt::ack(10, 400));
+        for i in 10..15 {
+            b.send(41, Pkt::data(i));
+        }
+        b.recv(50, Pkt::ack(11, 400));
+        for k in 0..3 {
+            let seen = b.recv(51 + k, Pkt::ack(11, 400).sack(12, 13 + k as u32));
+            assert_eq!(fields(&seen).2, 400);
+        }
+    }
+
+    #[test]
+    fn a_silent_tail_gets_one_probe() {
+        let mut b = Bed::new();
+        for i in 0..3 {
+            b.send(0, Pkt::data(i));
+        }
+        b.recv(10, Pkt::ack(1, 400)); // srtt 1 ms: probe after 2 ms + 0.5 ms
+        b.poll(30);
+        assert!(b.out.is_empty());
+        b.poll(35);
+        assert_eq!(b.out.len(), 1);
+        assert_eq!(
+            fields(&b.out[0]).0,
+            ISN.wrapping_add(2 * MSS),
+            "the last segment"
+        );
+        assert_eq!(b.r.stats().probes, 1);
+        b.poll(100);
+        assert_eq!(b.out.len(), 1, "one probe, then smoltcp's timeout");
+        // Everything acknowledged: nothing left to time.
+        b.recv(101, Pkt::ack(3, 400));
+        assert_eq!(b.r.poll_at(), None);
+    }
+
+    #[test]
+    fn resets_forget_flows_and_garbage_is_ignored() {
+        let mut b = Bed::new();
+        b.send(0, Pkt::data(0));
+        assert_eq!(b.r.flows(), 1);
+        let mut rst = Pkt::ack(0, 0);
+        rst.control = TcpControl::Rst;
+        b.recv(1, rst);
+        assert_eq!(b.r.flows(), 0);
+
+        b.send(2, Pkt::data(0));
+        let good = Pkt::ack(1, 400).bytes();
+        for cut in 0..good.len() {
+            let mut p = good[..cut].to_vec();
+            b.r.on_inbound(&mut p, b.t0, &mut b.out);
+            b.r.on_outbound(&p, b.t0);
+        }
+        let mut noise: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        b.r.on_inbound(&mut noise, b.t0, &mut b.out);
+        // An ACK beyond anything sent is not believed.
+        b.recv(3, Pkt::ack(50, 400));
+        b.poll(1000);
+        assert_eq!(b.out.len(), 1, "only the tail probe for the real segment");
+        assert_eq!(b.r.flows(), 1);
+    }
+
+    #[test]
+    fn a_needless_resend_widens_the_reordering_window() {
+        let mut b = Bed::new();
+        for i in 0..4 {
+            b.send(0, Pkt::data(i));
+        }
+        b.recv(10, Pkt::ack(0, 400).sack(1, 2));
+        b.poll(13);
+        assert_eq!(b.out.len(), 1);
+        // The original of segment 0 arrives late, long before the resend could.
+        b.recv(14, Pkt::ack(2, 400));
+        b.send(15, Pkt::data(4));
+        b.send(15, Pkt::data(5));
+        b.recv(25, Pkt::ack(2, 400).sack(3, 4));
+        // Segment 2 was sent at 0 like segment 3, which took 2.5 ms; the window is now
+        // 2/4 of the 1 ms minimum round trip.
+        let at = b.r.poll_at().unwrap();
+        assert_eq!(at, b.t0 + ms(0) + ms(25) + ms(5));
+    }
+}
