@@ -12,7 +12,8 @@
 //! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
 //! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
 //! `cargo bench -p tether-cli --bench net` (`TETHER_BENCH_SECONDS` sets each throughput
-//! test's length, default 5; `TETHER_BENCH_ONLY=throughput,scp,true,direct,ping,loss`
+//! test's length, default 5; throughput figures are medians of `TETHER_BENCH_RUNS`
+//! interleaved rounds, default 3; `TETHER_BENCH_ONLY=throughput,scp,true,direct,ping,loss`
 //! runs some parts only).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -282,11 +283,6 @@ fn wall(cmd: Command) -> Duration {
     start.elapsed()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 /// Round trips in ms of the `pong from … in X` lines of `tether ping` that contain `via`.
 fn pong_rtts(out: &str, via: &str) -> Vec<f64> {
     out.lines()
@@ -308,6 +304,16 @@ fn pong_rtts(out: &str, via: &str) -> Vec<f64> {
 struct Row(String, f64, &'static str, Option<f64>);
 
 /// Adds a row, and prints it at once (the table comes at the end).
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn push(rows: &mut Vec<Row>, r: Row) {
     eprintln!("bench: {}: {:.1} {}", r.0, r.1, r.2);
     rows.push(r);
@@ -318,6 +324,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
+    let runs: usize = std::env::var("TETHER_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
     let mut lab = Lab::new("bench", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
     let cfg = lab.workspace(&[]);
     expose_tcp(&lab);
@@ -359,7 +370,42 @@ fn main() {
     let (mut direct, mut forwarded, mut openssh) = (f64::NAN, f64::NAN, f64::NAN);
 
     if want("throughput") {
-        let raw = iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs);
+        let pf_port = free_port(&lab, HOST_A);
+        let spec = format!("{pf_port}:{IPERF_PORT}");
+        let mut pf = lab.tether_cmd(HOST_A, &cfg, &["port-forward", "dev", "--tcp", &spec]);
+        let _pf = Proc(
+            pf.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(&lab, pf_port);
+        // Interleaved rounds, so that a slow moment of this shared machine hits one
+        // round of every measure rather than all of one.
+        let mut r: [Vec<f64>; 5] = Default::default();
+        for round in 1..=runs {
+            r[0].push(iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs));
+            r[1].push(iperf(&lab, "127.0.0.1", l_port, secs));
+            r[2].push(speedtest(&lab, &cfg, &[], secs));
+            r[3].push(speedtest(
+                &lab,
+                &cfg,
+                &["--disable-direct-connections"],
+                secs,
+            ));
+            r[4].push(iperf(&lab, "127.0.0.1", pf_port, secs));
+            eprintln!(
+                "bench: round {round}: raw {:.0}, ssh -L {:.0}, direct {:.0}, relayed {:.0}, port-forward {:.0} Mbit/s",
+                r[0][round - 1],
+                r[1][round - 1],
+                r[2][round - 1],
+                r[3][round - 1],
+                r[4][round - 1]
+            );
+        }
+        let [raw, ssh_l, dir, rel, fwd] = r.map(median);
+        (openssh, direct, forwarded) = (ssh_l, dir, fwd);
         push(
             &mut rows,
             Row(
@@ -369,12 +415,10 @@ fn main() {
                 None,
             ),
         );
-        openssh = iperf(&lab, "127.0.0.1", l_port, secs);
         push(
             &mut rows,
             Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
         );
-        direct = speedtest(&lab, &cfg, &[], secs);
         push(
             &mut rows,
             Row(
@@ -384,29 +428,15 @@ fn main() {
                 Some(direct / openssh),
             ),
         );
-        let relayed = speedtest(&lab, &cfg, &["--disable-direct-connections"], secs);
         push(
             &mut rows,
             Row(
                 "tether speedtest, relayed (DERP)".into(),
-                relayed,
+                rel,
                 "Mbit/s",
-                Some(relayed / openssh),
+                Some(rel / openssh),
             ),
         );
-        let pf_port = free_port(&lab, HOST_A);
-        let spec = format!("{pf_port}:{IPERF_PORT}");
-        let pf_cfg = cfg.clone();
-        let mut pf = lab.tether_cmd(HOST_A, &pf_cfg, &["port-forward", "dev", "--tcp", &spec]);
-        let _pf = Proc(
-            pf.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(&lab, pf_port);
-        forwarded = iperf(&lab, "127.0.0.1", pf_port, secs);
         push(
             &mut rows,
             Row(
@@ -563,9 +593,18 @@ fn main() {
     if want("loss") {
         // 1 % loss on router B.
         add_loss(&lab);
-        openssh_lossy = iperf(&lab, "127.0.0.1", l_port, secs);
-        direct_lossy = speedtest(&lab, &cfg, &[], secs);
+        let (mut ssh_l, mut dir) = (Vec::new(), Vec::new());
+        for round in 1..=runs {
+            ssh_l.push(iperf(&lab, "127.0.0.1", l_port, secs));
+            dir.push(speedtest(&lab, &cfg, &[], secs));
+            eprintln!(
+                "bench: round {round} at 1% loss: ssh -L {:.0}, direct {:.0} Mbit/s",
+                ssh_l[round - 1],
+                dir[round - 1]
+            );
+        }
         remove_loss(&lab);
+        (openssh_lossy, direct_lossy) = (median(ssh_l), median(dir));
         push(
             &mut rows,
             Row(
@@ -587,7 +626,7 @@ fn main() {
     }
 
     println!(
-        "\nNAT lab (both sites port-restricted cone), {secs} s per throughput test, one run:\n"
+        "\nNAT lab (both sites port-restricted cone), one run; throughput: median of {runs} interleaved rounds of {secs} s:\n"
     );
     println!(
         "{:<44} {:>12} {:<7} {:>11}",

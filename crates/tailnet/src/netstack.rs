@@ -196,8 +196,9 @@ impl std::fmt::Debug for Netstack {
 /// measured round trips scale alike, so the RTO still follows the path's real RTT above
 /// that floor. In a simulated 1 ms path with 1 % loss, 16 MiB took 51 s at 1×, 15.5 s
 /// at 5×, 9.5 s at 10×, 7.2 s at 20× (333 ms without loss); in the NAT lab with 1 %
-/// loss, 7–20 Mbit/s at 1×, 66 at 10×, 96 at 20×. Durations we hand to smoltcp go
-/// through [`smol_duration`].
+/// loss, 7–20 Mbit/s at 1×, 66 at 10×, 96 at 20× (before [`crate::recovery`], which
+/// now repairs most holes before a timeout). Durations we hand to smoltcp go through
+/// [`smol_duration`].
 const CLOCK_SCALE: u32 = 20;
 
 /// How long a peer's smoltcp may hold back an ACK: its 10 ms delayed ACK on our clock.
