@@ -23,8 +23,12 @@ use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 /// Flows tracked at once; connections beyond this get smoltcp's recovery only.
 const MAX_FLOWS: usize = 4096;
-/// A flow with no packet either way for this long is forgotten.
+/// A flow with unacknowledged data and no packet either way for this long is forgotten
+/// (smoltcp has given up on it by then).
 const IDLE_FLOW: Duration = Duration::from_secs(300);
+/// A flow with nothing unacknowledged is forgotten sooner: it costs nothing to start
+/// again from its next segment, and closed connections should not fill the table.
+const IDLE_EMPTY_FLOW: Duration = Duration::from_secs(10);
 /// Probe timeout before the first round-trip sample.
 const INITIAL_PTO: Duration = Duration::from_millis(50);
 /// The probe timeout never goes below this.
@@ -312,8 +316,14 @@ impl Recovery {
         let payload = tcp.payload().len();
         let seq = tcp.seq_number().0 as u32;
         if !self.flows.contains_key(&key) {
-            if payload == 0 || self.flows.len() >= MAX_FLOWS {
+            if payload == 0 {
                 return;
+            }
+            if self.flows.len() >= MAX_FLOWS {
+                self.flows.retain(|_, f| !f.segs.is_empty());
+                if self.flows.len() >= MAX_FLOWS {
+                    return;
+                }
             }
             self.flows.insert(key, Flow::new(seq, now));
         }
@@ -501,8 +511,14 @@ impl Recovery {
             .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
         {
             self.last_sweep = Some(now);
-            self.flows
-                .retain(|_, f| now.saturating_duration_since(f.active) < IDLE_FLOW);
+            self.flows.retain(|_, f| {
+                let idle = now.saturating_duration_since(f.active);
+                idle < if f.segs.is_empty() {
+                    IDLE_EMPTY_FLOW
+                } else {
+                    IDLE_FLOW
+                }
+            });
         }
     }
 
@@ -808,6 +824,50 @@ mod tests {
         b.poll(1000);
         assert_eq!(b.out.len(), 1, "only the tail probe for the real segment");
         assert_eq!(b.r.flows(), 1);
+    }
+
+    #[test]
+    fn finished_flows_are_forgotten_and_a_full_table_makes_room() {
+        let mut b = Bed::new();
+        b.send(0, Pkt::data(0));
+        b.recv(10, Pkt::ack(1, 400));
+        b.poll(20);
+        assert_eq!(b.r.flows(), 1, "kept while recently active");
+        b.poll(20 + 110_000);
+        assert_eq!(
+            b.r.flows(),
+            0,
+            "an idle flow with nothing in flight is forgotten"
+        );
+
+        // A full table of finished flows makes room for a new one.
+        for port in 0..MAX_FLOWS as u16 {
+            let mut p = Pkt::data(0).bytes();
+            let ip = Ipv6Packet::new_checked(&mut p[..]).unwrap();
+            let (src, dst) = (
+                IpAddress::Ipv6(ip.src_addr()),
+                IpAddress::Ipv6(ip.dst_addr()),
+            );
+            let mut tcp = TcpPacket::new_checked(&mut p[40..]).unwrap();
+            tcp.set_src_port(1000 + port);
+            tcp.fill_checksum(&src, &dst);
+            b.r.on_outbound(&p, b.t0);
+            if port > 0 {
+                // Acknowledge all but the first: their copies are gone.
+                let mut a = Pkt::ack(1, 400).bytes();
+                let mut tcp = TcpPacket::new_checked(&mut a[40..]).unwrap();
+                tcp.set_dst_port(1000 + port);
+                tcp.fill_checksum(&dst, &src);
+                b.r.on_inbound(&mut a, b.t0, &mut b.out);
+            }
+        }
+        assert_eq!(b.r.flows(), MAX_FLOWS);
+        b.send(1, Pkt::data(0));
+        assert_eq!(
+            b.r.flows(),
+            2,
+            "the flow with data in flight and the new one"
+        );
     }
 
     #[test]
