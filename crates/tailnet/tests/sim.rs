@@ -281,10 +281,11 @@ fn tcp_without_loss_is_fast() {
 #[test]
 fn one_percent_loss_on_a_fast_path_costs_no_second_long_stalls() {
     // A 1 ms path without jitter, 1 % loss: smoltcp's fixed 1 s minimum RTO made this
-    // take 51 s of virtual time (16 MiB); on the netstack's 20× clock it took 7.2 s, and
-    // with SACK/RACK-TLP recovery beside smoltcp about 4.6 s (timeouts are gone; the
-    // congestion window's response to loss is what remains). The bound catches a return
-    // to timeout stalls; it is virtual (seeded) time.
+    // take 51 s of virtual time (16 MiB); on the netstack's 20× clock it took 7.2 s; with
+    // SACK/RACK-TLP recovery beside smoltcp 4.6 s (no more timeouts, but a window cut
+    // per round trip); with random loss kept from smoltcp's congestion response 0.84 s
+    // (333 ms without loss). The bound catches a return to either; it is virtual
+    // (seeded) time.
     let mut sim = Sim::new(5, 0.01);
     sim.relay.base_delay = Duration::from_millis(1);
     sim.relay.jitter = Duration::ZERO;
@@ -296,7 +297,7 @@ fn one_percent_loss_on_a_fast_path_costs_no_second_long_stalls() {
         stats.rack_retransmits > dropped as u64 / 4,
         "recovery must repair holes: {stats:?}"
     );
-    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
 #[test]
