@@ -42,11 +42,17 @@ const MIN_PTO: Duration = Duration::from_millis(1);
 /// The reordering window grows up to this many quarters of the minimum round trip
 /// (and never beyond the smoothed round trip).
 const MAX_REO_QUARTERS: u32 = 16;
-/// A round trip's losses count as congestion once they exceed 1 in 50 segments (2 %, the
-/// threshold of BBRv2) and number at least [`CONGESTION_MIN_LOSSES`].
-const CONGESTION_LOSS_RATIO: u32 = 50;
-/// Fewer losses than this in a round trip never count as congestion: a window of a few
-/// segments cannot congest anything, and RACK repairs the holes.
+/// Loss counts as congestion above 1 in 50 segments (2 %, the threshold of BBRv2)...
+const CONGESTION_LOSS_RATIO: u64 = 50;
+/// ...judged over at least this many segments or [`JUDGE_ROUNDS`] round trips, whichever
+/// comes first, so that a few random losses in a small window are not mistaken for it.
+const JUDGE_SEGMENTS: u32 = 1000;
+/// See [`JUDGE_SEGMENTS`].
+const JUDGE_ROUNDS: u32 = 8;
+/// Loss of more than 1 in 10 segments (at least 3) is congestion without waiting for
+/// the judgement.
+const HEAVY_LOSS_RATIO: u64 = 10;
+/// No fewer losses than this count as congestion.
 const CONGESTION_MIN_LOSSES: u32 = 3;
 /// Where sequence positions start, so that positions below a flow's first segment stay
 /// positive.
@@ -84,27 +90,39 @@ struct Episode {
     recovery_over: bool,
 }
 
-/// Deliveries and losses per round trip, to tell random loss from congestion.
+/// Deliveries and losses, to tell random loss from congestion.
 #[derive(Debug, Default)]
-struct Round {
-    /// The round ends once the cumulative ACK reaches this.
-    end: u64,
+struct LossMeter {
+    /// The current round trip ends once the cumulative ACK reaches this.
+    round_end: u64,
+    /// Round trips, deliveries and losses since the last judgement.
+    rounds: u32,
     delivered: u32,
     lost: u32,
-    /// The previous round's losses counted as congestion.
-    previous_congested: bool,
+    /// The last judgement.
+    congested: bool,
 }
 
-impl Round {
-    fn congested_by(delivered: u32, lost: u32) -> bool {
+impl LossMeter {
+    fn exceeds(delivered: u32, lost: u32, ratio: u64) -> bool {
         lost >= CONGESTION_MIN_LOSSES
-            && u64::from(lost) * u64::from(CONGESTION_LOSS_RATIO)
-                > u64::from(delivered) + u64::from(lost)
+            && u64::from(lost) * ratio > u64::from(delivered) + u64::from(lost)
     }
 
-    /// Whether loss in this round trip or the last one looks like congestion.
+    /// A round trip ended; judges the loss rate once enough has been seen.
+    fn end_round(&mut self, next_end: u64) {
+        self.round_end = next_end;
+        self.rounds += 1;
+        if self.delivered.saturating_add(self.lost) >= JUDGE_SEGMENTS || self.rounds >= JUDGE_ROUNDS
+        {
+            self.congested = Self::exceeds(self.delivered, self.lost, CONGESTION_LOSS_RATIO);
+            (self.rounds, self.delivered, self.lost) = (0, 0, 0);
+        }
+    }
+
+    /// Whether loss looks like congestion now.
     fn congested(&self) -> bool {
-        self.previous_congested || Self::congested_by(self.delivered, self.lost)
+        self.congested || Self::exceeds(self.delivered, self.lost, HEAVY_LOSS_RATIO)
     }
 }
 
@@ -134,7 +152,7 @@ struct Flow {
     ack_in: Option<(u32, u16)>,
     smol_dups: u8,
     episode: Option<Episode>,
-    round: Round,
+    loss: LossMeter,
     /// The ACK number and window of our latest packet, written into resent copies.
     ack_out: Option<(u32, u16)>,
     /// Last ACK progress (or first send into an empty pipe); the probe timer counts from it.
@@ -214,7 +232,7 @@ impl Flow {
             ack_in: None,
             smol_dups: 0,
             episode: None,
-            round: Round::default(),
+            loss: LossMeter::default(),
             ack_out: None,
             pto_base: now,
             tlp_sent: false,
@@ -236,7 +254,7 @@ impl Flow {
 
     /// A segment was delivered (SACKed or cumulatively acknowledged).
     fn delivered(&mut self, xmit: Instant, end: u64, retransmitted: bool, now: Instant) {
-        self.round.delivered = self.round.delivered.saturating_add(1);
+        self.loss.delivered = self.loss.delivered.saturating_add(1);
         let rtt = now.saturating_duration_since(xmit);
         if retransmitted && self.min_rtt.is_some_and(|m| rtt < m) {
             // Too quick to be the answer to the resend: the original got through, late.
@@ -307,8 +325,8 @@ impl Flow {
             });
         }
         let n = lost.len() as u64;
-        self.round.lost = self
-            .round
+        self.loss.lost = self
+            .loss
             .lost
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         for start in lost {
@@ -488,12 +506,8 @@ impl Recovery {
             flow.tlp_sent = false;
         }
 
-        if flow.una >= flow.round.end {
-            flow.round = Round {
-                end: flow.nxt,
-                previous_congested: Round::congested_by(flow.round.delivered, flow.round.lost),
-                ..Round::default()
-            };
+        if flow.una >= flow.loss.round_end {
+            flow.loss.end_round(flow.nxt);
         }
         if let Some(ep) = &mut flow.episode {
             if flow.una >= ep.recover {
@@ -508,7 +522,7 @@ impl Recovery {
             // Random loss is repaired here without smoltcp's congestion response; once
             // loss looks like congestion, smoltcp counts the duplicates and cuts its
             // window, once per episode.
-            let masked = (!flow.round.congested()
+            let masked = (!flow.loss.congested()
                 || flow.episode.as_ref().is_some_and(|e| e.recovery_over))
                 && window > 0;
             if masked {

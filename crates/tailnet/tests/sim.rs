@@ -412,3 +412,28 @@ fn packets_from_unknown_keys_and_garbage_are_dropped() {
     let (took, _) = transfer(5, 0.0, 1000);
     assert!(took < Duration::from_secs(2));
 }
+
+#[test]
+fn random_loss_on_a_lan_fast_path_keeps_most_of_the_speed() {
+    // The NAT lab's path: 0.4 ms round trips, no jitter. Virtual time, so only the
+    // protocol counts, not CPU. While smoltcp's CUBIC cut its window for every loss
+    // episode, 64 MiB at 1 % loss kept 0.13× of the lossless speed; with random loss
+    // repaired without that cut, 32 MiB keeps about 0.7× (0.13 s against 0.094 s).
+    let run = |loss: f64| {
+        let mut sim = Sim::new(5, loss);
+        sim.relay.base_delay = Duration::from_micros(200);
+        sim.relay.jitter = Duration::ZERO;
+        let (took, dropped) = transfer_with(&mut sim, 5, 32 << 20);
+        let stats = sim.nodes[0].netstack().recovery_stats();
+        eprintln!("32 MiB at {loss}: {took:?} virtual, {dropped} dropped, {stats:?}");
+        (took, dropped)
+    };
+    let (clean, _) = run(0.0);
+    let (lossy, dropped) = run(0.01);
+    assert!(dropped > 100, "the relay must drop packets: {dropped}");
+    let ratio = clean.as_secs_f64() / lossy.as_secs_f64();
+    assert!(
+        ratio > 0.33,
+        "1 % loss kept only {ratio:.2}x of the lossless speed ({lossy:?} against {clean:?})"
+    );
+}
