@@ -10,9 +10,10 @@
 //! sent after it has been delivered and a reordering window has passed, and a tail loss
 //! probe resends the last segment when ACKs stop coming.
 //!
-//! Which losses smoltcp's congestion control sees: random loss (at most 2 % of a round
-//! trip's segments, the threshold BBRv2 uses, or fewer than three) is only repaired, so
-//! a lossy but idle path keeps its speed; a duplicate ACK that smoltcp would count
+//! Which losses smoltcp's congestion control sees: random loss (at most 2 % of the
+//! segments, the threshold BBRv2 uses, judged over at least 1000 segments or 8 round
+//! trips; more than 10 % counts at once) is only repaired, so a lossy but uncongested
+//! path keeps its speed; a duplicate ACK that smoltcp would count
 //! reaches it as a window update, one unit smaller. Loss above that is congestion, and
 //! smoltcp sees it once per episode as SACK TCP reacts (RFC 6675): three duplicates for
 //! its fast retransmit and window cut, and after its fast recovery ended, the episode's
@@ -856,6 +857,43 @@ mod tests {
         assert_eq!(fields(&next).2, 400, "differs from the masked one already");
         let again = b.recv(23, Pkt::ack(2, 400).sack(4, 12));
         assert_eq!(fields(&again).2, 399);
+    }
+
+    #[test]
+    fn loss_is_judged_over_enough_segments_or_round_trips() {
+        let round = |m: &mut LossMeter, delivered: u32, lost: u32| {
+            m.delivered += delivered;
+            m.lost += lost;
+            m.end_round(0);
+        };
+        // Small windows: 50 segments per round trip, judged after 8 round trips.
+        let mut m = LossMeter::default();
+        for _ in 0..7 {
+            round(&mut m, 49, 1);
+            assert!(!m.congested(), "not judged yet, and 1 in 50 is no heavy loss");
+        }
+        round(&mut m, 49, 1);
+        assert!(!m.congested(), "8 of 400 is 2 %, not above");
+        for _ in 0..8 {
+            round(&mut m, 48, 2);
+        }
+        assert!(m.congested(), "16 of 400 is 4 %");
+        // The verdict holds until the next judgement.
+        round(&mut m, 50, 0);
+        assert!(m.congested());
+        // Large windows: judged once 1000 segments have been seen.
+        let mut m = LossMeter::default();
+        round(&mut m, 990, 10);
+        assert!(!m.congested(), "1 %");
+        round(&mut m, 975, 25);
+        assert!(m.congested(), "2.5 %");
+        // Heavy loss counts before any judgement, but not two losses of a tiny window.
+        let mut m = LossMeter::default();
+        m.delivered = 3;
+        m.lost = 2;
+        assert!(!m.congested());
+        m.lost = 3;
+        assert!(m.congested());
     }
 
     #[test]
