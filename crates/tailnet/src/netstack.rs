@@ -110,7 +110,9 @@ impl smoltcp::phy::RxToken for RxToken {
 
 impl smoltcp::phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
+        // Room for WireGuard's padding to 16 bytes, so that it needs no new buffer.
+        let mut buf = Vec::with_capacity(len.next_multiple_of(16));
+        buf.resize(len, 0);
         let r = f(&mut buf);
         self.0.push_back(buf);
         r
@@ -636,6 +638,7 @@ impl Netstack {
 
     /// The application is done with `h`: close it (FIN) and forget it once closed.
     pub fn tcp_release(&mut self, h: SocketHandle) {
+        debug!(recovery_totals = ?self.recovery.stats(), "TCP connection released");
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         if s.state() == tcp::State::Closed {
             self.sockets.remove(h);

@@ -8,17 +8,19 @@
 //! ends are smoltcp, which SACKs the block holding the segment that triggered each ACK),
 //! and repairs holes itself as RACK-TLP does (RFC 8985): a segment is lost once a segment
 //! sent after it has been delivered and a reordering window has passed, and a tail loss
-//! probe resends the last segment when ACKs stop coming.
+//! probe resends the last segment when ACKs stop coming. A connection that sends
+//! [`PROBATION`] bytes without a SACK stops keeping copies until its next SACK, so a
+//! clean path pays little for all this.
 //!
 //! Which losses smoltcp's congestion control sees: random loss (at most 2 % of the
-//! segments, the threshold BBRv2 uses, judged over at least 1000 segments or 8 round
-//! trips; more than 10 % counts at once) is only repaired, so a lossy but uncongested
-//! path keeps its speed; a duplicate ACK that smoltcp would count
-//! reaches it as a window update, one unit smaller. Loss above that is congestion, and
-//! smoltcp sees it once per episode as SACK TCP reacts (RFC 6675): three duplicates for
-//! its fast retransmit and window cut, and after its fast recovery ended, the episode's
-//! further duplicates again as window updates, so that it does not cut again for every
-//! hole. Its retransmission timeout still resets the window as before.
+//! segments, the threshold BBRv2 uses, judged over at least 1000 segments; more than
+//! 10 % counts at once, and so does any loss while our data queues) is only repaired, so a lossy but uncongested
+//! path keeps its speed; a duplicate ACK that smoltcp would count reaches it as a window
+//! update, one unit smaller. Loss above that is congestion, and smoltcp sees it once per
+//! episode as SACK TCP reacts (RFC 6675): three duplicates for its fast retransmit and
+//! window cut, and after its fast recovery ended, the episode's further duplicates again
+//! as window updates, so that it does not cut again for every hole. Its retransmission
+//! timeout still resets the window as before.
 //!
 //! Sans-IO: packets in, packets out, explicit time.
 
@@ -45,16 +47,23 @@ const MIN_PTO: Duration = Duration::from_millis(1);
 const MAX_REO_QUARTERS: u32 = 16;
 /// Loss counts as congestion above 1 in 50 segments (2 %, the threshold of BBRv2)...
 const CONGESTION_LOSS_RATIO: u64 = 50;
-/// ...judged over at least this many segments or [`JUDGE_ROUNDS`] round trips, whichever
-/// comes first, so that a few random losses in a small window are not mistaken for it.
+/// ...judged over at least this many segments, so that a few random losses in a small
+/// window are not mistaken for it. Slow paths take long to judge, but their congestion
+/// shows sooner as queueing delay ([`Flow::queue_building`]) or heavy loss.
 const JUDGE_SEGMENTS: u32 = 1000;
-/// See [`JUDGE_SEGMENTS`].
-const JUDGE_ROUNDS: u32 = 8;
 /// Loss of more than 1 in 10 segments (at least 3) is congestion without waiting for
 /// the judgement.
 const HEAVY_LOSS_RATIO: u64 = 10;
 /// No fewer losses than this count as congestion.
 const CONGESTION_MIN_LOSSES: u32 = 3;
+/// A connection that sends this much without a SACK stops keeping copies of its
+/// segments: copying every segment cost about a tenth of the throughput of a CPU-bound
+/// path. The next SACK starts it again (smoltcp repairs that first hole).
+const PROBATION: u64 = 8 << 20;
+/// Spare copy buffers kept for reuse.
+const MAX_SPARE: usize = 1024;
+/// Round-trip noise tolerated before [`Flow::queue_building`] says so.
+const QUEUE_SLACK: Duration = Duration::from_micros(100);
 /// Where sequence positions start, so that positions below a flow's first segment stay
 /// positive.
 const ORIGIN: u64 = 1 << 32;
@@ -94,10 +103,7 @@ struct Episode {
 /// Deliveries and losses, to tell random loss from congestion.
 #[derive(Debug, Default)]
 struct LossMeter {
-    /// The current round trip ends once the cumulative ACK reaches this.
-    round_end: u64,
-    /// Round trips, deliveries and losses since the last judgement.
-    rounds: u32,
+    /// Deliveries and losses since the last judgement.
     delivered: u32,
     lost: u32,
     /// The last judgement.
@@ -110,14 +116,11 @@ impl LossMeter {
             && u64::from(lost) * ratio > u64::from(delivered) + u64::from(lost)
     }
 
-    /// A round trip ended; judges the loss rate once enough has been seen.
-    fn end_round(&mut self, next_end: u64) {
-        self.round_end = next_end;
-        self.rounds += 1;
-        if self.delivered.saturating_add(self.lost) >= JUDGE_SEGMENTS || self.rounds >= JUDGE_ROUNDS
-        {
+    /// Judges the loss rate once enough has been seen.
+    fn judge(&mut self) {
+        if self.delivered.saturating_add(self.lost) >= JUDGE_SEGMENTS {
             self.congested = Self::exceeds(self.delivered, self.lost, CONGESTION_LOSS_RATIO);
-            (self.rounds, self.delivered, self.lost) = (0, 0, 0);
+            (self.delivered, self.lost) = (0, 0);
         }
     }
 
@@ -160,6 +163,11 @@ struct Flow {
     pto_base: Instant,
     tlp_sent: bool,
     active: Instant,
+    /// Whether segments are kept (copied). A flow that sends [`PROBATION`] bytes without
+    /// a SACK stops keeping them, until the next SACK.
+    armed: bool,
+    /// Bytes sent since the last SACK (or since the start).
+    clean_bytes: u64,
 }
 
 /// Counters, for tests and diagnostics.
@@ -173,6 +181,9 @@ pub struct RecoveryStats {
     pub masked_dup_acks: u64,
     /// Segments smoltcp itself sent again (fast retransmit, or everything after a timeout).
     pub stack_resends: u64,
+    /// Connections that stopped keeping copies after a clean stretch and started again
+    /// at a SACK.
+    pub rearmed_flows: u64,
 }
 
 /// SACK/RACK-TLP loss recovery for every TCP connection of one netstack.
@@ -183,6 +194,15 @@ pub struct Recovery {
     peer_ack_delay: Duration,
     stats: RecoveryStats,
     last_sweep: Option<Instant>,
+    /// Buffers of acknowledged segments, reused for new copies.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Keeps a buffer for the next copy, up to [`MAX_SPARE`].
+fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if spare.len() < MAX_SPARE {
+        spare.push(buf);
+    }
 }
 
 /// A TCP segment inside an IPv6 packet, both borrowed.
@@ -238,6 +258,8 @@ impl Flow {
             pto_base: now,
             tlp_sent: false,
             active: now,
+            armed: true,
+            clean_bytes: 0,
         }
     }
 
@@ -245,6 +267,16 @@ impl Flow {
     fn pos(&self, seq: u32) -> u64 {
         let d = i64::from(seq.wrapping_sub(self.una_seq) as i32);
         self.una.saturating_add_signed(d)
+    }
+
+    /// Whether our data is queueing somewhere: the smoothed round trip exceeds twice the
+    /// minimum (more than a bandwidth-delay product is queued, BBR's bound). Loss then
+    /// is congestion whatever its rate, as when the receiver cannot keep up.
+    fn queue_building(&self) -> bool {
+        match (self.srtt, self.min_rtt) {
+            (Some(s), Some(m)) => s > 2 * m + QUEUE_SLACK,
+            _ => true,
+        }
     }
 
     fn pto(&self, peer_ack_delay: Duration) -> Duration {
@@ -347,6 +379,7 @@ impl Recovery {
             peer_ack_delay,
             stats: RecoveryStats::default(),
             last_sweep: None,
+            spare: Vec::new(),
         }
     }
 
@@ -404,9 +437,25 @@ impl Recovery {
         if end <= flow.una {
             return;
         }
+        flow.nxt = flow.nxt.max(end);
+        flow.clean_bytes += payload as u64;
+        if flow.armed && flow.clean_bytes > PROBATION {
+            // A clean path: stop copying.
+            flow.armed = false;
+            flow.episode = None;
+            flow.unsacked.clear();
+            for (_, seg) in std::mem::take(&mut flow.segs) {
+                recycle(&mut self.spare, seg.packet);
+            }
+        }
+        if !flow.armed {
+            return;
+        }
         let mut retransmitted = false;
         while let Some((&k, _)) = flow.segs.range(start..end).next() {
-            flow.segs.remove(&k);
+            if let Some(old) = flow.segs.remove(&k) {
+                recycle(&mut self.spare, old.packet);
+            }
             flow.unsacked.remove(&k);
             retransmitted = true;
         }
@@ -417,6 +466,9 @@ impl Recovery {
             flow.pto_base = now;
             flow.tlp_sent = false;
         }
+        let mut copy = self.spare.pop().unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(packet);
         flow.segs.insert(
             start,
             Seg {
@@ -424,11 +476,10 @@ impl Recovery {
                 xmit: now,
                 retransmitted,
                 sacked: false,
-                packet: packet.to_vec(),
+                packet: copy,
             },
         );
         flow.unsacked.insert(start);
-        flow.nxt = flow.nxt.max(end);
     }
 
     /// Notes a packet arriving for the stack, before the stack sees it. A duplicate ACK
@@ -463,6 +514,13 @@ impl Recovery {
         let sacks = tcp.selective_ack_ranges().unwrap_or_default();
         let window = tcp.window_len();
         let pure = tcp.payload().is_empty() && !tcp.fin();
+        if sacks.iter().any(Option::is_some) {
+            flow.clean_bytes = 0;
+            if !flow.armed {
+                flow.armed = true;
+                self.stats.rearmed_flows += 1;
+            }
+        }
 
         let mut progress = false;
         let advanced = ack > flow.una;
@@ -476,6 +534,7 @@ impl Recovery {
                 if !seg.sacked {
                     flow.delivered(seg.xmit, seg.end, seg.retransmitted, now);
                 }
+                recycle(&mut self.spare, seg.packet);
             }
             flow.una = ack;
             flow.una_seq = ack_seq;
@@ -507,9 +566,7 @@ impl Recovery {
             flow.tlp_sent = false;
         }
 
-        if flow.una >= flow.loss.round_end {
-            flow.loss.end_round(flow.nxt);
-        }
+        flow.loss.judge();
         if let Some(ep) = &mut flow.episode {
             if flow.una >= ep.recover {
                 flow.episode = None;
@@ -523,8 +580,14 @@ impl Recovery {
             // Random loss is repaired here without smoltcp's congestion response; once
             // loss looks like congestion, smoltcp counts the duplicates and cuts its
             // window, once per episode.
-            let masked = (!flow.loss.congested()
-                || flow.episode.as_ref().is_some_and(|e| e.recovery_over))
+            // Only holes we hold copies of are ours to repair; older ones are smoltcp's.
+            let ours = flow
+                .segs
+                .first_key_value()
+                .is_some_and(|(&s, _)| s <= flow.una);
+            let masked = ours
+                && ((!flow.loss.congested() && !flow.queue_building())
+                    || flow.episode.as_ref().is_some_and(|e| e.recovery_over))
                 && window > 0;
             if masked {
                 deliver = window - 1;
@@ -860,33 +923,25 @@ mod tests {
     }
 
     #[test]
-    fn loss_is_judged_over_enough_segments_or_round_trips() {
-        let round = |m: &mut LossMeter, delivered: u32, lost: u32| {
+    fn loss_is_judged_over_a_thousand_segments() {
+        let seen = |m: &mut LossMeter, delivered: u32, lost: u32| {
             m.delivered += delivered;
             m.lost += lost;
-            m.end_round(0);
+            m.judge();
         };
-        // Small windows: 50 segments per round trip, judged after 8 round trips.
         let mut m = LossMeter::default();
-        for _ in 0..7 {
-            round(&mut m, 49, 1);
-            assert!(!m.congested(), "not judged yet, and 1 in 50 is no heavy loss");
-        }
-        round(&mut m, 49, 1);
-        assert!(!m.congested(), "8 of 400 is 2 %, not above");
-        for _ in 0..8 {
-            round(&mut m, 48, 2);
-        }
-        assert!(m.congested(), "16 of 400 is 4 %");
-        // The verdict holds until the next judgement.
-        round(&mut m, 50, 0);
-        assert!(m.congested());
-        // Large windows: judged once 1000 segments have been seen.
-        let mut m = LossMeter::default();
-        round(&mut m, 990, 10);
-        assert!(!m.congested(), "1 %");
-        round(&mut m, 975, 25);
+        // Small windows: 4 losses in 100 segments is no verdict yet.
+        seen(&mut m, 96, 4);
+        assert!(!m.congested());
+        seen(&mut m, 884, 16);
+        assert!(!m.congested(), "20 of 1000 is 2 %, not above");
+        seen(&mut m, 975, 25);
         assert!(m.congested(), "2.5 %");
+        // The verdict holds until the next judgement.
+        seen(&mut m, 500, 0);
+        assert!(m.congested());
+        seen(&mut m, 490, 10);
+        assert!(!m.congested(), "1 %");
         // Heavy loss counts before any judgement, but not two losses of a tiny window.
         let mut m = LossMeter::default();
         m.delivered = 3;
@@ -894,6 +949,30 @@ mod tests {
         assert!(!m.congested());
         m.lost = 3;
         assert!(m.congested());
+    }
+
+    #[test]
+    fn a_clean_flow_stops_keeping_copies_until_a_sack() {
+        let mut b = Bed::new();
+        let n = (PROBATION / u64::from(MSS)) as u32 + 1;
+        for i in 0..n {
+            b.send(0, Pkt::data(i));
+            if i % 100 == 99 {
+                b.recv(1, Pkt::ack(i + 1, 400));
+            }
+        }
+        assert_eq!(b.r.poll_at(), None, "nothing kept, nothing to time");
+        // Segment n is lost; smoltcp repairs it (no copy), the SACK starts copying again.
+        b.send(2, Pkt::data(n));
+        b.send(2, Pkt::data(n + 1));
+        let first = b.recv(10, Pkt::ack(n, 400).sack(n + 1, n + 2));
+        let second = b.recv(11, Pkt::ack(n, 400).sack(n + 1, n + 2));
+        assert_eq!((fields(&first).2, fields(&second).2), (400, 400));
+        assert_eq!(b.r.stats().rearmed_flows, 1);
+        b.poll(100);
+        assert!(b.out.is_empty());
+        b.send(101, Pkt::data(n + 2));
+        assert!(b.r.poll_at().is_some(), "what is sent from now on is kept");
     }
 
     #[test]

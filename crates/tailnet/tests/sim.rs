@@ -283,7 +283,7 @@ fn one_percent_loss_on_a_fast_path_costs_no_second_long_stalls() {
     // A 1 ms path without jitter, 1 % loss: smoltcp's fixed 1 s minimum RTO made this
     // take 51 s of virtual time (16 MiB); on the netstack's 20× clock it took 7.2 s; with
     // SACK/RACK-TLP recovery beside smoltcp 4.6 s (no more timeouts, but a window cut
-    // per round trip); with random loss kept from smoltcp's congestion response 0.84 s
+    // per round trip); with random loss kept from smoltcp's congestion response 0.44 s
     // (333 ms without loss). The bound catches a return to either; it is virtual
     // (seeded) time.
     let mut sim = Sim::new(5, 0.01);
@@ -418,7 +418,7 @@ fn random_loss_on_a_lan_fast_path_keeps_most_of_the_speed() {
     // The NAT lab's path: 0.4 ms round trips, no jitter. Virtual time, so only the
     // protocol counts, not CPU. While smoltcp's CUBIC cut its window for every loss
     // episode, 64 MiB at 1 % loss kept 0.13× of the lossless speed; with random loss
-    // repaired without that cut, 32 MiB keeps about 0.7× (0.13 s against 0.094 s).
+    // repaired without that cut, 32 MiB keeps about 0.58× (0.16 s against 0.094 s).
     let run = |loss: f64| {
         let mut sim = Sim::new(5, loss);
         sim.relay.base_delay = Duration::from_micros(200);
