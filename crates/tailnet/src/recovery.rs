@@ -9,7 +9,7 @@
 //! and repairs holes itself as RACK-TLP does (RFC 8985): a segment is lost once a segment
 //! sent after it has been delivered and a reordering window has passed, and a tail loss
 //! probe resends the last segment when ACKs stop coming. A connection that sends
-//! [`PROBATION`] bytes without a SACK stops keeping copies until its next SACK, so a
+//! [`PROBATION`] bytes before its first SACK stops keeping copies until that SACK, so a
 //! clean path pays little for all this.
 //!
 //! Which losses smoltcp's congestion control sees: random loss (at most 2 % of the
@@ -56,9 +56,9 @@ const JUDGE_SEGMENTS: u32 = 1000;
 const HEAVY_LOSS_RATIO: u64 = 10;
 /// No fewer losses than this count as congestion.
 const CONGESTION_MIN_LOSSES: u32 = 3;
-/// A connection that sends this much without a SACK stops keeping copies of its
+/// A connection that sends this much before its first SACK stops keeping copies of its
 /// segments: copying every segment cost about a tenth of the throughput of a CPU-bound
-/// path. The next SACK starts it again (smoltcp repairs that first hole).
+/// path. The first SACK starts it again for good (smoltcp repairs that first hole).
 const PROBATION: u64 = 8 << 20;
 /// Spare copy buffers kept for reuse.
 const MAX_SPARE: usize = 1024;
@@ -163,11 +163,13 @@ struct Flow {
     pto_base: Instant,
     tlp_sent: bool,
     active: Instant,
-    /// Whether segments are kept (copied). A flow that sends [`PROBATION`] bytes without
-    /// a SACK stops keeping them, until the next SACK.
+    /// Whether segments are kept (copied). A flow that sends [`PROBATION`] bytes before
+    /// its first SACK stops keeping them, until that SACK.
     armed: bool,
-    /// Bytes sent since the last SACK (or since the start).
+    /// Bytes sent since the start, while no SACK came.
     clean_bytes: u64,
+    /// A SACK has come: the path loses packets, keep copies for good.
+    sack_seen: bool,
 }
 
 /// Counters, for tests and diagnostics.
@@ -181,8 +183,8 @@ pub struct RecoveryStats {
     pub masked_dup_acks: u64,
     /// Segments smoltcp itself sent again (fast retransmit, or everything after a timeout).
     pub stack_resends: u64,
-    /// Connections that stopped keeping copies after a clean stretch and started again
-    /// at a SACK.
+    /// Connections that stopped keeping copies after a clean start and started again at
+    /// their first SACK.
     pub rearmed_flows: u64,
 }
 
@@ -260,6 +262,7 @@ impl Flow {
             active: now,
             armed: true,
             clean_bytes: 0,
+            sack_seen: false,
         }
     }
 
@@ -439,7 +442,7 @@ impl Recovery {
         }
         flow.nxt = flow.nxt.max(end);
         flow.clean_bytes += payload as u64;
-        if flow.armed && flow.clean_bytes > PROBATION {
+        if flow.armed && !flow.sack_seen && flow.clean_bytes > PROBATION {
             // A clean path: stop copying.
             flow.armed = false;
             flow.episode = None;
@@ -515,7 +518,7 @@ impl Recovery {
         let window = tcp.window_len();
         let pure = tcp.payload().is_empty() && !tcp.fin();
         if sacks.iter().any(Option::is_some) {
-            flow.clean_bytes = 0;
+            flow.sack_seen = true;
             if !flow.armed {
                 flow.armed = true;
                 self.stats.rearmed_flows += 1;
