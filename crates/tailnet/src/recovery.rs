@@ -946,9 +946,11 @@ mod tests {
         seen(&mut m, 490, 10);
         assert!(!m.congested(), "1 %");
         // Heavy loss counts before any judgement, but not two losses of a tiny window.
-        let mut m = LossMeter::default();
-        m.delivered = 3;
-        m.lost = 2;
+        let mut m = LossMeter {
+            delivered: 3,
+            lost: 2,
+            ..LossMeter::default()
+        };
         assert!(!m.congested());
         m.lost = 3;
         assert!(m.congested());
