@@ -76,6 +76,25 @@ struct FlowKey {
     remote_port: u16,
 }
 
+impl FlowKey {
+    /// The connection a packet we send (`outbound`) or receive belongs to.
+    fn of(ip: &Ipv6Packet<&[u8]>, tcp: &TcpPacket<&[u8]>, outbound: bool) -> Self {
+        if outbound {
+            Self {
+                local_port: tcp.src_port(),
+                remote: ip.dst_addr(),
+                remote_port: tcp.dst_port(),
+            }
+        } else {
+            Self {
+                local_port: tcp.dst_port(),
+                remote: ip.src_addr(),
+                remote_port: tcp.src_port(),
+            }
+        }
+    }
+}
+
 /// A data segment sent and not yet cumulatively acknowledged.
 #[derive(Debug)]
 struct Seg {
@@ -401,11 +420,7 @@ impl Recovery {
         let Some((ip, tcp)) = parse(packet) else {
             return;
         };
-        let key = FlowKey {
-            local_port: tcp.src_port(),
-            remote: ip.dst_addr(),
-            remote_port: tcp.dst_port(),
-        };
+        let key = FlowKey::of(&ip, &tcp, true);
         if tcp.rst() || tcp.syn() {
             // A reset ends the connection; a SYN starts a new one on these ports.
             self.flows.remove(&key);
@@ -492,11 +507,7 @@ impl Recovery {
         let Some((ip, tcp)) = parse(packet) else {
             return;
         };
-        let key = FlowKey {
-            local_port: tcp.dst_port(),
-            remote: ip.src_addr(),
-            remote_port: tcp.src_port(),
-        };
+        let key = FlowKey::of(&ip, &tcp, false);
         if tcp.rst() {
             self.flows.remove(&key);
             return;
@@ -804,6 +815,12 @@ mod tests {
         fn send(&mut self, at: u64, p: Pkt) {
             self.r.on_outbound(&p.bytes(), self.t0 + ms(at));
         }
+        /// Sends data segments `segs` at `at`.
+        fn burst(&mut self, at: u64, segs: std::ops::Range<u32>) {
+            for i in segs {
+                self.send(at, Pkt::data(i));
+            }
+        }
         /// Delivers an inbound packet; returns it as the stack would see it.
         fn recv(&mut self, at: u64, p: Pkt) -> Vec<u8> {
             let mut b = p.bytes();
@@ -818,9 +835,7 @@ mod tests {
     #[test]
     fn a_hole_below_sacked_data_is_resent_once_the_reordering_window_passes() {
         let mut b = Bed::new();
-        for i in 0..6 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..6);
         // Our stack has since acknowledged more of the peer's data.
         let mut ours = Pkt::ack(0, 0);
         ours.from_us = true;
@@ -860,9 +875,7 @@ mod tests {
     #[test]
     fn a_lost_resend_is_found_like_any_lost_segment() {
         let mut b = Bed::new();
-        for i in 0..4 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..4);
         b.recv(10, Pkt::ack(0, 400).sack(1, 2));
         b.poll(20);
         assert_eq!(b.out.len(), 1, "segment 0 resent");
@@ -877,9 +890,7 @@ mod tests {
     #[test]
     fn random_loss_is_repaired_without_smoltcp_counting_duplicates() {
         let mut b = Bed::new();
-        for i in 0..200 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..200);
         b.recv(10, Pkt::ack(1, 400));
         // Segment 1 lost: smoltcp never sees two equal duplicates in a row.
         let mut seen = Vec::new();
@@ -898,9 +909,7 @@ mod tests {
     #[test]
     fn congestion_reaches_smoltcp_once_per_episode() {
         let mut b = Bed::new();
-        for i in 0..20 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..20);
         b.recv(10, Pkt::ack(1, 400));
         let first = b.recv(11, Pkt::ack(1, 400).sack(4, 5));
         assert_eq!(fields(&first).2, 399, "no sign of congestion yet");
@@ -983,9 +992,7 @@ mod tests {
     #[test]
     fn a_silent_tail_gets_one_probe() {
         let mut b = Bed::new();
-        for i in 0..3 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..3);
         b.recv(10, Pkt::ack(1, 400)); // srtt 1 ms: probe after 2 ms + 0.5 ms
         b.poll(30);
         assert!(b.out.is_empty());
@@ -1077,9 +1084,7 @@ mod tests {
     #[test]
     fn a_needless_resend_widens_the_reordering_window() {
         let mut b = Bed::new();
-        for i in 0..4 {
-            b.send(0, Pkt::data(i));
-        }
+        b.burst(0, 0..4);
         b.recv(10, Pkt::ack(0, 400).sack(1, 2));
         b.poll(13);
         assert_eq!(b.out.len(), 1);
