@@ -593,8 +593,8 @@ impl Recovery {
         if dup {
             // Random loss is repaired here without smoltcp's congestion response; once
             // loss looks like congestion, smoltcp counts the duplicates and cuts its
-            // window, once per episode.
-            // Only holes we hold copies of are ours to repair; older ones are smoltcp's.
+            // window, once per episode. Only holes we hold copies of are ours to repair;
+            // older ones are smoltcp's.
             let ours = flow
                 .segs
                 .first_key_value()
