@@ -303,7 +303,15 @@ fn pong_rtts(out: &str, via: &str) -> Vec<f64> {
 /// One table row: name, figure, unit, and the ratio to its OpenSSH counterpart.
 struct Row(String, f64, &'static str, Option<f64>);
 
-/// Adds a row, and prints it at once (the table comes at the end).
+/// A positive number from the environment, or `default`.
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(default)
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -314,21 +322,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Adds a row, and prints it at once (the table comes at the end).
 fn push(rows: &mut Vec<Row>, r: Row) {
     eprintln!("bench: {}: {:.1} {}", r.0, r.1, r.2);
     rows.push(r);
 }
 
 fn main() {
-    let secs: u64 = std::env::var("TETHER_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
-    let runs: usize = std::env::var("TETHER_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(3);
+    let secs = env_count("TETHER_BENCH_SECONDS", 5);
+    let runs = env_count("TETHER_BENCH_RUNS", 3) as usize;
     let mut lab = Lab::new("bench", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
     let cfg = lab.workspace(&[]);
     expose_tcp(&lab);

@@ -103,7 +103,6 @@ struct Seg {
     /// When it was last sent.
     xmit: Instant,
     retransmitted: bool,
-    sacked: bool,
     /// The IP packet as sent, to send again.
     packet: Vec<u8>,
 }
@@ -493,7 +492,6 @@ impl Recovery {
                 end,
                 xmit: now,
                 retransmitted,
-                sacked: false,
                 packet: copy,
             },
         );
@@ -504,6 +502,10 @@ impl Recovery {
     /// that smoltcp must not count has its window lowered by one unit; lost segments
     /// found are queued in `out`.
     pub fn on_inbound(&mut self, packet: &mut [u8], now: Instant, out: &mut Vec<Vec<u8>>) {
+        if self.flows.is_empty() {
+            // Nothing of ours in flight (a receiver): no need to parse.
+            return;
+        }
         let Some((ip, tcp)) = parse(packet) else {
             return;
         };
@@ -544,8 +546,8 @@ impl Recovery {
                     break;
                 }
                 let (start, seg) = entry.remove_entry();
-                flow.unsacked.remove(&start);
-                if !seg.sacked {
+                // Delivered now unless a SACK already counted it.
+                if flow.unsacked.remove(&start) {
                     flow.delivered(seg.xmit, seg.end, seg.retransmitted, now);
                 }
                 recycle(&mut self.spare, seg.packet);
@@ -562,13 +564,12 @@ impl Recovery {
             let mut cursor = l;
             while let Some(&start) = flow.unsacked.range(cursor..r).next() {
                 cursor = start + 1;
-                let Some(seg) = flow.segs.get_mut(&start) else {
+                let Some(seg) = flow.segs.get(&start) else {
                     continue;
                 };
                 if seg.end > r {
                     continue;
                 }
-                seg.sacked = true;
                 let (xmit, end, retransmitted) = (seg.xmit, seg.end, seg.retransmitted);
                 flow.unsacked.remove(&start);
                 flow.delivered(xmit, end, retransmitted, now);
