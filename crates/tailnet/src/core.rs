@@ -12,7 +12,8 @@
 //! ([`PathSel::on_send`]): direct UDP when trusted, otherwise DERP (plus a copy to an
 //! untrusted best address). Disco pings go over UDP, CallMeMaybes over DERP (inside
 //! SendPacket to the peer's node key); a ping is answered on the path it came in on, a
-//! CallMeMaybe counts only over DERP, and disco from unknown disco keys is dropped.
+//! CallMeMaybe counts only over DERP, and disco from unknown disco keys is dropped (so
+//! discovery sent before the peer added us is repeated when it says it is ready).
 //! WireGuard over UDP belongs to the peer that proved its source address with disco.
 //!
 //! One caveat about time: gotatun's `Tunn` keeps its own monotonic clock for the
@@ -622,7 +623,7 @@ impl Core {
     }
 
     /// Starts a WireGuard handshake with `id` now (the peer said it is ready: it has just
-    /// added us), unless one is in flight. Also with a session up: a peer that re-added
+    /// added us), unless one is in flight, and repeats discovery the peer may have dropped. Also with a session up: a peer that re-added
     /// us (say we rejoined under a new id) has a fresh tunnel and rejects that session.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
         self.last_now = now;
@@ -630,10 +631,10 @@ impl Core {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if p.init_sent.is_some() {
-            return;
-        }
-        if let Some(init) = p.tunn.format_handshake_initiation(false) {
+        p.pathsel.on_peer_ready(now);
+        if p.init_sent.is_none()
+            && let Some(init) = p.tunn.format_handshake_initiation(false)
+        {
             push_transmit(&mut self.transmits, p, home, init.into(), now);
         }
         self.drain_paths();

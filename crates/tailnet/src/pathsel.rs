@@ -355,6 +355,23 @@ impl PathSel {
         self.report_path(now);
     }
 
+    /// The peer has just added us (the coordinator said so). Disco we sent before that
+    /// was dropped as coming from an unknown key, so if discovery already ran and no
+    /// path is trusted yet, it runs again now instead of a discovery interval later.
+    pub fn on_peer_ready(&mut self, now: Instant) {
+        if self.blocked || self.trusted(now) {
+            return;
+        }
+        if !self.candidates.values().any(|c| c.last_ping.is_some()) {
+            return;
+        }
+        for c in self.candidates.values_mut() {
+            c.last_ping = None;
+        }
+        self.discover(now, true);
+        self.report_path(now);
+    }
+
     /// A ping from the peer arrived (the driver answers it with a pong itself). A UDP
     /// source becomes a candidate until [`PING_SOURCE_TTL`] after its last ping.
     pub fn handle_ping(&mut self, now: Instant, via: Via) {

@@ -598,6 +598,36 @@ fn endpoints_arriving_after_traffic_started_are_pinged_at_once() {
 }
 
 #[test]
+fn discovery_sent_before_the_peer_was_ready_runs_again_when_it_is() {
+    let now = t0();
+    let mut ps = PathSel::new(15);
+    ps.set_local_endpoints(now, ours());
+    ps.set_endpoints(now, [pub_a()]);
+    ps.on_send(now);
+    ping_to(&drain(&mut ps), pub_a());
+    // The peer adds us a moment later: our first ping was dropped, so ping again and
+    // ask it to ping us, without waiting for the discovery interval.
+    ps.on_peer_ready(now + 2 * MS);
+    let outs = drain(&mut ps);
+    ping_to(&outs, pub_a());
+    assert!(
+        outs.iter()
+            .any(|o| matches!(o, Output::SendCallMeMaybe { .. }))
+    );
+    // Once direct, readiness changes nothing.
+    let txid = ping_to(&outs, pub_a());
+    ps.handle_pong(now + 3 * MS, txid, Via::Udp(pub_a()));
+    drain(&mut ps);
+    ps.on_peer_ready(now + 4 * MS);
+    assert!(drain(&mut ps).is_empty());
+    // Nor does it start discovery for a peer we have not sent to.
+    let mut idle = PathSel::new(16);
+    idle.set_endpoints(now, [pub_a()]);
+    idle.on_peer_ready(now);
+    assert!(drain(&mut idle).is_empty());
+}
+
+#[test]
 fn heartbeats_stop_after_45_s_idle() {
     let mut sim = Sim::new(&[pub_a()]);
     sim.run(5 * SEC, true);
