@@ -15,7 +15,8 @@
 //! [`ConnConfig::disable_direct`] keeps everything on DERP. [`netcheck`] makes the STUN
 //! report used by `tether netcheck`. [`Conn::ping`] sends a disco ping on the current
 //! best path and reports the [`Pong`]; [`Conn::diagnostics`] says why a path is what it
-//! is. [`recovery`] repairs TCP losses beside smoltcp (SACK/RACK-TLP). It lacks, for now:
+//! is. [`recovery`] repairs TCP losses beside smoltcp (SACK/RACK-TLP) and holds its
+//! congestion window, which tolerates random loss. It lacks, for now:
 //! IPv6 UDP, IPv4 tailnet addresses and ICMP. The agent and the CLI drive it through
 //! [`Conn`].
 
@@ -27,6 +28,7 @@ pub mod path;
 pub mod pathsel;
 pub mod recovery;
 
+mod congestion;
 mod conn;
 mod error;
 mod stream;

@@ -203,6 +203,10 @@ impl std::fmt::Debug for Netstack {
 /// [`smol_duration`].
 const CLOCK_SCALE: u32 = 20;
 
+/// The window scale smoltcp announces for a [`TCP_BUFFER`] receive buffer (bits of its
+/// size above 16), so peers that are tether too scale their windows by it.
+const OWN_WINDOW_SHIFT: u8 = (usize::BITS - TCP_BUFFER.leading_zeros()).saturating_sub(16) as u8;
+
 /// How long a peer's smoltcp may hold back an ACK: its 10 ms delayed ACK on our clock.
 const PEER_ACK_DELAY: Duration = Duration::from_micros(10_000 / CLOCK_SCALE as u64);
 
@@ -271,7 +275,7 @@ impl Netstack {
             udp_any_ready: VecDeque::new(),
             udp_any_waker: None,
             rng: StdRng::seed_from_u64(seed),
-            recovery: Recovery::new(PEER_ACK_DELAY),
+            recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
             tx_seen: 0,
             resends: Vec::new(),
         }
@@ -292,8 +296,8 @@ impl Netstack {
             tcp::SocketBuffer::new(vec![0u8; TCP_BUFFER]),
         );
         s.set_nagle_enabled(false);
-        // CUBIC regrows the window after a loss faster than Reno on a fast path.
-        s.set_congestion_control(tcp::CongestionControl::Cubic);
+        // Congestion control is recovery's: it clamps the windows smoltcp sees.
+        s.set_congestion_control(tcp::CongestionControl::None);
         s.set_keep_alive(Some(smol_duration(TCP_KEEPALIVE)));
         s.set_timeout(Some(smol_duration(TCP_TIMEOUT)));
         s
@@ -446,7 +450,11 @@ impl Netstack {
             self.recovery.on_outbound(p, now);
         }
         self.recovery.poll(now, &mut self.resends);
-        self.device.tx.extend(self.resends.drain(..));
+        // Resends go out before new data: behind a burst they would find a bottleneck's
+        // queue full, and be dropped again every round trip.
+        for p in self.resends.drain(..).rev() {
+            self.device.tx.push_front(p);
+        }
         self.tx_seen = self.device.tx.len();
         self.sweep();
     }
