@@ -132,6 +132,15 @@ mod tests {
         }
     }
 
+    /// A fresh window after `n` such round trips.
+    fn after_rounds(n: usize) -> Window {
+        let mut w = Window::new(MSS);
+        for _ in 0..n {
+            round(&mut w);
+        }
+        w
+    }
+
     #[test]
     fn slow_start_doubles_each_round_trip() {
         let mut w = Window::new(MSS);
@@ -147,10 +156,7 @@ mod tests {
 
     #[test]
     fn a_cut_takes_30_percent_once_per_round_trip_and_growth_then_is_gentle() {
-        let mut w = Window::new(MSS);
-        for _ in 0..8 {
-            round(&mut w);
-        }
+        let mut w = after_rounds(8);
         let before = w.bytes();
         assert!(w.on_congestion(100, 500));
         let cut = w.bytes();
@@ -183,10 +189,7 @@ mod tests {
 
     #[test]
     fn a_timeout_restarts_small_and_cuts_never_go_below_the_minimum() {
-        let mut w = Window::new(MSS);
-        for _ in 0..6 {
-            round(&mut w);
-        }
+        let mut w = after_rounds(6);
         let before = w.bytes();
         w.on_timeout(10_000);
         assert_eq!(w.bytes(), MIN_SEGMENTS * MSS);

@@ -876,6 +876,11 @@ mod tests {
         )
     }
 
+    /// The window of a packet, in bytes (the tests' peers do not scale it).
+    fn window_of(p: &[u8]) -> u64 {
+        u64::from(fields(p).2)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_micros(n * 100) // tenths of a millisecond
     }
@@ -992,25 +997,24 @@ mod tests {
     #[test]
     fn smoltcp_sees_the_congestion_window_and_heavy_loss_cuts_it_once_per_round_trip() {
         let mut b = Bed::new();
-        let win = |p: &[u8]| u64::from(fields(p).2);
         let mss = u64::from(MSS);
         b.burst(0, 0..10);
         // The initial window (10 segments of the assumed size) and, in slow start, one
         // segment more for the one delivered.
         let first = b.recv(10, Pkt::ack(1, 20_000));
-        assert_eq!(win(&first), 10 * DEFAULT_MSS + mss);
+        assert_eq!(window_of(&first), 10 * DEFAULT_MSS + mss);
         // The peer's own window still wins when smaller.
         let small = b.recv(10, Pkt::ack(1, 6_000));
-        assert_eq!(win(&small), 6_000);
+        assert_eq!(window_of(&small), 6_000);
         b.burst(11, 10..12);
         // Segments 1, 2 and 3 are lost, 4 arrived: 3 of 4 is heavy loss, a cut.
-        let before = win(&b.recv(12, Pkt::ack(1, 20_000).sack(4, 5))) - mss;
+        let before = window_of(&b.recv(12, Pkt::ack(1, 20_000).sack(4, 5))) - mss;
         b.poll(20);
         assert_eq!(b.out.len(), 3);
         assert_eq!(b.r.stats().congestion_cuts, 1);
         // 70 % of the window, and what was SACKed no longer counts as in flight (the
         // window grew by a few bytes for segment 5 since).
-        let cut = win(&b.recv(21, Pkt::ack(1, 20_000).sack(4, 6))) - 2 * mss;
+        let cut = window_of(&b.recv(21, Pkt::ack(1, 20_000).sack(4, 6))) - 2 * mss;
         assert!(
             (before / 10 * 7..before / 10 * 7 + mss / 4).contains(&cut),
             "{cut} after {before}"
@@ -1026,7 +1030,7 @@ mod tests {
     fn a_receiver_that_falls_behind_makes_the_window_back_off() {
         let mut b = Bed::new();
         b.burst(0, 0..20);
-        let open = u64::from(fields(&b.recv(10, Pkt::ack(1, 20_000))).2);
+        let open = window_of(&b.recv(10, Pkt::ack(1, 20_000)));
         // The receiver's window shrinks to a third of its largest: still keeping up.
         b.recv(11, Pkt::ack(2, 7_000));
         assert_eq!(b.r.stats().receiver_cuts, 0);
@@ -1036,7 +1040,7 @@ mod tests {
         // Once per round trip: segments sent before the cut do not count.
         b.recv(13, Pkt::ack(4, 1_000));
         assert_eq!(b.r.stats().receiver_cuts, 1);
-        let back = u64::from(fields(&b.recv(14, Pkt::ack(5, 20_000))).2);
+        let back = window_of(&b.recv(14, Pkt::ack(5, 20_000)));
         assert!(
             back < open,
             "the window did not shrink: {back} against {open}"

@@ -51,6 +51,15 @@ fn ping_to(outs: &[Output], to: SocketAddr) -> TxId {
         .expect("a ping to the address")
 }
 
+/// A path selection with our endpoints and `candidates`, sending to the peer since `now`.
+fn sending(seed: u64, now: Instant, candidates: &[SocketAddr]) -> PathSel {
+    let mut ps = PathSel::new(seed);
+    ps.set_local_endpoints(now, ours());
+    ps.set_endpoints(now, candidates.iter().copied());
+    ps.on_send(now);
+    ps
+}
+
 #[test]
 fn starts_on_derp_and_asks_for_fresh_endpoints() {
     let now = t0();
@@ -84,10 +93,7 @@ fn starts_on_derp_and_asks_for_fresh_endpoints() {
 #[test]
 fn upgrades_to_direct_after_a_pong_and_reports_the_latency() {
     let now = t0();
-    let mut ps = PathSel::new(2);
-    ps.set_local_endpoints(now, ours());
-    ps.set_endpoints(now, [pub_a()]);
-    ps.on_send(now);
+    let mut ps = sending(2, now, &[pub_a()]);
     let outs = drain(&mut ps);
     let txid = ping_to(&outs, pub_a());
     assert!(outs.contains(&Output::SendCallMeMaybe { endpoints: ours() }));
@@ -209,10 +215,7 @@ fn a_user_ping_goes_over_derp_and_discovers_until_direct_then_refreshes_trust() 
 /// Both candidates pinged at `now`; pongs arrive after the given latencies, in order.
 fn race(a: (SocketAddr, Duration), b: (SocketAddr, Duration)) -> PathSel {
     let now = t0();
-    let mut ps = PathSel::new(4);
-    ps.set_local_endpoints(now, ours());
-    ps.set_endpoints(now, [a.0, b.0]);
-    ps.on_send(now);
+    let mut ps = sending(4, now, &[a.0, b.0]);
     let outs = drain(&mut ps);
     let (ta, tb) = (ping_to(&outs, a.0), ping_to(&outs, b.0));
     ps.handle_pong(now + a.1, ta, Via::Udp(a.0));
@@ -600,10 +603,7 @@ fn endpoints_arriving_after_traffic_started_are_pinged_at_once() {
 #[test]
 fn discovery_sent_before_the_peer_was_ready_runs_again_when_it_is() {
     let now = t0();
-    let mut ps = PathSel::new(15);
-    ps.set_local_endpoints(now, ours());
-    ps.set_endpoints(now, [pub_a()]);
-    ps.on_send(now);
+    let mut ps = sending(15, now, &[pub_a()]);
     ping_to(&drain(&mut ps), pub_a());
     // The peer adds us a moment later: our first ping was dropped, so ping again and
     // ask it to ping us, without waiting for the discovery interval.
