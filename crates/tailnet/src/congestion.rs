@@ -106,6 +106,22 @@ impl Window {
         true
     }
 
+    /// The receiver falls behind (its window shrank): cut by 30 % like congestion, at
+    /// most once per round trip, but never below `floor`. Returns whether it cut.
+    pub(crate) fn on_receiver_behind(&mut self, delivered: u64, nxt: u64, floor: u64) -> bool {
+        if delivered <= self.recover && self.recover > 0 {
+            return false;
+        }
+        let cut = (self.cwnd / 10 * 7).max(floor).max(MIN_SEGMENTS * self.mss);
+        if cut >= self.cwnd {
+            return false;
+        }
+        self.ssthresh = cut;
+        self.cwnd = cut;
+        self.recover = nxt;
+        true
+    }
+
     /// smoltcp's retransmission timer fired and it resends everything from `una`: what
     /// was in flight is presumed lost, start again from a small window.
     pub(crate) fn on_timeout(&mut self, nxt: u64) {
@@ -204,6 +220,21 @@ mod tests {
             small.on_congestion(i * 10, i * 10 + 10);
         }
         assert_eq!(small.bytes(), MIN_SEGMENTS * MSS);
+    }
+
+    #[test]
+    fn a_receiver_that_falls_behind_cuts_down_to_a_floor_only() {
+        let mut w = after_rounds(6);
+        let before = w.bytes();
+        assert!(w.on_receiver_behind(100, 200, 0));
+        assert_eq!(w.bytes(), before / 10 * 7);
+        assert!(!w.on_receiver_behind(150, 300, 0), "same round trip");
+        let mut delivered = 300;
+        while w.on_receiver_behind(delivered, delivered + 100, 100 * MSS) {
+            delivered += 200;
+        }
+        assert_eq!(w.bytes(), 100 * MSS);
+        assert!(!w.in_slow_start());
     }
 
     #[test]

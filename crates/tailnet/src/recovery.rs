@@ -19,7 +19,8 @@
 //! the segments (the bound of BBRv2, judged over at least 1000) or above 10 % at once,
 //! so a lossy but uncongested path keeps its speed and its losses are only repaired.
 //! A receiver that falls behind (its window shrinks below a quarter of its largest)
-//! also makes the window back off, so that its buffer does not fill to zero windows.
+//! also makes the window back off, down to an eighth of that, so that its buffer does
+//! not fill to zero windows.
 //! Duplicate ACKs for holes repaired here reach smoltcp as window updates, so smoltcp
 //! does not resend too; holes we hold no copy of are left to its fast retransmit. Its
 //! retransmission timeout still resends everything, and then the window starts small.
@@ -70,6 +71,10 @@ const MAX_SPARE: usize = 1024;
 /// A peer window below 1/`RECEIVER_BEHIND` of the largest it advertised means the
 /// receiver falls behind.
 const RECEIVER_BEHIND: u64 = 4;
+/// Cuts for a receiver that falls behind stop at 1/`RECEIVER_FLOOR` of its largest
+/// window, so that a stalled reader (a slow terminal, say) does not leave a long path
+/// to regrow from a few segments once it reads again.
+const RECEIVER_FLOOR: u64 = 8;
 /// Segment size assumed until a connection's first segment shows it.
 const DEFAULT_MSS: u64 = 1220;
 /// Where sequence positions start, so that positions below a flow's first segment stay
@@ -665,13 +670,18 @@ impl Recovery {
         // A receiver whose window shrank below a quarter of its largest cannot keep up:
         // filling its buffer would only queue our packets ahead of it and end in zero
         // windows. Back off as from congestion (in the NAT lab, where the receiving
-        // process is the bottleneck, this is worth a fifth of the throughput).
+        // process is the bottleneck, this is worth a fifth of the throughput; letting
+        // the window regrow by slow start instead lost that gain).
         let peer_bytes = u64::from(window) << flow.shift;
         flow.peer_max = flow.peer_max.max(peer_bytes);
-        if peer_bytes < flow.peer_max / RECEIVER_BEHIND
-            && flow.cwnd.on_congestion(flow.delivered_high, flow.nxt)
-        {
-            self.stats.receiver_cuts += 1;
+        if peer_bytes < flow.peer_max / RECEIVER_BEHIND {
+            let floor = flow.peer_max / RECEIVER_FLOOR;
+            let cut = flow
+                .cwnd
+                .on_receiver_behind(flow.delivered_high, flow.nxt, floor);
+            if cut {
+                self.stats.receiver_cuts += 1;
+            }
         }
         let edge = flow.una + flow.cwnd.bytes() + flow.sacked_bytes;
         let allowed = (edge.saturating_sub(ack) >> flow.shift).max(1);
