@@ -242,7 +242,7 @@ pub struct Recovery {
     last_sweep: Option<Instant>,
     /// Buffers of acknowledged segments, reused for new copies.
     spare: Vec<Vec<u8>>,
-    /// Window scales from the peers' SYNs, until their connections send data.
+    /// Window scales from the peers' SYNs, until a reset (or until the table is full).
     shifts: HashMap<FlowKey, u8>,
     /// The window scale assumed for a connection whose SYN we missed.
     default_shift: u8,
@@ -477,7 +477,8 @@ impl Recovery {
                     return;
                 }
             }
-            let shift = self.shifts.remove(&key).unwrap_or(self.default_shift);
+            // Kept for the connection's life: an idle flow is forgotten and made anew.
+            let shift = self.shifts.get(&key).copied().unwrap_or(self.default_shift);
             self.flows.insert(key, Flow::new(seq, shift, now));
         }
         let Some(flow) = self.flows.get_mut(&key) else {
@@ -576,7 +577,8 @@ impl Recovery {
                 .unwrap_or(0)
                 .min(14);
             if self.shifts.len() >= MAX_FLOWS {
-                // Connections that never sent data; the default serves them.
+                // Mostly connections closed without a reset; the default serves the
+                // others, as all tether peers scale alike.
                 self.shifts.clear();
             }
             self.shifts.insert(key, shift);
@@ -791,6 +793,7 @@ mod tests {
         len: usize,
         sack: [Option<(u32, u32)>; 3],
         control: TcpControl,
+        wscale: Option<u8>,
     }
 
     impl Pkt {
@@ -803,6 +806,7 @@ mod tests {
                 len: MSS as usize,
                 sack: [None; 3],
                 control: TcpControl::None,
+                wscale: None,
             }
         }
 
@@ -815,6 +819,7 @@ mod tests {
                 len: 0,
                 sack: [None; 3],
                 control: TcpControl::None,
+                wscale: None,
             }
         }
 
@@ -842,7 +847,7 @@ mod tests {
                 seq_number: TcpSeqNumber(self.seq as i32),
                 ack_number: self.ack.map(|a| TcpSeqNumber(a as i32)),
                 window_len: self.window,
-                window_scale: None,
+                window_scale: self.wscale,
                 max_seg_size: None,
                 sack_permitted: false,
                 sack_ranges: self.sack,
@@ -1160,6 +1165,29 @@ mod tests {
         b.poll(1000);
         assert_eq!(b.out.len(), 1, "only the tail probe for the real segment");
         assert_eq!(b.r.flows(), 1);
+    }
+
+    #[test]
+    fn the_peers_window_scale_comes_from_its_syn_and_outlives_an_idle_flow() {
+        let mut b = Bed::new();
+        let mut syn_ack = Pkt::ack(0, 1000);
+        syn_ack.control = TcpControl::Syn;
+        syn_ack.seq = 76;
+        syn_ack.wscale = Some(3);
+        b.recv(0, syn_ack);
+        let clamped = |b: &mut Bed, at: u64, upto: u32| {
+            b.burst(at, upto - 1..upto);
+            // The peer offers 60,000 units of 8 bytes; the congestion window is smaller.
+            window_of(&b.recv(at + 10, Pkt::ack(upto, 60_000)))
+        };
+        let first = clamped(&mut b, 1, 1);
+        assert!((1_000..10_000).contains(&first), "{first} units");
+        // Idle for long with nothing in flight: the flow is forgotten, the scale is not.
+        b.poll(20);
+        b.poll(20 + 110_000);
+        assert_eq!(b.r.flows(), 0);
+        let again = clamped(&mut b, 110_030, 2);
+        assert_eq!(again, first, "a fresh window in the same units");
     }
 
     #[test]
