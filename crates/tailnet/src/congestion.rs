@@ -6,10 +6,10 @@
 //! lab that held a sender to a third of its lossless speed, although every loss was
 //! repaired within a round trip. This window follows BBRv2's loss bound instead: loss
 //! is congestion only while more than 2 % of the segments are lost (judged over at least
-//! 1000 segments) or more than 10 % at once, as [`crate::recovery`] judges it. Then the
-//! window is cut by 30 %, at most once per round trip; a lossy but uncongested path
-//! keeps its window, and its losses are only repaired. [`crate::recovery`] also cuts
-//! when the receiver falls behind.
+//! 1000 segments) or more than 10 % at once (2 % in slow start), as [`crate::recovery`]
+//! judges it. Then the window is cut by 30 %, at most once per round trip; a lossy but
+//! uncongested path keeps its window, and its losses are only repaired.
+//! [`crate::recovery`] also cuts when the receiver falls behind.
 //!
 //! Growth: doubling per round trip (slow start) until the first cut, then 1/32 of the
 //! window per round trip (about 3 %; on a sub-millisecond path that regains a cut in a
@@ -97,29 +97,34 @@ impl Window {
     /// the data sent: cut by 30 % unless this round trip was cut already. Returns
     /// whether it cut.
     pub(crate) fn on_congestion(&mut self, delivered: u64, nxt: u64) -> bool {
-        if delivered <= self.recover && self.recover > 0 {
+        if !self.new_round(delivered) {
             return false;
         }
-        self.ssthresh = (self.cwnd / 10 * 7).max(MIN_SEGMENTS * self.mss);
-        self.cwnd = self.ssthresh;
-        self.recover = nxt;
+        self.cut_to((self.cwnd / 10 * 7).max(MIN_SEGMENTS * self.mss), nxt);
         true
     }
 
     /// The receiver falls behind (its window shrank): cut by 30 % like congestion, at
     /// most once per round trip, but never below `floor`. Returns whether it cut.
     pub(crate) fn on_receiver_behind(&mut self, delivered: u64, nxt: u64, floor: u64) -> bool {
-        if delivered <= self.recover && self.recover > 0 {
-            return false;
-        }
         let cut = (self.cwnd / 10 * 7).max(floor).max(MIN_SEGMENTS * self.mss);
-        if cut >= self.cwnd {
+        if !self.new_round(delivered) || cut >= self.cwnd {
             return false;
         }
-        self.ssthresh = cut;
-        self.cwnd = cut;
-        self.recover = nxt;
+        self.cut_to(cut, nxt);
         true
+    }
+
+    /// Whether data sent after the last cut has been delivered (data up to `delivered`).
+    fn new_round(&self, delivered: u64) -> bool {
+        self.recover == 0 || delivered > self.recover
+    }
+
+    /// Cuts to `cwnd`, ending slow start, with `nxt` the end of the data sent so far.
+    fn cut_to(&mut self, cwnd: u64, nxt: u64) {
+        self.ssthresh = cwnd;
+        self.cwnd = cwnd;
+        self.recover = nxt;
     }
 
     /// smoltcp's retransmission timer fired and it resends everything from `una`: what
