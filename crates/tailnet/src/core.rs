@@ -623,8 +623,9 @@ impl Core {
     }
 
     /// Starts a WireGuard handshake with `id` now (the peer said it is ready: it has just
-    /// added us), unless one is in flight, and repeats discovery the peer may have dropped. Also with a session up: a peer that re-added
-    /// us (say we rejoined under a new id) has a fresh tunnel and rejects that session.
+    /// added us), unless one is in flight, and repeats discovery the peer may have
+    /// dropped. Also with a session up: a peer that re-added us (say we rejoined under a
+    /// new id) has a fresh tunnel and rejects that session.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
         self.last_now = now;
         let home = self.home_region;

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use smoltcp::wire::{IpAddress, IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
+use smoltcp::wire::{IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use crate::congestion::Window;
 
@@ -206,8 +206,6 @@ struct Flow {
     clean_bytes: u64,
     /// A SACK has come: the path loses packets, keep copies for good.
     sack_seen: bool,
-    /// Congestion cuts not yet counted in [`RecoveryStats`].
-    cuts: u64,
 }
 
 /// Counters, for tests and diagnostics.
@@ -276,23 +274,32 @@ fn looks_like_syn(packet: &[u8]) -> bool {
         && packet[TCP_FLAGS] & 0x02 != 0
 }
 
-/// Rewrites the ACK number (if given) and window of a TCP packet and fixes its checksum.
+/// Rewrites the ACK number (if given) and window of a TCP packet and updates its
+/// checksum for just those fields (RFC 1624), so that no pass over the payload is needed:
+/// this runs for nearly every ACK a sender receives.
 fn rewrite(packet: &mut [u8], ack: Option<u32>, window: u16) {
     let Ok(mut ip) = Ipv6Packet::new_checked(packet) else {
         return;
     };
-    let (src, dst) = (
-        IpAddress::Ipv6(ip.src_addr()),
-        IpAddress::Ipv6(ip.dst_addr()),
-    );
     let Ok(mut tcp) = TcpPacket::new_checked(ip.payload_mut()) else {
         return;
     };
+    // One's complement sum of the checksum's complement, the old words' complements and
+    // the new words.
+    let mut sum = u32::from(!tcp.checksum());
+    let mut change = |old: u16, new: u16| sum += u32::from(!old) + u32::from(new);
     if let Some(ack) = ack {
+        let old = tcp.ack_number().0 as u32;
+        change((old >> 16) as u16, (ack >> 16) as u16);
+        change(old as u16, ack as u16);
         tcp.set_ack_number(TcpSeqNumber(ack as i32));
     }
+    change(tcp.window_len(), window);
     tcp.set_window_len(window);
-    tcp.fill_checksum(&src, &dst);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    tcp.set_checksum(!(sum as u16));
 }
 
 impl Flow {
@@ -324,7 +331,6 @@ impl Flow {
             armed: true,
             clean_bytes: 0,
             sack_seen: false,
-            cuts: 0,
         }
     }
 
@@ -377,11 +383,12 @@ impl Flow {
     }
 
     /// RACK: resends every segment sent before one that was delivered, once the
-    /// reordering window has passed; arms the timer for those still inside it.
-    fn detect_losses(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) -> u64 {
+    /// reordering window has passed; arms the timer for those still inside it. Loss
+    /// above the random-loss bound cuts the congestion window.
+    fn detect_losses(&mut self, now: Instant, out: &mut Vec<Vec<u8>>, stats: &mut RecoveryStats) {
         self.reo_deadline = None;
         let Some((rack_xmit, rack_end)) = self.rack else {
-            return 0;
+            return;
         };
         let reo_wnd = (self.min_rtt.unwrap_or_default() * self.reo_quarters / 4)
             .min(self.srtt.unwrap_or_default());
@@ -415,14 +422,14 @@ impl Flow {
             && self.loss.congested(self.cwnd.in_slow_start())
             && self.cwnd.on_congestion(self.delivered_high, self.nxt)
         {
-            self.cuts += 1;
+            stats.congestion_cuts += 1;
         }
+        stats.rack_retransmits += n;
         for start in lost {
             if let Some(p) = self.resend(start, now) {
                 out.push(p);
             }
         }
-        n
     }
 }
 
@@ -667,8 +674,6 @@ impl Recovery {
         flow.cwnd.on_delivered(newly, pipe);
         flow.loss.judge();
 
-        // smoltcp may send up to the ACK plus the window: as far as the congestion window
-        // reaches beyond what is in flight, never beyond the peer's own window.
         // A receiver whose window shrank below a quarter of its largest cannot keep up:
         // filling its buffer would only queue our packets ahead of it and end in zero
         // windows. Back off as from congestion (in the NAT lab, where the receiving
@@ -685,6 +690,8 @@ impl Recovery {
                 self.stats.receiver_cuts += 1;
             }
         }
+        // smoltcp may send up to the ACK plus the window: as far as the congestion window
+        // reaches beyond what is in flight, never beyond the peer's own window.
         let edge = flow.una + flow.cwnd.bytes() + flow.sacked_bytes;
         let allowed = (edge.saturating_sub(ack) >> flow.shift).max(1);
         let mut deliver = window.min(u16::try_from(allowed).unwrap_or(u16::MAX));
@@ -713,9 +720,8 @@ impl Recovery {
         }
         flow.ack_in = Some((ack_seq, deliver));
         if progress {
-            self.stats.rack_retransmits += flow.detect_losses(now, out);
+            flow.detect_losses(now, out, &mut self.stats);
         }
-        self.stats.congestion_cuts += std::mem::take(&mut flow.cuts);
         if deliver != window {
             rewrite(packet, None, deliver);
         }
@@ -726,8 +732,7 @@ impl Recovery {
     pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
         for flow in self.flows.values_mut() {
             if flow.reo_deadline.is_some_and(|d| now >= d) {
-                self.stats.rack_retransmits += flow.detect_losses(now, out);
-                self.stats.congestion_cuts += std::mem::take(&mut flow.cuts);
+                flow.detect_losses(now, out, &mut self.stats);
             }
             if !flow.tlp_sent
                 && !flow.unsacked.is_empty()
@@ -778,7 +783,7 @@ impl Recovery {
 mod tests {
     use super::*;
     use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{Ipv6Repr, TcpControl, TcpRepr};
+    use smoltcp::wire::{IpAddress, Ipv6Repr, TcpControl, TcpRepr};
 
     const US: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 1);
     const PEER: Ipv6Addr = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 2);
@@ -823,14 +828,18 @@ mod tests {
             }
         }
 
-        fn sack(mut self, from: u32, to: u32) -> Self {
-            self.sack[0] = Some((ISN.wrapping_add(from * MSS), ISN.wrapping_add(to * MSS)));
+        /// SACK block `i` covering segments `from..to`.
+        fn block(mut self, i: usize, from: u32, to: u32) -> Self {
+            self.sack[i] = Some((ISN.wrapping_add(from * MSS), ISN.wrapping_add(to * MSS)));
             self
         }
 
-        fn sack2(mut self, from: u32, to: u32) -> Self {
-            self.sack[1] = Some((ISN.wrapping_add(from * MSS), ISN.wrapping_add(to * MSS)));
-            self
+        fn sack(self, from: u32, to: u32) -> Self {
+            self.block(0, from, to)
+        }
+
+        fn sack2(self, from: u32, to: u32) -> Self {
+            self.block(1, from, to)
         }
 
         fn bytes(&self) -> Vec<u8> {
