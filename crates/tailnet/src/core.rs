@@ -180,14 +180,19 @@ impl Peer {
     }
 }
 
+/// A map looked up for every packet. foldhash, seeded per map, costs a fraction of
+/// SipHash on these short keys; the keys come from authenticated peers, and every such
+/// map is bounded.
+pub(crate) type PacketMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The node's data plane state.
 pub struct Core {
     private: [u8; 32],
     public: NodePublic,
     home_region: u32,
-    peers: HashMap<Uuid, Peer>,
-    by_key: HashMap<NodePublic, Uuid>,
-    by_ip: HashMap<Ipv6Addr, Uuid>,
+    peers: PacketMap<Uuid, Peer>,
+    by_key: PacketMap<NodePublic, Uuid>,
+    by_ip: PacketMap<Ipv6Addr, Uuid>,
     index_table: IndexTable,
     rate_limiter: Arc<RateLimiter>,
     netstack: Netstack,
@@ -197,7 +202,7 @@ pub struct Core {
     next_wg_tick: Instant,
     disco: DiscoPrivate,
     by_disco: HashMap<DiscoPublic, Uuid>,
-    by_udp: HashMap<SocketAddr, Uuid>,
+    by_udp: PacketMap<SocketAddr, Uuid>,
     direct_blocked: bool,
     local_endpoints: Vec<SocketAddr>,
     local_endpoints_at: Option<Instant>,
@@ -270,7 +275,7 @@ fn push_transmit(
 }
 
 /// Records a UDP source the peer proved with disco.
-fn note_udp_source(by_udp: &mut HashMap<SocketAddr, Uuid>, peer: &mut Peer, src: SocketAddr) {
+fn note_udp_source(by_udp: &mut PacketMap<SocketAddr, Uuid>, peer: &mut Peer, src: SocketAddr) {
     if peer.udp_sources.contains(&src) {
         by_udp.insert(src, peer.cfg.id);
         return;
@@ -297,9 +302,9 @@ impl Core {
             private: private.to_bytes(),
             public,
             home_region: 0,
-            peers: HashMap::new(),
-            by_key: HashMap::new(),
-            by_ip: HashMap::new(),
+            peers: PacketMap::default(),
+            by_key: PacketMap::default(),
+            by_ip: PacketMap::default(),
             index_table: IndexTable::from_os_rng(),
             rate_limiter,
             netstack: Netstack::new(ip, now, seed),
@@ -309,7 +314,7 @@ impl Core {
             next_wg_tick: now + WG_TICK,
             disco: DiscoPrivate::generate(),
             by_disco: HashMap::new(),
-            by_udp: HashMap::new(),
+            by_udp: PacketMap::default(),
             direct_blocked: false,
             local_endpoints: Vec::new(),
             local_endpoints_at: None,
@@ -820,8 +825,7 @@ impl Core {
                     match ipv6_src_dst(&ip) {
                         Some((src_ip, _)) if peer.cfg.addresses.contains(&src_ip) => {
                             let mut ip = ip.into_bytes();
-                            self.netstack
-                                .push_inbound(Vec::from(std::mem::take(ip.buf_mut())));
+                            self.netstack.push_inbound(std::mem::take(ip.buf_mut()));
                         }
                         other => {
                             debug!(peer = %id, src = ?other.map(|a| a.0), "dropping packet with a source address the peer does not own");
@@ -922,7 +926,7 @@ impl Core {
         self.drain_paths();
     }
 
-    fn route_outbound(&mut self, now: Instant, packet: Vec<u8>) {
+    fn route_outbound(&mut self, now: Instant, packet: BytesMut) {
         let Some((_, dst)) = ipv6_src_dst(&packet) else {
             trace!("dropping outbound packet that is not IPv6");
             return;
@@ -935,7 +939,7 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let p = Packet::from_bytes(BytesMut::from(bytes::Bytes::from(packet)));
+        let p = Packet::from_bytes(packet);
         if let Some(kind) = peer.tunn.handle_outgoing_packet(p, Some(&mut self.mtu)) {
             push_transmit(&mut self.transmits, peer, home, kind, now);
         } else if peer.init_sent.is_none() && !peer.tunn.has_active_session() {

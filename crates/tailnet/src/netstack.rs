@@ -16,6 +16,7 @@ use std::net::{Ipv6Addr, SocketAddrV6};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -95,12 +96,12 @@ struct AcceptQueue {
 
 /// A device that is two packet queues.
 struct QueueDevice {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
+    rx: VecDeque<BytesMut>,
+    tx: VecDeque<BytesMut>,
 }
 
-struct RxToken(Vec<u8>);
-struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
+struct RxToken(BytesMut);
+struct TxToken<'a>(&'a mut VecDeque<BytesMut>);
 
 impl smoltcp::phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -111,7 +112,7 @@ impl smoltcp::phy::RxToken for RxToken {
 impl smoltcp::phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         // Room for WireGuard's padding to 16 bytes, so that it needs no new buffer.
-        let mut buf = Vec::with_capacity(len.next_multiple_of(16));
+        let mut buf = BytesMut::with_capacity(len.next_multiple_of(16));
         buf.resize(len, 0);
         let r = f(&mut buf);
         self.0.push_back(buf);
@@ -304,7 +305,9 @@ impl Netstack {
     }
 
     /// Hands a decrypted IP packet to the stack (processed by the next [`Netstack::poll`]).
-    pub fn push_inbound(&mut self, mut packet: Vec<u8>) {
+    /// A `BytesMut`, so that WireGuard's decrypted buffer, which starts past its header,
+    /// is taken as it is rather than moved to the front of a `Vec`.
+    pub fn push_inbound(&mut self, mut packet: BytesMut) {
         let Ok(ip) = Ipv6Packet::new_checked(&packet[..]) else {
             trace!(
                 len = packet.len(),
@@ -453,7 +456,7 @@ impl Netstack {
         // Resends go out before new data: behind a burst they would find a bottleneck's
         // queue full, and be dropped again every round trip.
         for p in self.resends.drain(..).rev() {
-            self.device.tx.push_front(p);
+            self.device.tx.push_front(BytesMut::from(&p[..]));
         }
         self.tx_seen = self.device.tx.len();
         self.sweep();
@@ -525,7 +528,7 @@ impl Netstack {
     }
 
     /// Next packet the stack wants to send.
-    pub fn pop_outbound(&mut self) -> Option<Vec<u8>> {
+    pub fn pop_outbound(&mut self) -> Option<BytesMut> {
         self.tx_seen = self.tx_seen.saturating_sub(1);
         self.device.tx.pop_front()
     }

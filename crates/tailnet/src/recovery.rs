@@ -27,13 +27,14 @@
 //!
 //! Sans-IO: packets in, packets out, explicit time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use smoltcp::wire::{IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use crate::congestion::Window;
+use crate::core::PacketMap;
 
 /// Flows tracked at once; connections beyond this get smoltcp's recovery only, and no
 /// congestion window (smoltcp's own controller is off).
@@ -233,7 +234,7 @@ pub struct RecoveryStats {
 /// SACK/RACK-TLP loss recovery for every TCP connection of one netstack.
 #[derive(Debug)]
 pub struct Recovery {
-    flows: HashMap<FlowKey, Flow>,
+    flows: PacketMap<FlowKey, Flow>,
     /// The peer's delayed-ACK time, added to the probe timeout.
     peer_ack_delay: Duration,
     stats: RecoveryStats,
@@ -241,7 +242,7 @@ pub struct Recovery {
     /// Buffers of acknowledged segments, reused for new copies.
     spare: Vec<Vec<u8>>,
     /// Window scales from the peers' SYNs, until a reset (or until the table is full).
-    shifts: HashMap<FlowKey, u8>,
+    shifts: PacketMap<FlowKey, u8>,
     /// The window scale assumed for a connection whose SYN we missed.
     default_shift: u8,
 }
@@ -438,12 +439,12 @@ impl Recovery {
     /// scale their windows by `default_shift` unless their SYN says otherwise.
     pub fn new(peer_ack_delay: Duration, default_shift: u8) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: PacketMap::default(),
             peer_ack_delay,
             stats: RecoveryStats::default(),
             last_sweep: None,
             spare: Vec::new(),
-            shifts: HashMap::new(),
+            shifts: PacketMap::default(),
             default_shift,
         }
     }
@@ -474,23 +475,20 @@ impl Recovery {
         }
         let payload = tcp.payload().len();
         let seq = tcp.seq_number().0 as u32;
-        if !self.flows.contains_key(&key) {
-            if payload == 0 {
+        if payload == 0 && !self.flows.contains_key(&key) {
+            return;
+        }
+        if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
+            self.flows.retain(|_, f| !f.segs.is_empty());
+            if self.flows.len() >= MAX_FLOWS {
                 return;
             }
-            if self.flows.len() >= MAX_FLOWS {
-                self.flows.retain(|_, f| !f.segs.is_empty());
-                if self.flows.len() >= MAX_FLOWS {
-                    return;
-                }
-            }
+        }
+        let flow = self.flows.entry(key).or_insert_with(|| {
             // Kept for the connection's life: an idle flow is forgotten and made anew.
             let shift = self.shifts.get(&key).copied().unwrap_or(self.default_shift);
-            self.flows.insert(key, Flow::new(seq, shift, now));
-        }
-        let Some(flow) = self.flows.get_mut(&key) else {
-            return;
-        };
+            Flow::new(seq, shift, now)
+        });
         flow.active = now;
         if tcp.ack() {
             flow.ack_out = Some((tcp.ack_number().0 as u32, tcp.window_len()));
