@@ -40,6 +40,7 @@ use tether_key::{DiscoPrivate, DiscoPublic, NodePrivate, NodePublic};
 use tracing::{debug, info, trace};
 use uuid::Uuid;
 
+use crate::arena::Arena;
 use crate::disco::{self, Message, PacketKind, PeerBox, Ping, Pong, TxId};
 use crate::netstack::{MTU, Netstack};
 use crate::path::{self, PathInfo, PathKind, PeerStatus};
@@ -213,6 +214,8 @@ pub struct Core {
     last_now: Instant,
     /// Pings of [`Core::ping`] awaiting their pong.
     user_pings: HashMap<TxId, UserPing>,
+    /// Inbound WireGuard datagrams are copied into buffers cut from this.
+    rx_arena: Arena,
 }
 
 impl std::fmt::Debug for Core {
@@ -323,6 +326,7 @@ impl Core {
             pathsel_count: 0,
             last_now: now,
             user_pings: HashMap::new(),
+            rx_arena: Arena::default(),
         }
     }
 
@@ -800,7 +804,8 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        let packet = Packet::from_bytes(BytesMut::from(data));
+        // Decrypted in place, in a copy cut from the arena (no allocation per packet).
+        let packet = Packet::from_bytes(self.rx_arena.copy(data));
         let kind = match self.rate_limiter.verify_packet(src, packet) {
             Ok(k) => k,
             Err(TunnResult::WriteToNetwork(reply)) => {

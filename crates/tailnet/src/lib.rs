@@ -28,6 +28,7 @@ pub mod path;
 pub mod pathsel;
 pub mod recovery;
 
+mod arena;
 mod congestion;
 mod conn;
 mod error;

@@ -27,7 +27,6 @@
 //!
 //! Sans-IO: packets in, packets out, explicit time.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,10 @@ use smoltcp::wire::{IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use crate::congestion::Window;
 use crate::core::PacketMap;
+
+mod inflight;
+
+use inflight::{InFlight, Seg};
 
 /// Flows tracked at once; connections beyond this get smoltcp's recovery only, and no
 /// congestion window (smoltcp's own controller is off).
@@ -109,18 +112,6 @@ impl FlowKey {
     }
 }
 
-/// A data segment sent and not yet cumulatively acknowledged.
-#[derive(Debug)]
-struct Seg {
-    /// Position just past its last byte.
-    end: u64,
-    /// When it was last sent.
-    xmit: Instant,
-    retransmitted: bool,
-    /// The IP packet as sent, to send again.
-    packet: Vec<u8>,
-}
-
 /// Deliveries and losses, to tell random loss from congestion.
 #[derive(Debug, Default)]
 struct LossMeter {
@@ -165,9 +156,8 @@ struct Flow {
     una_seq: u32,
     /// End of the highest segment sent.
     nxt: u64,
-    segs: BTreeMap<u64, Seg>,
-    /// Starts of the segments in `segs` not yet SACKed.
-    unsacked: BTreeSet<u64>,
+    /// Copies of the segments sent and not cumulatively acknowledged.
+    segs: InFlight,
     /// Bytes of the segments in `segs` that are SACKed.
     sacked_bytes: u64,
     /// End of the highest segment delivered (SACKed or cumulatively acknowledged).
@@ -309,8 +299,7 @@ impl Flow {
             una: ORIGIN,
             una_seq: seq,
             nxt: ORIGIN,
-            segs: BTreeMap::new(),
-            unsacked: BTreeSet::new(),
+            segs: InFlight::default(),
             sacked_bytes: 0,
             delivered_high: ORIGIN,
             peer_max: 0,
@@ -373,7 +362,7 @@ impl Flow {
     /// A copy of the segment at `start`, marked sent now, with our latest ACK and window.
     fn resend(&mut self, start: u64, now: Instant) -> Option<Vec<u8>> {
         let ack_out = self.ack_out;
-        let seg = self.segs.get_mut(&start)?;
+        let seg = self.segs.get_mut(start)?;
         seg.xmit = now;
         seg.retransmitted = true;
         let mut p = seg.packet.clone();
@@ -394,8 +383,8 @@ impl Flow {
         let reo_wnd = (self.min_rtt.unwrap_or_default() * self.reo_quarters / 4)
             .min(self.srtt.unwrap_or_default());
         let mut lost = Vec::new();
-        for &start in &self.unsacked {
-            let Some(seg) = self.segs.get(&start) else {
+        for start in self.segs.unsacked() {
+            let Some(seg) = self.segs.get(start) else {
                 continue;
             };
             let sent_before =
@@ -503,7 +492,7 @@ impl Recovery {
             return;
         }
         let resent = start < flow.nxt;
-        if resent && end <= flow.nxt && start <= flow.una && flow.segs.contains_key(&start) {
+        if resent && end <= flow.nxt && start <= flow.una && flow.segs.contains(start) {
             // smoltcp resends a hole we repair ourselves (so it saw no duplicate ACKs):
             // its retransmission timer fired, and it goes back to the cumulative ACK.
             // (A segment that reaches beyond what was sent follows a zero-window probe.)
@@ -515,9 +504,8 @@ impl Recovery {
         if flow.armed && !flow.sack_seen && flow.clean_bytes > PROBATION {
             // A clean path: stop copying.
             flow.armed = false;
-            flow.unsacked.clear();
             flow.sacked_bytes = 0;
-            for (_, seg) in std::mem::take(&mut flow.segs) {
+            for seg in flow.segs.drain() {
                 recycle(&mut self.spare, seg.packet);
             }
         }
@@ -525,9 +513,9 @@ impl Recovery {
             return;
         }
         let mut retransmitted = false;
-        while let Some((&k, _)) = flow.segs.range(start..end).next() {
-            if let Some(old) = flow.segs.remove(&k) {
-                if !flow.unsacked.remove(&k) {
+        while let Some(k) = flow.segs.first_start_in(start, end) {
+            if let Some((old, sacked)) = flow.segs.remove(k) {
+                if sacked {
                     flow.sacked_bytes = flow.sacked_bytes.saturating_sub(old.end - k);
                 }
                 recycle(&mut self.spare, old.packet);
@@ -537,7 +525,7 @@ impl Recovery {
         if retransmitted {
             self.stats.stack_resends += 1;
         }
-        if flow.unsacked.is_empty() {
+        if !flow.segs.has_unsacked() {
             flow.pto_base = now;
             flow.tlp_sent = false;
         }
@@ -553,7 +541,6 @@ impl Recovery {
                 packet: copy,
             },
         );
-        flow.unsacked.insert(start);
     }
 
     /// Notes a packet arriving for the stack, before the stack sees it. Its window is
@@ -625,13 +612,9 @@ impl Recovery {
                 // Not keeping copies: the cumulative ACK is all there is.
                 newly += ack.min(flow.nxt).saturating_sub(flow.una);
             }
-            while let Some(entry) = flow.segs.first_entry() {
-                if entry.get().end > ack {
-                    break;
-                }
-                let (start, seg) = entry.remove_entry();
+            while let Some((start, seg, sacked)) = flow.segs.pop_acked(ack) {
                 // Delivered now unless a SACK already counted it.
-                if flow.unsacked.remove(&start) {
+                if !sacked {
                     flow.delivered(seg.xmit, seg.end, seg.retransmitted, now);
                     newly += seg.end - start;
                 } else {
@@ -649,16 +632,16 @@ impl Recovery {
                 continue;
             }
             let mut cursor = l;
-            while let Some(&start) = flow.unsacked.range(cursor..r).next() {
+            while let Some(start) = flow.segs.first_unsacked_in(cursor, r) {
                 cursor = start + 1;
-                let Some(seg) = flow.segs.get(&start) else {
+                let Some(seg) = flow.segs.get(start) else {
                     continue;
                 };
                 if seg.end > r {
                     continue;
                 }
                 let (xmit, end, retransmitted) = (seg.xmit, seg.end, seg.retransmitted);
-                flow.unsacked.remove(&start);
+                flow.segs.mark_sacked(start);
                 flow.sacked_bytes += end - start;
                 newly += end - start;
                 flow.delivered(xmit, end, retransmitted, now);
@@ -697,10 +680,7 @@ impl Recovery {
         flow.peer_in = Some((ack_seq, window));
         let last = flow.ack_in.filter(|&(a, _)| a == ack_seq).map(|(_, w)| w);
         // Only holes we hold copies of are ours to repair; older ones are smoltcp's.
-        let ours = flow
-            .segs
-            .first_key_value()
-            .is_some_and(|(&s, _)| s <= flow.una);
+        let ours = flow.segs.first_start().is_some_and(|s| s <= flow.una);
         if pure && ack < flow.nxt && last == Some(deliver) && ours {
             // smoltcp would count a duplicate and resend what we repair.
             deliver = if deliver > 1 {
@@ -733,12 +713,12 @@ impl Recovery {
                 flow.detect_losses(now, out, &mut self.stats);
             }
             if !flow.tlp_sent
-                && !flow.unsacked.is_empty()
+                && flow.segs.has_unsacked()
                 && now >= flow.pto_base + flow.pto(self.peer_ack_delay)
             {
                 // Resend the last segment: its SACK shows what else is missing.
                 flow.tlp_sent = true;
-                if let Some(&last) = flow.unsacked.last()
+                if let Some(last) = flow.segs.last_unsacked()
                     && let Some(p) = flow.resend(last, now)
                 {
                     out.push(p);
@@ -767,7 +747,7 @@ impl Recovery {
         self.flows
             .values()
             .flat_map(|f| {
-                let tlp = (!f.tlp_sent && !f.unsacked.is_empty())
+                let tlp = (!f.tlp_sent && f.segs.has_unsacked())
                     .then(|| f.pto_base + f.pto(self.peer_ack_delay));
                 [f.reo_deadline, tlp]
             })
