@@ -40,7 +40,6 @@ use tether_key::{DiscoPrivate, DiscoPublic, NodePrivate, NodePublic};
 use tracing::{debug, info, trace};
 use uuid::Uuid;
 
-use crate::arena::Arena;
 use crate::disco::{self, Message, PacketKind, PeerBox, Ping, Pong, TxId};
 use crate::netstack::{MTU, Netstack};
 use crate::path::{self, PathInfo, PathKind, PeerStatus};
@@ -214,8 +213,6 @@ pub struct Core {
     last_now: Instant,
     /// Pings of [`Core::ping`] awaiting their pong.
     user_pings: HashMap<TxId, UserPing>,
-    /// Inbound WireGuard datagrams are copied into buffers cut from this.
-    rx_arena: Arena,
 }
 
 impl std::fmt::Debug for Core {
@@ -326,7 +323,6 @@ impl Core {
             pathsel_count: 0,
             last_now: now,
             user_pings: HashMap::new(),
-            rx_arena: Arena::default(),
         }
     }
 
@@ -804,8 +800,7 @@ impl Core {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        // Decrypted in place, in a copy cut from the arena (no allocation per packet).
-        let packet = Packet::from_bytes(self.rx_arena.copy(data));
+        let packet = Packet::from_bytes(BytesMut::from(data));
         let kind = match self.rate_limiter.verify_packet(src, packet) {
             Ok(k) => k,
             Err(TunnResult::WriteToNetwork(reply)) => {

@@ -28,7 +28,6 @@ pub mod path;
 pub mod pathsel;
 pub mod recovery;
 
-mod arena;
 mod congestion;
 mod conn;
 mod error;

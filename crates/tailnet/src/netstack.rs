@@ -28,7 +28,6 @@ use smoltcp::wire::{
 };
 use tracing::{debug, trace};
 
-use crate::arena::Arena;
 use crate::recovery::{Recovery, RecoveryStats};
 
 use tether_coord::proto::TAILNET_PREFIX;
@@ -99,12 +98,10 @@ struct AcceptQueue {
 struct QueueDevice {
     rx: VecDeque<BytesMut>,
     tx: VecDeque<BytesMut>,
-    /// Outbound packets are cut from this.
-    arena: Arena,
 }
 
 struct RxToken(BytesMut);
-struct TxToken<'a>(&'a mut VecDeque<BytesMut>, &'a mut Arena);
+struct TxToken<'a>(&'a mut VecDeque<BytesMut>);
 
 impl smoltcp::phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -114,8 +111,13 @@ impl smoltcp::phy::RxToken for RxToken {
 
 impl smoltcp::phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // Room for WireGuard's padding to 16 bytes, so that it needs no new buffer.
-        let mut buf = self.1.zeroed(len, len.next_multiple_of(16));
+        // Room for WireGuard's padding to 16 bytes, so that it needs no new buffer. One
+        // allocation per packet: cutting packets from large shared buffers instead took
+        // 3 % fewer instructions, yet was about 15 % slower in the NAT lab (a freed
+        // buffer comes back hot from the allocator's cache; an arena marches through
+        // memory).
+        let mut buf = BytesMut::with_capacity(len.next_multiple_of(16));
+        buf.resize(len, 0);
         let r = f(&mut buf);
         self.0.push_back(buf);
         r
@@ -128,11 +130,11 @@ impl Device for QueueDevice {
 
     fn receive(&mut self, _now: smoltcp::time::Instant) -> Option<(RxToken, TxToken<'_>)> {
         let p = self.rx.pop_front()?;
-        Some((RxToken(p), TxToken(&mut self.tx, &mut self.arena)))
+        Some((RxToken(p), TxToken(&mut self.tx)))
     }
 
     fn transmit(&mut self, _now: smoltcp::time::Instant) -> Option<TxToken<'_>> {
-        (self.tx.len() < DEVICE_QUEUE).then_some(TxToken(&mut self.tx, &mut self.arena))
+        (self.tx.len() < DEVICE_QUEUE).then_some(TxToken(&mut self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -249,7 +251,6 @@ impl Netstack {
         let mut device = QueueDevice {
             rx: VecDeque::new(),
             tx: VecDeque::new(),
-            arena: Arena::default(),
         };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
