@@ -513,7 +513,8 @@ impl Recovery {
             return;
         }
         let mut retransmitted = false;
-        while let Some(k) = flow.segs.first_start_in(start, end) {
+        // New data (at or past the old end) overlaps nothing kept: no search.
+        while resent && let Some(k) = flow.segs.first_start_in(start, end) {
             if let Some((old, sacked)) = flow.segs.remove(k) {
                 if sacked {
                     flow.sacked_bytes = flow.sacked_bytes.saturating_sub(old.end - k);
