@@ -454,6 +454,14 @@ impl Netstack {
             self.iface
                 .poll_ingress_single(ts, &mut self.device, &mut self.sockets);
         }
+        for &h in &self.orphans {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if s.recv_queue() > 0 {
+                // Data after the application let go: nobody will read it (see
+                // `tcp_release`). The reset goes out just below.
+                s.abort();
+            }
+        }
         while self
             .iface
             .poll_egress(ts, &mut self.device, &mut self.sockets)
@@ -665,7 +673,13 @@ impl Netstack {
             self.sockets.remove(h);
             return;
         }
-        s.close();
+        if s.recv_queue() > 0 {
+            // Data nobody will read: reset, as a kernel does, so that the peer stops
+            // instead of stalling on our full window for ever.
+            s.abort();
+        } else {
+            s.close();
+        }
         self.orphans.insert(h);
     }
 
@@ -810,6 +824,39 @@ mod tests {
         }
         ports.sort_unstable();
         assert_eq!(ports, vec![4444, 4444, 5555]);
+    }
+
+    /// A connection released with unread data, or sent data after its release, is
+    /// reset, so that the sender learns nobody reads (it would stall on a zero window).
+    #[test]
+    fn data_nobody_will_read_resets_the_connection() {
+        let now = Instant::now();
+        for data_before_release in [true, false] {
+            let mut a = Netstack::new(ip(1), now, 1);
+            let mut b = Netstack::new(ip(2), now, 2);
+            b.tcp_listen(7).unwrap();
+            let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
+            pump(&mut a, &mut b, now);
+            let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
+            if data_before_release {
+                a.tcp(c).send_slice(b"unread").unwrap();
+                pump(&mut a, &mut b, now);
+                assert!(b.tcp(acc.handle).recv_queue() > 0);
+            }
+            b.tcp_release(acc.handle);
+            pump(&mut a, &mut b, now);
+            if !data_before_release {
+                // A graceful close: FIN, and the half-open side may still send.
+                assert_eq!(a.tcp(c).state(), tcp::State::CloseWait);
+                a.tcp(c).send_slice(b"too late").unwrap();
+                pump(&mut a, &mut b, now);
+            }
+            assert_eq!(
+                a.tcp(c).state(),
+                tcp::State::Closed,
+                "data before release: {data_before_release}"
+            );
+        }
     }
 
     #[test]
