@@ -2,12 +2,13 @@
 //! port-restricted cone NAT, the agent's site also forwarding TCP 22 and 5201 to its
 //! host, like a VM with a public SSH port) and prints one table from one run: raw TCP
 //! (iperf3, the ceiling), OpenSSH `ssh -L` (what users would pick instead), tether's
-//! speedtest direct and relayed, `tether port-forward`, `scp` through `tether config-ssh`
+//! speedtest direct and relayed, `tether port-forward` (each of these both ways: upload
+//! from the laptop's site, and download), `scp` through `tether config-ssh`
 //! against `scp` to a plain sshd, the wall time of `tether ssh dev -- true` against
 //! `ssh host true`, the time to the direct path (median of several fresh clients), ping
-//! round trips direct and through DERP, and throughput with 1 % random loss on one
-//! router. Every tether figure is also given as a ratio to the OpenSSH figure of the
-//! same run.
+//! round trips direct and through DERP, and download throughput with 1 % random loss on
+//! one router. Every tether figure is also given as a ratio to the OpenSSH figure of the
+//! same run and direction.
 //!
 //! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
 //! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
@@ -198,25 +199,37 @@ fn ssh_cmd(lab: &Lab, sshd: &Sshd, remote: &[&str]) -> Command {
     c
 }
 
-/// iperf3 from site A to `host:port` for `secs`; the receiver's Mbit/s, or NaN (with
-/// iperf3's reason on stderr) when the run failed, as OpenSSH's forward sometimes does
-/// at 1 % loss: one failed round must not lose the others.
-fn iperf(lab: &Lab, host: &str, port: u16, secs: u64) -> f64 {
+/// Which way a throughput test moves its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the laptop (site A) to the workspace: iperf3's default.
+    Up,
+    /// From the workspace to the laptop: the speedtest's default.
+    Down,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Up => "upload",
+            Way::Down => "download",
+        }
+    }
+}
+
+/// iperf3 from site A to `host:port` for `secs` (`-R` for [`Way::Down`]); the
+/// receiver's Mbit/s, or NaN (with iperf3's reason on stderr) when the run failed, as
+/// OpenSSH's forward sometimes does at 1 % loss: one failed round must not lose the
+/// others.
+fn iperf(lab: &Lab, host: &str, port: u16, secs: u64, way: Way) -> f64 {
+    let port = port.to_string();
+    let secs_arg = secs.to_string();
+    let mut args = vec!["-c", host, "-p", &port, "-t", &secs_arg, "-J"];
+    if way == Way::Down {
+        args.push("-R");
+    }
     let out = lab::run_with_input(
-        in_ns(
-            lab,
-            HOST_A,
-            "iperf3",
-            &[
-                "-c",
-                host,
-                "-p",
-                &port.to_string(),
-                "-t",
-                &secs.to_string(),
-                "-J",
-            ],
-        ),
+        in_ns(lab, HOST_A, "iperf3", &args),
         b"",
         Duration::from_secs(secs + 30),
     );
@@ -271,11 +284,24 @@ fn wait_listening(lab: &Lab, port: u16) {
     }
 }
 
-/// `tether speedtest` from site A; Mbit/s of the overall row.
-fn speedtest(lab: &Lab, cfg: &Path, extra: &[&str], secs: u64) -> f64 {
+/// `tether speedtest` from site A (`extra` are global flags); Mbit/s of the overall row.
+fn speedtest(lab: &Lab, cfg: &Path, extra: &[&str], secs: u64, way: Way) -> f64 {
     let t = format!("{secs}s");
     let mut args = extra.to_vec();
-    args.extend(["speedtest", "dev", "-t", &t, "-o", "json"]);
+    let direction = match way {
+        Way::Up => "up",
+        Way::Down => "down",
+    };
+    args.extend([
+        "speedtest",
+        "dev",
+        "--direction",
+        direction,
+        "-t",
+        &t,
+        "-o",
+        "json",
+    ]);
     let out = lab.run(HOST_A, cfg, &args, Duration::from_secs(secs + 60));
     assert_eq!(out.code, 0, "speedtest failed: {}", out.stderr);
     let json = out
@@ -382,7 +408,8 @@ fn main() {
     wait_listening(&lab, l_port);
     let only = std::env::var("TETHER_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
-    let (mut direct, mut forwarded, mut openssh) = (f64::NAN, f64::NAN, f64::NAN);
+    // Per direction (upload, download): OpenSSH, tether direct, tether port-forward.
+    let mut base = [[f64::NAN; 3]; 2];
 
     if want("throughput") {
         let pf_port = free_port(&lab, HOST_A);
@@ -398,69 +425,83 @@ fn main() {
         wait_listening(&lab, pf_port);
         // Interleaved rounds, so that a slow moment of this shared machine hits one
         // round of every measure rather than all of one.
-        let mut r: [Vec<f64>; 5] = Default::default();
+        let ways = [Way::Up, Way::Down];
+        let mut r: [[Vec<f64>; 5]; 2] = Default::default();
         for round in 1..=runs {
-            r[0].push(iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs));
-            r[1].push(iperf(&lab, "127.0.0.1", l_port, secs));
-            r[2].push(speedtest(&lab, &cfg, &[], secs));
-            r[3].push(speedtest(
-                &lab,
-                &cfg,
-                &["--disable-direct-connections"],
-                secs,
-            ));
-            r[4].push(iperf(&lab, "127.0.0.1", pf_port, secs));
-            eprintln!(
-                "bench: round {round}: raw {:.0}, ssh -L {:.0}, direct {:.0}, relayed {:.0}, port-forward {:.0} Mbit/s",
-                r[0][round - 1],
-                r[1][round - 1],
-                r[2][round - 1],
-                r[3][round - 1],
-                r[4][round - 1]
+            for (w, &way) in ways.iter().enumerate() {
+                let r = &mut r[w];
+                r[0].push(iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs, way));
+                r[1].push(iperf(&lab, "127.0.0.1", l_port, secs, way));
+                r[2].push(speedtest(&lab, &cfg, &[], secs, way));
+                r[3].push(speedtest(
+                    &lab,
+                    &cfg,
+                    &["--disable-direct-connections"],
+                    secs,
+                    way,
+                ));
+                r[4].push(iperf(&lab, "127.0.0.1", pf_port, secs, way));
+                eprintln!(
+                    "bench: round {round}, {}: raw {:.0}, ssh -L {:.0}, direct {:.0}, relayed {:.0}, port-forward {:.0} Mbit/s",
+                    way.name(),
+                    r[0][round - 1],
+                    r[1][round - 1],
+                    r[2][round - 1],
+                    r[3][round - 1],
+                    r[4][round - 1]
+                );
+            }
+        }
+        for (w, way) in ways.iter().enumerate() {
+            let [raw, ssh_l, dir, rel, fwd] = std::mem::take(&mut r[w]).map(median);
+            base[w] = [ssh_l, dir, fwd];
+            let way = way.name();
+            push(
+                &mut rows,
+                Row(
+                    format!("raw TCP through the NATs (iperf3), {way}"),
+                    raw,
+                    "Mbit/s",
+                    None,
+                ),
+            );
+            push(
+                &mut rows,
+                Row(
+                    format!("OpenSSH ssh -L (iperf3), {way}"),
+                    ssh_l,
+                    "Mbit/s",
+                    None,
+                ),
+            );
+            push(
+                &mut rows,
+                Row(
+                    format!("tether speedtest, direct, {way}"),
+                    dir,
+                    "Mbit/s",
+                    Some(dir / ssh_l),
+                ),
+            );
+            push(
+                &mut rows,
+                Row(
+                    format!("tether speedtest, relayed (DERP), {way}"),
+                    rel,
+                    "Mbit/s",
+                    Some(rel / ssh_l),
+                ),
+            );
+            push(
+                &mut rows,
+                Row(
+                    format!("tether port-forward (iperf3), {way}"),
+                    fwd,
+                    "Mbit/s",
+                    Some(fwd / ssh_l),
+                ),
             );
         }
-        let [raw, ssh_l, dir, rel, fwd] = r.map(median);
-        (openssh, direct, forwarded) = (ssh_l, dir, fwd);
-        push(
-            &mut rows,
-            Row(
-                "raw TCP through the NATs (iperf3)".into(),
-                raw,
-                "Mbit/s",
-                None,
-            ),
-        );
-        push(
-            &mut rows,
-            Row("OpenSSH ssh -L (iperf3)".into(), openssh, "Mbit/s", None),
-        );
-        push(
-            &mut rows,
-            Row(
-                "tether speedtest, direct".into(),
-                direct,
-                "Mbit/s",
-                Some(direct / openssh),
-            ),
-        );
-        push(
-            &mut rows,
-            Row(
-                "tether speedtest, relayed (DERP)".into(),
-                rel,
-                "Mbit/s",
-                Some(rel / openssh),
-            ),
-        );
-        push(
-            &mut rows,
-            Row(
-                "tether port-forward (iperf3)".into(),
-                forwarded,
-                "Mbit/s",
-                Some(forwarded / openssh),
-            ),
-        );
     }
 
     if want("scp") {
@@ -610,8 +651,8 @@ fn main() {
         add_loss(&lab);
         let (mut ssh_l, mut dir) = (Vec::new(), Vec::new());
         for round in 1..=runs {
-            ssh_l.push(iperf(&lab, "127.0.0.1", l_port, secs));
-            dir.push(speedtest(&lab, &cfg, &[], secs));
+            ssh_l.push(iperf(&lab, "127.0.0.1", l_port, secs, Way::Down));
+            dir.push(speedtest(&lab, &cfg, &[], secs, Way::Down));
             eprintln!(
                 "bench: round {round} at 1% loss: ssh -L {:.0}, direct {:.0} Mbit/s",
                 ssh_l[round - 1],
@@ -623,7 +664,7 @@ fn main() {
         push(
             &mut rows,
             Row(
-                "OpenSSH ssh -L, 1% loss".into(),
+                "OpenSSH ssh -L, 1% loss, download".into(),
                 openssh_lossy,
                 "Mbit/s",
                 None,
@@ -632,7 +673,7 @@ fn main() {
         push(
             &mut rows,
             Row(
-                "tether speedtest direct, 1% loss".into(),
+                "tether speedtest direct, 1% loss, download".into(),
                 direct_lossy,
                 "Mbit/s",
                 Some(direct_lossy / openssh_lossy),
@@ -651,11 +692,13 @@ fn main() {
         let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
         println!("{name:<44} {v:>12.1} {unit:<7} {ratio:>11}");
     }
+    let [[_, dir_up, fwd_up], [ssh_down, dir_down, fwd_down]] = base;
     println!(
-        "\nport-forward / direct speedtest: {:.2}x; 1% loss / lossless: tether direct {:.2}x, OpenSSH {:.2}x",
-        forwarded / direct,
-        direct_lossy / direct,
-        openssh_lossy / openssh
+        "\nport-forward / direct speedtest: upload {:.2}x, download {:.2}x; 1% loss / lossless (download): tether direct {:.2}x, OpenSSH {:.2}x",
+        fwd_up / dir_up,
+        fwd_down / dir_down,
+        direct_lossy / dir_down,
+        openssh_lossy / ssh_down
     );
     println!("(the DERP ping row's ratio is DERP / direct)");
 }
