@@ -151,6 +151,10 @@ impl Device for QueueDevice {
     }
 }
 
+/// A writer that found its connection's send buffer full waits until this much room is
+/// free, instead of being woken by every ACK to copy a few segments' worth.
+pub const SEND_LOW_WATER: usize = TCP_BUFFER / 4;
+
 /// The node's IP stack.
 pub struct Netstack {
     ip: Ipv6Addr,
@@ -172,6 +176,8 @@ pub struct Netstack {
     udp_any: HashSet<SocketHandle>,
     /// Those not yet handed out, in arrival order.
     udp_any_ready: VecDeque<UdpAccepted>,
+    /// Writers waiting for send room (see [`Netstack::wait_send_room`]).
+    writers: HashMap<SocketHandle, Waker>,
     udp_any_waker: Option<Waker>,
     rng: StdRng,
     /// Loss recovery beside smoltcp's own (see [`crate::recovery`]).
@@ -284,6 +290,7 @@ impl Netstack {
             udp_accept_any: false,
             udp_any: HashSet::new(),
             udp_any_ready: VecDeque::new(),
+            writers: HashMap::new(),
             udp_any_waker: None,
             rng: StdRng::seed_from_u64(seed),
             recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
@@ -478,6 +485,7 @@ impl Netstack {
         }
         self.tx_seen = self.device.tx.len();
         self.sweep();
+        self.wake_writers();
     }
 
     /// What loss recovery has done so far.
@@ -660,6 +668,35 @@ impl Netstack {
         Ok(self.sockets.add(s))
     }
 
+    /// Wakes `waker` once `h` has [`SEND_LOW_WATER`] bytes of room (or can send no more).
+    pub fn wait_send_room(&mut self, h: SocketHandle, waker: &Waker) {
+        self.writers.insert(h, waker.clone());
+    }
+
+    /// Wakes every waiting writer (the tailnet is closing: they must see it).
+    pub fn wake_all_writers(&mut self) {
+        for (_, w) in self.writers.drain() {
+            w.wake();
+        }
+    }
+
+    fn wake_writers(&mut self) {
+        if self.writers.is_empty() {
+            return;
+        }
+        let sockets = &self.sockets;
+        self.writers.retain(|&h, w| {
+            let s = sockets.get::<tcp::Socket>(h);
+            let room = s.send_capacity() - s.send_queue();
+            if room >= SEND_LOW_WATER || !s.may_send() {
+                w.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// The TCP socket behind `h`. `h` must be a live TCP handle from this stack.
     pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
@@ -668,6 +705,7 @@ impl Netstack {
     /// The application is done with `h`: close it (FIN) and forget it once closed.
     pub fn tcp_release(&mut self, h: SocketHandle) {
         debug!(recovery_totals = ?self.recovery.stats(), "TCP connection released");
+        self.writers.remove(&h);
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         if s.state() == tcp::State::Closed {
             self.sockets.remove(h);
@@ -824,6 +862,65 @@ mod tests {
         }
         ports.sort_unstable();
         assert_eq!(ports, vec![4444, 4444, 5555]);
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A writer waiting for room is woken once a quarter of the buffer is free, not
+    /// while it stays full; released handles and closing stop the wait.
+    #[test]
+    fn a_waiting_writer_is_woken_at_the_low_water_mark() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        b.tcp_listen(7).unwrap();
+        let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
+        pump(&mut a, &mut b, now);
+        let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
+        let chunk = vec![7u8; 64 << 10];
+        while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
+        let count = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(count.clone());
+        a.wait_send_room(c, &waker);
+        a.poll(now);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            0,
+            "woken with a full buffer"
+        );
+        pump(&mut a, &mut b, now);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not woken once acknowledged"
+        );
+        pump(&mut a, &mut b, now);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "woken twice for one wait"
+        );
+
+        // A released handle is forgotten (its socket goes away later); closing wakes the rest.
+        while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
+        a.wait_send_room(c, &waker);
+        a.tcp_release(c);
+        b.tcp_release(acc.handle);
+        pump(&mut a, &mut b, now);
+        let c2 = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
+        a.wait_send_room(c2, &waker);
+        a.wake_all_writers();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     /// A connection released with unread data, or sent data after its release, is
