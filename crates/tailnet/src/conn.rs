@@ -874,7 +874,7 @@ impl Conn {
             t.abort();
         }
         self.shared.links().clear();
-        self.shared.lock().netstack().wake_all_writers();
+        self.shared.lock().netstack().wake_all_waiters();
         self.shared.wake_driver();
     }
 }

@@ -178,6 +178,8 @@ pub struct Netstack {
     udp_any_ready: VecDeque<UdpAccepted>,
     /// Writers waiting for send room (see [`Netstack::wait_send_room`]).
     writers: HashMap<SocketHandle, Waker>,
+    /// Readers waiting for data (see [`Netstack::wait_recv`]).
+    readers: HashMap<SocketHandle, Waker>,
     udp_any_waker: Option<Waker>,
     rng: StdRng,
     /// Loss recovery beside smoltcp's own (see [`crate::recovery`]).
@@ -291,6 +293,7 @@ impl Netstack {
             udp_any: HashSet::new(),
             udp_any_ready: VecDeque::new(),
             writers: HashMap::new(),
+            readers: HashMap::new(),
             udp_any_waker: None,
             rng: StdRng::seed_from_u64(seed),
             recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
@@ -486,6 +489,7 @@ impl Netstack {
         self.tx_seen = self.device.tx.len();
         self.sweep();
         self.wake_writers();
+        self.wake_readers();
     }
 
     /// What loss recovery has done so far.
@@ -673,11 +677,35 @@ impl Netstack {
         self.writers.insert(h, waker.clone());
     }
 
-    /// Wakes every waiting writer (the tailnet is closing: they must see it).
-    pub fn wake_all_writers(&mut self) {
+    /// Wakes every waiting reader and writer (the tailnet is closing: they must see it).
+    pub fn wake_all_waiters(&mut self) {
         for (_, w) in self.writers.drain() {
             w.wake();
         }
+        for (_, w) in self.readers.drain() {
+            w.wake();
+        }
+    }
+
+    /// Wakes `waker` after the poll that brings `h` data (or its end).
+    pub fn wait_recv(&mut self, h: SocketHandle, waker: &Waker) {
+        self.readers.insert(h, waker.clone());
+    }
+
+    fn wake_readers(&mut self) {
+        if self.readers.is_empty() {
+            return;
+        }
+        let sockets = &self.sockets;
+        self.readers.retain(|&h, w| {
+            let s = sockets.get::<tcp::Socket>(h);
+            if s.can_recv() || !s.may_recv() {
+                w.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn wake_writers(&mut self) {
@@ -706,6 +734,7 @@ impl Netstack {
     pub fn tcp_release(&mut self, h: SocketHandle) {
         debug!(recovery_totals = ?self.recovery.stats(), "TCP connection released");
         self.writers.remove(&h);
+        self.readers.remove(&h);
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         if s.state() == tcp::State::Closed {
             self.sockets.remove(h);
@@ -919,8 +948,38 @@ mod tests {
         pump(&mut a, &mut b, now);
         let c2 = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
         a.wait_send_room(c2, &waker);
-        a.wake_all_writers();
+        a.wake_all_waiters();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// A waiting reader is woken by the poll that brings data, and by the one that
+    /// brings the end of the stream.
+    #[test]
+    fn a_waiting_reader_is_woken_by_data_and_by_the_end() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let now = Instant::now();
+        let mut a = Netstack::new(ip(1), now, 1);
+        let mut b = Netstack::new(ip(2), now, 2);
+        b.tcp_listen(7).unwrap();
+        let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
+        pump(&mut a, &mut b, now);
+        let r = b.tcp_accept(AcceptKey::Port(7), None).unwrap().handle;
+        let count = Arc::new(CountingWaker::default());
+        let waker = std::task::Waker::from(count.clone());
+        b.wait_recv(r, &waker);
+        pump(&mut a, &mut b, now);
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken without data");
+        a.tcp(c).send_slice(b"hello").unwrap();
+        pump(&mut a, &mut b, now);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "not woken by data");
+        let mut buf = [0u8; 16];
+        assert_eq!(b.tcp(r).recv_slice(&mut buf).unwrap(), 5);
+        b.wait_recv(r, &waker);
+        a.tcp(c).close();
+        pump(&mut a, &mut b, now);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "not woken by the FIN");
+        assert!(!b.tcp(r).may_recv());
     }
 
     /// A connection released with unread data, or sent data after its release, is
