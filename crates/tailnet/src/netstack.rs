@@ -155,6 +155,21 @@ impl Device for QueueDevice {
 /// free, instead of being woken by every ACK to copy a few segments' worth.
 pub const SEND_LOW_WATER: usize = TCP_BUFFER / 4;
 
+/// Wakes (and forgets) the waiters whose socket is `ready`.
+fn wake_ready(
+    waiters: &mut HashMap<SocketHandle, Waker>,
+    sockets: &SocketSet<'static>,
+    ready: impl Fn(&tcp::Socket<'static>) -> bool,
+) {
+    waiters.retain(|&h, w| {
+        let woken = ready(sockets.get::<tcp::Socket>(h));
+        if woken {
+            w.wake_by_ref();
+        }
+        !woken
+    });
+}
+
 /// The node's IP stack.
 pub struct Netstack {
     ip: Ipv6Addr,
@@ -488,8 +503,12 @@ impl Netstack {
         }
         self.tx_seen = self.device.tx.len();
         self.sweep();
-        self.wake_writers();
-        self.wake_readers();
+        wake_ready(&mut self.writers, &self.sockets, |s| {
+            s.send_capacity() - s.send_queue() >= SEND_LOW_WATER || !s.may_send()
+        });
+        wake_ready(&mut self.readers, &self.sockets, |s| {
+            s.can_recv() || !s.may_recv()
+        });
     }
 
     /// What loss recovery has done so far.
@@ -692,39 +711,6 @@ impl Netstack {
         self.readers.insert(h, waker.clone());
     }
 
-    fn wake_readers(&mut self) {
-        if self.readers.is_empty() {
-            return;
-        }
-        let sockets = &self.sockets;
-        self.readers.retain(|&h, w| {
-            let s = sockets.get::<tcp::Socket>(h);
-            if s.can_recv() || !s.may_recv() {
-                w.wake_by_ref();
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    fn wake_writers(&mut self) {
-        if self.writers.is_empty() {
-            return;
-        }
-        let sockets = &self.sockets;
-        self.writers.retain(|&h, w| {
-            let s = sockets.get::<tcp::Socket>(h);
-            let room = s.send_capacity() - s.send_queue();
-            if room >= SEND_LOW_WATER || !s.may_send() {
-                w.wake_by_ref();
-                false
-            } else {
-                true
-            }
-        });
-    }
-
     /// The TCP socket behind `h`. `h` must be a live TCP handle from this stack.
     pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
@@ -903,82 +889,79 @@ mod tests {
         }
     }
 
-    /// A writer waiting for room is woken once a quarter of the buffer is free, not
-    /// while it stays full; released handles and closing stop the wait.
-    #[test]
-    fn a_waiting_writer_is_woken_at_the_low_water_mark() {
-        use std::sync::Arc;
-        use std::sync::atomic::Ordering;
-        let now = Instant::now();
+    impl CountingWaker {
+        /// A waker and the count of its wake-ups.
+        fn new() -> (std::sync::Arc<Self>, Waker) {
+            let count = std::sync::Arc::new(Self::default());
+            let waker = Waker::from(count.clone());
+            (count, waker)
+        }
+
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// Two stacks with one established connection from `a` to port 7 of `b`: the
+    /// stacks, `a`'s handle and `b`'s.
+    fn connected(now: Instant) -> (Netstack, Netstack, SocketHandle, SocketHandle) {
         let mut a = Netstack::new(ip(1), now, 1);
         let mut b = Netstack::new(ip(2), now, 2);
         b.tcp_listen(7).unwrap();
         let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
         pump(&mut a, &mut b, now);
-        let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
+        let accepted = b.tcp_accept(AcceptKey::Port(7), None).unwrap().handle;
+        (a, b, c, accepted)
+    }
+
+    /// A writer waiting for room is woken once a quarter of the buffer is free, not
+    /// while it stays full; released handles and closing stop the wait.
+    #[test]
+    fn a_waiting_writer_is_woken_at_the_low_water_mark() {
+        let now = Instant::now();
+        let (mut a, mut b, c, accepted) = connected(now);
         let chunk = vec![7u8; 64 << 10];
         while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
-        let count = Arc::new(CountingWaker::default());
-        let waker = std::task::Waker::from(count.clone());
+        let (count, waker) = CountingWaker::new();
         a.wait_send_room(c, &waker);
         a.poll(now);
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            0,
-            "woken with a full buffer"
-        );
+        assert_eq!(count.count(), 0, "woken with a full buffer");
         pump(&mut a, &mut b, now);
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "not woken once acknowledged"
-        );
+        assert_eq!(count.count(), 1, "not woken once acknowledged");
         pump(&mut a, &mut b, now);
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            1,
-            "woken twice for one wait"
-        );
+        assert_eq!(count.count(), 1, "woken twice for one wait");
 
         // A released handle is forgotten (its socket goes away later); closing wakes the rest.
         while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
         a.wait_send_room(c, &waker);
         a.tcp_release(c);
-        b.tcp_release(acc.handle);
+        b.tcp_release(accepted);
         pump(&mut a, &mut b, now);
         let c2 = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
         a.wait_send_room(c2, &waker);
         a.wake_all_waiters();
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.count(), 2);
     }
 
     /// A waiting reader is woken by the poll that brings data, and by the one that
     /// brings the end of the stream.
     #[test]
     fn a_waiting_reader_is_woken_by_data_and_by_the_end() {
-        use std::sync::Arc;
-        use std::sync::atomic::Ordering;
         let now = Instant::now();
-        let mut a = Netstack::new(ip(1), now, 1);
-        let mut b = Netstack::new(ip(2), now, 2);
-        b.tcp_listen(7).unwrap();
-        let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
-        pump(&mut a, &mut b, now);
-        let r = b.tcp_accept(AcceptKey::Port(7), None).unwrap().handle;
-        let count = Arc::new(CountingWaker::default());
-        let waker = std::task::Waker::from(count.clone());
+        let (mut a, mut b, c, r) = connected(now);
+        let (count, waker) = CountingWaker::new();
         b.wait_recv(r, &waker);
         pump(&mut a, &mut b, now);
-        assert_eq!(count.0.load(Ordering::SeqCst), 0, "woken without data");
+        assert_eq!(count.count(), 0, "woken without data");
         a.tcp(c).send_slice(b"hello").unwrap();
         pump(&mut a, &mut b, now);
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "not woken by data");
+        assert_eq!(count.count(), 1, "not woken by data");
         let mut buf = [0u8; 16];
         assert_eq!(b.tcp(r).recv_slice(&mut buf).unwrap(), 5);
         b.wait_recv(r, &waker);
         a.tcp(c).close();
         pump(&mut a, &mut b, now);
-        assert_eq!(count.0.load(Ordering::SeqCst), 2, "not woken by the FIN");
+        assert_eq!(count.count(), 2, "not woken by the FIN");
         assert!(!b.tcp(r).may_recv());
     }
 
@@ -988,18 +971,13 @@ mod tests {
     fn data_nobody_will_read_resets_the_connection() {
         let now = Instant::now();
         for data_before_release in [true, false] {
-            let mut a = Netstack::new(ip(1), now, 1);
-            let mut b = Netstack::new(ip(2), now, 2);
-            b.tcp_listen(7).unwrap();
-            let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
-            pump(&mut a, &mut b, now);
-            let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
+            let (mut a, mut b, c, accepted) = connected(now);
             if data_before_release {
                 a.tcp(c).send_slice(b"unread").unwrap();
                 pump(&mut a, &mut b, now);
-                assert!(b.tcp(acc.handle).recv_queue() > 0);
+                assert!(b.tcp(accepted).recv_queue() > 0);
             }
-            b.tcp_release(acc.handle);
+            b.tcp_release(accepted);
             pump(&mut a, &mut b, now);
             if !data_before_release {
                 // A graceful close: FIN, and the half-open side may still send.
