@@ -21,17 +21,22 @@ use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
 use tether_coord::proto::tailnet_ip;
-use tether_key::{NodePrivate, NodePublic};
-use tether_tailnet::core::{Core, PeerConfig};
+use tether_key::NodePublic;
+use tether_tailnet::core::Core;
 use tether_tailnet::netstack::AcceptKey;
 use uuid::Uuid;
 
+#[path = "../tests/pair/mod.rs"]
+mod pair;
+
 const REGION: u32 = 1;
+/// Seeds the two nodes' ids.
+const SEED: u64 = 1;
 const PORT: u16 = 7000;
 
 struct Pair {
-    nodes: [Core; 2],
-    keys: [NodePublic; 2],
+    nodes: Vec<Core>,
+    keys: Vec<NodePublic>,
     /// Drop every `drop_every`-th datagram from node 0 (0: none).
     drop_every: u64,
     sent: u64,
@@ -42,27 +47,7 @@ struct Pair {
 
 impl Pair {
     fn new(drop_every: u64) -> Self {
-        let now = Instant::now();
-        let privs = [NodePrivate::generate(), NodePrivate::generate()];
-        let ids = [Uuid::from_u64_pair(1, 1), Uuid::from_u64_pair(1, 2)];
-        let keys = [privs[0].public(), privs[1].public()];
-        let mut nodes = [0, 1].map(|i| {
-            let mut c = Core::new(&privs[i], tailnet_ip(ids[i]), now, i as u64);
-            c.set_home_region(REGION);
-            c
-        });
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let j = 1 - i;
-            node.upsert_peer(PeerConfig {
-                id: ids[j],
-                key: keys[j],
-                home_region: REGION,
-                addresses: vec![tailnet_ip(ids[j])],
-                disco: None,
-                endpoints: Vec::new(),
-                mapping_varies_by_dest_ip: None,
-            });
-        }
+        let (nodes, keys, _) = pair::pair(SEED, REGION, Instant::now());
         Self {
             nodes,
             keys,
@@ -95,7 +80,7 @@ impl Pair {
 
 /// Moves `total` bytes from node 0 to node 1; returns the wall time of the transfer.
 fn transfer(pair: &mut Pair, total: u64) -> Duration {
-    let ip1 = tailnet_ip(Uuid::from_u64_pair(1, 2));
+    let ip1 = tailnet_ip(Uuid::from_u64_pair(SEED, 2));
     pair.nodes[1].netstack().tcp_listen(PORT).unwrap();
     let client = pair.nodes[0]
         .netstack()

@@ -100,19 +100,24 @@ impl Window {
         if !self.new_round(delivered) {
             return false;
         }
-        self.cut_to((self.cwnd / 10 * 7).max(MIN_SEGMENTS * self.mss), nxt);
+        self.cut_to(self.reduced(0), nxt);
         true
     }
 
     /// The receiver falls behind (its window shrank): cut by 30 % like congestion, at
     /// most once per round trip, but never below `floor`. Returns whether it cut.
     pub(crate) fn on_receiver_behind(&mut self, delivered: u64, nxt: u64, floor: u64) -> bool {
-        let cut = (self.cwnd / 10 * 7).max(floor).max(MIN_SEGMENTS * self.mss);
+        let cut = self.reduced(floor);
         if !self.new_round(delivered) || cut >= self.cwnd {
             return false;
         }
         self.cut_to(cut, nxt);
         true
+    }
+
+    /// The window less 30 %, but not below `floor` or [`MIN_SEGMENTS`].
+    fn reduced(&self, floor: u64) -> u64 {
+        (self.cwnd / 10 * 7).max(floor).max(MIN_SEGMENTS * self.mss)
     }
 
     /// Whether data sent after the last cut has been delivered (data up to `delivered`).

@@ -28,6 +28,7 @@ use smoltcp::wire::{
 };
 use tracing::{debug, trace};
 
+use crate::core::PacketMap;
 use crate::recovery::{Recovery, RecoveryStats};
 
 use tether_coord::proto::TAILNET_PREFIX;
@@ -157,7 +158,7 @@ pub const SEND_LOW_WATER: usize = TCP_BUFFER / 4;
 
 /// Wakes (and forgets) the waiters whose socket is `ready`.
 fn wake_ready(
-    waiters: &mut HashMap<SocketHandle, Waker>,
+    waiters: &mut PacketMap<SocketHandle, Waker>,
     sockets: &SocketSet<'static>,
     ready: impl Fn(&tcp::Socket<'static>) -> bool,
 ) {
@@ -192,9 +193,9 @@ pub struct Netstack {
     /// Those not yet handed out, in arrival order.
     udp_any_ready: VecDeque<UdpAccepted>,
     /// Writers waiting for send room (see [`Netstack::wait_send_room`]).
-    writers: HashMap<SocketHandle, Waker>,
+    writers: PacketMap<SocketHandle, Waker>,
     /// Readers waiting for data (see [`Netstack::wait_recv`]).
-    readers: HashMap<SocketHandle, Waker>,
+    readers: PacketMap<SocketHandle, Waker>,
     udp_any_waker: Option<Waker>,
     rng: StdRng,
     /// Loss recovery beside smoltcp's own (see [`crate::recovery`]).
@@ -202,7 +203,7 @@ pub struct Netstack {
     /// Packets at the front of the transmit queue that recovery has seen.
     tx_seen: usize,
     /// Segments recovery resends, before they join the transmit queue.
-    resends: Vec<Vec<u8>>,
+    resends: Vec<BytesMut>,
 }
 
 /// A UDP socket bound on the fly by "accept any", ready to be handed out.
@@ -307,8 +308,8 @@ impl Netstack {
             udp_accept_any: false,
             udp_any: HashSet::new(),
             udp_any_ready: VecDeque::new(),
-            writers: HashMap::new(),
-            readers: HashMap::new(),
+            writers: PacketMap::default(),
+            readers: PacketMap::default(),
             udp_any_waker: None,
             rng: StdRng::seed_from_u64(seed),
             recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
@@ -499,7 +500,7 @@ impl Netstack {
         // Resends go out before new data: behind a burst they would find a bottleneck's
         // queue full, and be dropped again every round trip.
         for p in self.resends.drain(..).rev() {
-            self.device.tx.push_front(BytesMut::from(&p[..]));
+            self.device.tx.push_front(p);
         }
         self.tx_seen = self.device.tx.len();
         self.sweep();

@@ -30,6 +30,7 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use smoltcp::wire::{IpProtocol, Ipv6Packet, TcpPacket, TcpSeqNumber};
 
 use crate::congestion::Window;
@@ -158,8 +159,6 @@ struct Flow {
     nxt: u64,
     /// Copies of the segments sent and not cumulatively acknowledged.
     segs: InFlight,
-    /// Bytes of the segments in `segs` that are SACKed.
-    sacked_bytes: u64,
     /// End of the highest segment delivered (SACKed or cumulatively acknowledged).
     delivered_high: u64,
     /// The largest window the peer advertised, in bytes.
@@ -300,7 +299,6 @@ impl Flow {
             una_seq: seq,
             nxt: ORIGIN,
             segs: InFlight::default(),
-            sacked_bytes: 0,
             delivered_high: ORIGIN,
             peer_max: 0,
             cwnd: Window::new(DEFAULT_MSS),
@@ -359,13 +357,14 @@ impl Flow {
         }
     }
 
-    /// A copy of the segment at `start`, marked sent now, with our latest ACK and window.
-    fn resend(&mut self, start: u64, now: Instant) -> Option<Vec<u8>> {
+    /// A copy of the segment at `start`, marked sent now, with our latest ACK and window,
+    /// in the buffer type the netstack transmits.
+    fn resend(&mut self, start: u64, now: Instant) -> Option<BytesMut> {
         let ack_out = self.ack_out;
         let seg = self.segs.get_mut(start)?;
         seg.xmit = now;
         seg.retransmitted = true;
-        let mut p = seg.packet.clone();
+        let mut p = BytesMut::from(&seg.packet[..]);
         if let Some((ack, win)) = ack_out {
             rewrite(&mut p, Some(ack), win);
         }
@@ -375,7 +374,7 @@ impl Flow {
     /// RACK: resends every segment sent before one that was delivered, once the
     /// reordering window has passed; arms the timer for those still inside it. Loss
     /// above the random-loss bound cuts the congestion window.
-    fn detect_losses(&mut self, now: Instant, out: &mut Vec<Vec<u8>>, stats: &mut RecoveryStats) {
+    fn detect_losses(&mut self, now: Instant, out: &mut Vec<BytesMut>, stats: &mut RecoveryStats) {
         self.reo_deadline = None;
         let Some((rack_xmit, rack_end)) = self.rack else {
             return;
@@ -504,7 +503,6 @@ impl Recovery {
         if flow.armed && !flow.sack_seen && flow.clean_bytes > PROBATION {
             // A clean path: stop copying.
             flow.armed = false;
-            flow.sacked_bytes = 0;
             for seg in flow.segs.drain() {
                 recycle(&mut self.spare, seg.packet);
             }
@@ -515,10 +513,7 @@ impl Recovery {
         let mut retransmitted = false;
         // New data (at or past the old end) overlaps nothing kept: no search.
         while resent && let Some(k) = flow.segs.first_start_in(start, end) {
-            if let Some((old, sacked)) = flow.segs.remove(k) {
-                if sacked {
-                    flow.sacked_bytes = flow.sacked_bytes.saturating_sub(old.end - k);
-                }
+            if let Some((old, _)) = flow.segs.remove(k) {
                 recycle(&mut self.spare, old.packet);
             }
             retransmitted = true;
@@ -547,7 +542,7 @@ impl Recovery {
     /// Notes a packet arriving for the stack, before the stack sees it. Its window is
     /// lowered to what the congestion window allows, and a duplicate ACK that smoltcp
     /// must not count becomes a window update; lost segments found are queued in `out`.
-    pub fn on_inbound(&mut self, packet: &mut [u8], now: Instant, out: &mut Vec<Vec<u8>>) {
+    pub fn on_inbound(&mut self, packet: &mut [u8], now: Instant, out: &mut Vec<BytesMut>) {
         if self.flows.is_empty() && !looks_like_syn(packet) {
             // Nothing of ours in flight (a receiver): no need to parse.
             return;
@@ -604,7 +599,7 @@ impl Recovery {
         let pipe = flow
             .nxt
             .saturating_sub(flow.una)
-            .saturating_sub(flow.sacked_bytes);
+            .saturating_sub(flow.segs.sacked_bytes());
         let mut newly = 0;
         let mut progress = false;
         let advanced = ack > flow.una;
@@ -618,8 +613,6 @@ impl Recovery {
                 if !sacked {
                     flow.delivered(seg.xmit, seg.end, seg.retransmitted, now);
                     newly += seg.end - start;
-                } else {
-                    flow.sacked_bytes = flow.sacked_bytes.saturating_sub(seg.end - start);
                 }
                 recycle(&mut self.spare, seg.packet);
             }
@@ -643,7 +636,6 @@ impl Recovery {
                 }
                 let (xmit, end, retransmitted) = (seg.xmit, seg.end, seg.retransmitted);
                 flow.segs.mark_sacked(start);
-                flow.sacked_bytes += end - start;
                 newly += end - start;
                 flow.delivered(xmit, end, retransmitted, now);
                 progress = true;
@@ -674,7 +666,7 @@ impl Recovery {
         }
         // smoltcp may send up to the ACK plus the window: as far as the congestion window
         // reaches beyond what is in flight, never beyond the peer's own window.
-        let edge = flow.una + flow.cwnd.bytes() + flow.sacked_bytes;
+        let edge = flow.una + flow.cwnd.bytes() + flow.segs.sacked_bytes();
         let allowed = (edge.saturating_sub(ack) >> flow.shift).max(1);
         let mut deliver = window.min(u16::try_from(allowed).unwrap_or(u16::MAX));
         let peer_dup = pure && flow.peer_in == Some((ack_seq, window)) && ack < flow.nxt;
@@ -708,7 +700,7 @@ impl Recovery {
 
     /// Runs the timers due by `now`: RACK reordering windows and tail loss probes.
     /// Resent segments are queued in `out`.
-    pub fn poll(&mut self, now: Instant, out: &mut Vec<Vec<u8>>) {
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<BytesMut>) {
         for flow in self.flows.values_mut() {
             if flow.reo_deadline.is_some_and(|d| now >= d) {
                 flow.detect_losses(now, out, &mut self.stats);
@@ -891,7 +883,7 @@ mod tests {
     struct Bed {
         r: Recovery,
         t0: Instant,
-        out: Vec<Vec<u8>>,
+        out: Vec<BytesMut>,
     }
 
     impl Bed {

@@ -14,10 +14,13 @@ use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp;
 use tether_coord::proto::tailnet_ip;
 use tether_key::{NodePrivate, NodePublic};
-use tether_tailnet::core::{Core, PeerConfig, Transmit};
+use tether_tailnet::core::{Core, Transmit};
 use tether_tailnet::netstack::AcceptKey;
 use tether_tailnet::path::PathKind;
 use uuid::Uuid;
+
+#[path = "pair/mod.rs"]
+mod pair;
 
 const REGION: u32 = 999;
 
@@ -125,30 +128,7 @@ struct Sim {
 impl Sim {
     fn new(seed: u64, loss: f64) -> Self {
         let now = Instant::now();
-        let mut nodes = Vec::new();
-        let mut keys = Vec::new();
-        let mut ids = Vec::new();
-        for i in 0..2u64 {
-            let private = NodePrivate::generate();
-            let id = Uuid::from_u64_pair(seed, i + 1);
-            let mut core = Core::new(&private, tailnet_ip(id), now, seed.wrapping_add(i));
-            core.set_home_region(REGION);
-            keys.push(private.public());
-            ids.push(id);
-            nodes.push(core);
-        }
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let j = 1 - i;
-            node.upsert_peer(PeerConfig {
-                id: ids[j],
-                key: keys[j],
-                home_region: REGION,
-                addresses: vec![tailnet_ip(ids[j])],
-                disco: None,
-                endpoints: Vec::new(),
-                mapping_varies_by_dest_ip: None,
-            });
-        }
+        let (nodes, keys, ids) = pair::pair(seed, REGION, now);
         Self {
             now,
             nodes,

@@ -32,6 +32,8 @@ pub(super) struct InFlight {
     slots: VecDeque<Slot>,
     /// Starts of the slots not SACKed, ascending.
     unsacked: VecDeque<u64>,
+    /// Bytes of the SACKed slots.
+    sacked_bytes: u64,
 }
 
 impl InFlight {
@@ -43,6 +45,11 @@ impl InFlight {
     /// Whether some kept segment is not SACKed.
     pub fn has_unsacked(&self) -> bool {
         !self.unsacked.is_empty()
+    }
+
+    /// Bytes of the kept segments that are SACKed.
+    pub fn sacked_bytes(&self) -> u64 {
+        self.sacked_bytes
     }
 
     /// Start of the highest segment not SACKed.
@@ -114,6 +121,15 @@ impl InFlight {
         }
     }
 
+    /// A slot left: it no longer counts as SACKed or as unSACKed.
+    fn forget(&mut self, slot: &Slot) {
+        if slot.sacked {
+            self.sacked_bytes -= slot.seg.end - slot.start;
+        } else {
+            self.forget_unsacked(slot.start);
+        }
+    }
+
     fn forget_unsacked(&mut self, start: u64) {
         if self.unsacked.front() == Some(&start) {
             self.unsacked.pop_front();
@@ -126,9 +142,7 @@ impl InFlight {
     pub fn remove(&mut self, start: u64) -> Option<(Seg, bool)> {
         let i = self.index(start)?;
         let slot = self.slots.remove(i)?;
-        if !slot.sacked {
-            self.forget_unsacked(start);
-        }
+        self.forget(&slot);
         Some((slot.seg, slot.sacked))
     }
 
@@ -139,9 +153,7 @@ impl InFlight {
             return None;
         }
         let slot = self.slots.pop_front()?;
-        if !slot.sacked {
-            self.forget_unsacked(slot.start);
-        }
+        self.forget(&slot);
         Some((slot.start, slot.seg, slot.sacked))
     }
 
@@ -150,9 +162,11 @@ impl InFlight {
         let Some(i) = self.index(start) else {
             return false;
         };
-        if std::mem::replace(&mut self.slots[i].sacked, true) {
+        let slot = &mut self.slots[i];
+        if std::mem::replace(&mut slot.sacked, true) {
             return false;
         }
+        self.sacked_bytes += slot.seg.end - start;
         self.forget_unsacked(start);
         true
     }
@@ -160,6 +174,7 @@ impl InFlight {
     /// Takes out every segment.
     pub fn drain(&mut self) -> impl Iterator<Item = Seg> + '_ {
         self.unsacked.clear();
+        self.sacked_bytes = 0;
         self.slots.drain(..).map(|s| s.seg)
     }
 }
@@ -243,6 +258,12 @@ mod tests {
                 prop_assert_eq!(f.is_empty(), segs.is_empty());
                 prop_assert_eq!(f.first_start(), segs.keys().next().copied());
                 prop_assert_eq!(f.last_unsacked(), unsacked.last().copied());
+                let sacked: u64 = segs
+                    .iter()
+                    .filter(|(s, _)| !unsacked.contains(s))
+                    .map(|(s, e)| e - s)
+                    .sum();
+                prop_assert_eq!(f.sacked_bytes(), sacked);
                 prop_assert_eq!(f.unsacked().collect::<Vec<_>>(), unsacked.iter().copied().collect::<Vec<_>>());
                 for (from, to) in [(0, 5), (15, 600), (300, 2560), (1000, 1001)] {
                     prop_assert_eq!(f.first_start_in(from, to), segs.range(from..to).next().map(|(&s, _)| s));
