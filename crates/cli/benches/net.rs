@@ -8,7 +8,9 @@
 //! `ssh host true`, the time to the direct path (median of several fresh clients), ping
 //! round trips direct and through DERP, and download throughput with 1 % random loss on
 //! one router. Every tether figure is also given as a ratio to the OpenSSH figure of the
-//! same run and direction.
+//! same run and direction. A second table gives each throughput test's CPU cost (the
+//! whole machine's busy core-seconds per GB moved) beside that of one loopback TCP
+//! connection, the price of each of a port-forward's two extra legs.
 //!
 //! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
 //! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
@@ -313,6 +315,36 @@ fn speedtest(lab: &Lab, cfg: &Path, extra: &[&str], secs: u64, way: Way) -> f64 
     v["overall"]["throughput_mbits"].as_f64().unwrap()
 }
 
+/// Seconds of CPU time the whole machine has spent busy (user, system and interrupt
+/// time of every core; not idle, I/O wait or time stolen by the hypervisor).
+fn busy_cpu_secs() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    });
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    // "cpu  user nice system idle iowait irq softirq steal ..."
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (f[0] + f[1] + f[2] + f[5] + f[6]) as f64 / ticks
+}
+
+/// One throughput test's Mbit/s, and the machine's busy CPU seconds per gigabyte it
+/// moved (all processes: both ends, iperf3, the kernel; process start included).
+fn with_cpu(secs: u64, test: impl FnOnce() -> f64) -> (f64, f64) {
+    let before = busy_cpu_secs();
+    let mbits = test();
+    let gigabytes = mbits * secs as f64 / 8000.0;
+    (mbits, (busy_cpu_secs() - before) / gigabytes)
+}
+
 /// Wall time of one command, started in site A.
 fn wall(cmd: Command) -> Duration {
     let start = Instant::now();
@@ -410,6 +442,11 @@ fn main() {
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     // Per direction (upload, download): OpenSSH, tether direct, tether port-forward.
     let mut base = [[f64::NAN; 3]; 2];
+    // Throughput tests' CPU cost: name, Mbit/s, busy core-seconds per GB.
+    let mut cpu_rows: Vec<(String, f64, f64)> = Vec::new();
+    // Per direction: core-seconds per GB of the direct speedtest, of the port-forward,
+    // and of one loopback leg.
+    let mut cpu_base = [[f64::NAN; 3]; 2];
 
     if want("throughput") {
         let pf_port = free_port(&lab, HOST_A);
@@ -423,38 +460,82 @@ fn main() {
                 .unwrap(),
         );
         wait_listening(&lab, pf_port);
+        // One loopback TCP connection in site A, iperf3 to iperf3: what each of the two
+        // extra legs of a port-forward (application to CLI, agent to service) costs.
+        let leg_port = free_port(&lab, HOST_A);
+        let _leg_server = Proc(
+            in_ns(&lab, HOST_A, "iperf3", &["-s", "-p", &leg_port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(&lab, leg_port);
         // Interleaved rounds, so that a slow moment of this shared machine hits one
         // round of every measure rather than all of one.
         let ways = [Way::Up, Way::Down];
-        let mut r: [[Vec<f64>; 5]; 2] = Default::default();
+        let mut r: [[Vec<(f64, f64)>; 5]; 2] = Default::default();
+        let mut leg = Vec::new();
         for round in 1..=runs {
+            leg.push(with_cpu(secs, || {
+                iperf(&lab, "127.0.0.1", leg_port, secs, Way::Up)
+            }));
             for (w, &way) in ways.iter().enumerate() {
                 let r = &mut r[w];
-                r[0].push(iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs, way));
-                r[1].push(iperf(&lab, "127.0.0.1", l_port, secs, way));
-                r[2].push(speedtest(&lab, &cfg, &[], secs, way));
-                r[3].push(speedtest(
-                    &lab,
-                    &cfg,
-                    &["--disable-direct-connections"],
-                    secs,
-                    way,
-                ));
-                r[4].push(iperf(&lab, "127.0.0.1", pf_port, secs, way));
+                r[0].push(with_cpu(secs, || {
+                    iperf(&lab, SITE_B_PUBLIC, IPERF_PORT, secs, way)
+                }));
+                r[1].push(with_cpu(secs, || {
+                    iperf(&lab, "127.0.0.1", l_port, secs, way)
+                }));
+                r[2].push(with_cpu(secs, || speedtest(&lab, &cfg, &[], secs, way)));
+                r[3].push(with_cpu(secs, || {
+                    speedtest(&lab, &cfg, &["--disable-direct-connections"], secs, way)
+                }));
+                r[4].push(with_cpu(secs, || {
+                    iperf(&lab, "127.0.0.1", pf_port, secs, way)
+                }));
                 eprintln!(
                     "bench: round {round}, {}: raw {:.0}, ssh -L {:.0}, direct {:.0}, relayed {:.0}, port-forward {:.0} Mbit/s",
                     way.name(),
-                    r[0][round - 1],
-                    r[1][round - 1],
-                    r[2][round - 1],
-                    r[3][round - 1],
-                    r[4][round - 1]
+                    r[0][round - 1].0,
+                    r[1][round - 1].0,
+                    r[2][round - 1].0,
+                    r[3][round - 1].0,
+                    r[4][round - 1].0
                 );
             }
         }
+        let split = |v: Vec<(f64, f64)>| -> (f64, f64) {
+            let (mbits, cpu): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+            (median(mbits), median(cpu))
+        };
+        let (leg_mbits, leg_cpu) = split(leg);
+        cpu_rows.push((
+            "loopback TCP, iperf3 to iperf3 in site A".into(),
+            leg_mbits,
+            leg_cpu,
+        ));
         for (w, way) in ways.iter().enumerate() {
-            let [raw, ssh_l, dir, rel, fwd] = std::mem::take(&mut r[w]).map(median);
+            let names = [
+                "raw TCP",
+                "OpenSSH ssh -L",
+                "speedtest direct",
+                "speedtest relayed",
+                "port-forward",
+            ];
+            let mut medians = [(f64::NAN, f64::NAN); 5];
+            for (i, v) in std::mem::take(&mut r[w]).into_iter().enumerate() {
+                medians[i] = split(v);
+                cpu_rows.push((
+                    format!("{}, {}", names[i], way.name()),
+                    medians[i].0,
+                    medians[i].1,
+                ));
+            }
+            let [raw, ssh_l, dir, rel, fwd] = medians.map(|m| m.0);
             base[w] = [ssh_l, dir, fwd];
+            cpu_base[w] = [medians[2].1, medians[4].1, leg_cpu];
             let way = way.name();
             push(
                 &mut rows,
@@ -701,4 +782,28 @@ fn main() {
         openssh_lossy / ssh_down
     );
     println!("(the DERP ping row's ratio is DERP / direct)");
+    if cpu_rows.is_empty() {
+        return;
+    }
+    // Where every core is busy, throughput is cores / (CPU per byte): a port-forward
+    // pays the direct path's cost plus its two loopback legs, which bounds its ratio
+    // to the direct speedtest whatever tether does.
+    println!(
+        "\nCPU cost of the throughput tests (whole machine, busy core-seconds per GB moved; medians):\n"
+    );
+    println!("{:<44} {:>12} {:>14}", "measure", "Mbit/s", "core-s/GB");
+    for (name, mbits, cpu) in &cpu_rows {
+        println!("{name:<44} {mbits:>12.1} {cpu:>14.2}");
+    }
+    for (w, way) in [Way::Up, Way::Down].iter().enumerate() {
+        let [dir, fwd, leg] = cpu_base[w];
+        println!(
+            "{}: port-forward costs {:.2} core-s/GB more than the direct speedtest; its two loopback legs cost {:.2}; \
+             port-forward / direct where the CPU is the limit: at most {:.2}x",
+            way.name(),
+            fwd - dir,
+            2.0 * leg,
+            dir / (dir + 2.0 * leg)
+        );
+    }
 }
