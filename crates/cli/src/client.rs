@@ -108,8 +108,13 @@ impl ApiClient {
             return Ok(resp);
         }
         let text = resp.text().await.unwrap_or_default();
+        // The detail (why the database refused, what a valid name looks like) goes on
+        // a line of its own under the sentence, as Coder's CLI shows it.
         let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.message)
+            .map(|b| match b.detail.trim() {
+                "" => b.message,
+                detail => format!("{}\n{detail}", b.message),
+            })
             .unwrap_or_else(|_| format!("the server answered {status}: {}", text.trim()));
         Err(ApiCallError::Status { status, message })
     }

@@ -394,3 +394,70 @@ async fn coordinator_version_and_tokens() {
         .await;
     assert!(matches!(agent.recv().await, Response::Error { .. }));
 }
+
+/// A server whose disk fills up answers every write with a clear error, keeps serving
+/// reads and everything it stored before, and takes writes again once there is room.
+/// Needs root (it mounts a small tmpfs in a mount namespace of the server's own).
+#[test]
+fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
+    let srv = TestServer::start_on_tmpfs("8m", &[]);
+    let cfg = first_user(&srv);
+    create_workspace(&cfg, "before");
+
+    // Fill the server's disk.
+    let filler = srv.data_dir_seen_by_server().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5a_u8; 64 << 10];
+    let full = (0..1000)
+        .map(|_| std::io::Write::write_all(&mut f, &chunk))
+        .find_map(Result::err)
+        .expect("8 MiB tmpfs took 64 MiB");
+    assert_eq!(full.kind(), std::io::ErrorKind::StorageFull, "{full}");
+    drop(f);
+
+    // Writes fail clearly. SQLite may still fit a write or two into pages its files
+    // already hold, so keep creating until one fails (a full 8 MiB disk cannot take 50).
+    let mut made = vec!["before".to_string()];
+    let failed = (0..50).find_map(|i| {
+        let name = format!("full-{i}");
+        let out = tether(&cfg, &["create", &name]);
+        if out.code == 0 {
+            made.push(name);
+            None
+        } else {
+            Some(out)
+        }
+    });
+    let failed = failed.expect("50 workspaces created on a full disk");
+    assert!(
+        failed.stderr.contains("nothing was changed") && failed.stderr.contains("disk is full"),
+        "unclear error on a full disk: {}",
+        failed.stderr
+    );
+
+    // Reads and everything stored before still work.
+    let list = |cfg: &std::path::Path| -> Vec<String> {
+        let out = tether(cfg, &["list", "-o", "json"]);
+        assert_eq!(out.code, 0, "list failed: {}", out.stderr);
+        let v: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+        v.iter()
+            .map(|w| w["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut listed = list(&cfg);
+    listed.sort();
+    made.sort();
+    assert_eq!(
+        listed, made,
+        "the list lost or invented workspaces on a full disk"
+    );
+
+    // With room again, writes work again and nothing was lost.
+    std::fs::remove_file(&filler).unwrap();
+    create_workspace(&cfg, "after");
+    made.push("after".into());
+    let mut listed = list(&cfg);
+    listed.sort();
+    made.sort();
+    assert_eq!(listed, made);
+}

@@ -33,6 +33,9 @@ const MAX_CONNECTIONS: u32 = 4;
 /// NOTADB. Extended codes carry the primary code in their low byte.
 const UNAVAILABLE_CODES: [i32; 8] = [5, 6, 8, 10, 11, 13, 14, 26];
 
+/// A session's last use is recorded to this precision.
+const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
 const USER_COLUMNS: &str = "id, username, email, is_admin, created_at, password_hash";
 
 /// The workspace columns a [`Workspace`] is built from, owner username joined in.
@@ -282,7 +285,7 @@ impl SqliteBackend {
     ) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.email, u.is_admin, u.created_at, u.password_hash, \
-             s.expires_at \
+             s.expires_at, s.last_used_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
         .bind(&token_hash[..])
@@ -298,12 +301,20 @@ impl SqliteBackend {
             return Ok(None);
         }
         let user = user_from_row(&row).map_err(|e| self.err(e))?;
-        sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
-            .bind(now)
-            .bind(&token_hash[..])
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
+        let last_used: DateTime<Utc> = row.try_get("last_used_at").map_err(|e| self.err(e))?;
+        // Last use is bookkeeping: written at most once per LAST_USED_GRANULARITY, so
+        // reads do not turn into writes, and a failed write (a full disk, a locked
+        // database) is logged without refusing a session that is valid.
+        if now - last_used >= LAST_USED_GRANULARITY {
+            let update = sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_hash = $2")
+                .bind(now)
+                .bind(&token_hash[..])
+                .execute(&self.pool)
+                .await;
+            if let Err(e) = update {
+                tracing::warn!(error = %self.err(e), "could not record the session's last use");
+            }
+        }
         Ok(Some(user))
     }
 

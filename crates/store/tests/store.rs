@@ -156,6 +156,18 @@ async fn sessions_resolve_until_expiry_and_bump_last_used() {
             .await
             .expect("last_used_at");
     assert_eq!(last_used, later);
+    // Within a minute of the last recorded use, a lookup is a read only.
+    store
+        .session_user(hash, later + TimeDelta::seconds(59))
+        .await
+        .expect("lookup");
+    let last_used: DateTime<Utc> =
+        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash = $1")
+            .bind(&hash[..])
+            .fetch_one(&raw(&db_path(&dir)).await)
+            .await
+            .expect("last_used_at");
+    assert_eq!(last_used, later);
 
     assert_eq!(
         store.session_user(hash, expires).await.expect("lookup"),

@@ -35,8 +35,39 @@ impl TestServer {
     /// Starts a server with default flags plus `extra`.
     pub fn start(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let cmd = Command::new(bin());
+        Self::launch(cmd, dir, extra)
+    }
+
+    /// Starts a server whose data directory is a tmpfs of `size` (e.g. `"4m"`), mounted
+    /// in a mount namespace of its own, so the disk it writes to can really fill up.
+    /// Needs root and `unshare` (util-linux). The test reaches the directory at
+    /// [`TestServer::data_dir_seen_by_server`].
+    pub fn start_on_tmpfs(size: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut child = Command::new(bin())
+        std::fs::create_dir(&data).unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs -o size={size} tether-test \"$0\" && exec \"$@\""
+            ))
+            .arg(&data)
+            .arg(bin());
+        Self::launch(cmd, dir, extra)
+    }
+
+    /// The data directory as the server sees it (through its own mount namespace).
+    pub fn data_dir_seen_by_server(&self) -> PathBuf {
+        let data = self.dir.path().join("data");
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(data.strip_prefix("/").unwrap())
+    }
+
+    /// Runs `cmd` (the `tether` binary, or a wrapper that execs it) as a server with
+    /// default flags plus `extra`, its data in `dir`, and waits until it is ready.
+    fn launch(mut cmd: Command, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let data = dir.path().join("data");
+        let mut child = cmd
             .args([
                 "server",
                 "--http-address",
