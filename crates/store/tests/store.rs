@@ -131,6 +131,15 @@ async fn login_prefers_a_username_match_over_an_email_match() {
     );
 }
 
+/// A session's recorded last use, read straight from the database.
+async fn last_used(dir: &tempfile::TempDir, hash: [u8; 32]) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash = $1")
+        .bind(&hash[..])
+        .fetch_one(&raw(&db_path(dir)).await)
+        .await
+        .expect("last_used_at")
+}
+
 #[tokio::test]
 async fn sessions_resolve_until_expiry_and_bump_last_used() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -149,25 +158,13 @@ async fn sessions_resolve_until_expiry_and_bump_last_used() {
         store.session_user(hash, later).await.expect("lookup"),
         Some(alice.clone())
     );
-    let last_used: DateTime<Utc> =
-        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash = $1")
-            .bind(&hash[..])
-            .fetch_one(&raw(&db_path(&dir)).await)
-            .await
-            .expect("last_used_at");
-    assert_eq!(last_used, later);
+    assert_eq!(last_used(&dir, hash).await, later);
     // Within a minute of the last recorded use, a lookup is a read only.
     store
         .session_user(hash, later + TimeDelta::seconds(59))
         .await
         .expect("lookup");
-    let last_used: DateTime<Utc> =
-        sqlx::query_scalar("SELECT last_used_at FROM sessions WHERE token_hash = $1")
-            .bind(&hash[..])
-            .fetch_one(&raw(&db_path(&dir)).await)
-            .await
-            .expect("last_used_at");
-    assert_eq!(last_used, later);
+    assert_eq!(last_used(&dir, hash).await, later);
 
     assert_eq!(
         store.session_user(hash, expires).await.expect("lookup"),
