@@ -9,8 +9,9 @@
 //! round trips direct and through DERP, and download throughput with 1 % random loss on
 //! one router. Every tether figure is also given as a ratio to the OpenSSH figure of the
 //! same run and direction. A second table gives each throughput test's CPU cost (the
-//! whole machine's busy core-seconds per GB moved) beside that of one loopback TCP
-//! connection, the price of each of a port-forward's two extra legs.
+//! whole machine's busy core-seconds per GB moved, and the cores busy on average) beside
+//! that of one loopback TCP connection, the price of each of a port-forward's two extra
+//! legs.
 //!
 //! Needs root, `ip`, `nft`, `iperf3`, OpenSSH's `ssh`, `scp`, `sshd` and `ssh-keygen`:
 //! `apt-get install -y iproute2 nftables iperf3 openssh-client openssh-server`, then
@@ -336,13 +337,37 @@ fn busy_cpu_secs() -> f64 {
     (f[0] + f[1] + f[2] + f[5] + f[6]) as f64 / ticks
 }
 
-/// One throughput test's Mbit/s, and the machine's busy CPU seconds per gigabyte it
-/// moved (all processes: both ends, iperf3, the kernel; process start included).
-fn with_cpu(secs: u64, test: impl FnOnce() -> f64) -> (f64, f64) {
-    let before = busy_cpu_secs();
+/// One throughput test: Mbit/s, the machine's busy CPU seconds per gigabyte moved, and
+/// how many cores were busy on average (all processes: both ends, iperf3, the kernel;
+/// process start included).
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    mbits: f64,
+    cost: f64,
+    cores: f64,
+}
+
+/// Runs one throughput test (`test` gives its Mbit/s over `secs`) and measures its CPU.
+fn with_cpu(secs: u64, test: impl FnOnce() -> f64) -> Sample {
+    let (before, start) = (busy_cpu_secs(), Instant::now());
     let mbits = test();
+    let busy = busy_cpu_secs() - before;
     let gigabytes = mbits * secs as f64 / 8000.0;
-    (mbits, (busy_cpu_secs() - before) / gigabytes)
+    Sample {
+        mbits,
+        cost: busy / gigabytes,
+        cores: busy / start.elapsed().as_secs_f64(),
+    }
+}
+
+/// The median of each field of `v`.
+fn median_sample(v: &[Sample]) -> Sample {
+    let of = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+    Sample {
+        mbits: of(|s| s.mbits),
+        cost: of(|s| s.cost),
+        cores: of(|s| s.cores),
+    }
 }
 
 /// Wall time of one command, started in site A.
@@ -442,8 +467,8 @@ fn main() {
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
     // Per direction (upload, download): OpenSSH, tether direct, tether port-forward.
     let mut base = [[f64::NAN; 3]; 2];
-    // Throughput tests' CPU cost: name, Mbit/s, busy core-seconds per GB.
-    let mut cpu_rows: Vec<(String, f64, f64)> = Vec::new();
+    // Throughput tests' CPU cost, by name.
+    let mut cpu_rows: Vec<(String, Sample)> = Vec::new();
     // Per direction: core-seconds per GB of the direct speedtest, of the port-forward,
     // and of one loopback leg.
     let mut cpu_base = [[f64::NAN; 3]; 2];
@@ -474,7 +499,7 @@ fn main() {
         // Interleaved rounds, so that a slow moment of this shared machine hits one
         // round of every measure rather than all of one.
         let ways = [Way::Up, Way::Down];
-        let mut r: [[Vec<(f64, f64)>; 5]; 2] = Default::default();
+        let mut r: [[Vec<Sample>; 5]; 2] = Default::default();
         let mut leg = Vec::new();
         for round in 1..=runs {
             leg.push(with_cpu(secs, || {
@@ -498,24 +523,16 @@ fn main() {
                 eprintln!(
                     "bench: round {round}, {}: raw {:.0}, ssh -L {:.0}, direct {:.0}, relayed {:.0}, port-forward {:.0} Mbit/s",
                     way.name(),
-                    r[0][round - 1].0,
-                    r[1][round - 1].0,
-                    r[2][round - 1].0,
-                    r[3][round - 1].0,
-                    r[4][round - 1].0
+                    r[0][round - 1].mbits,
+                    r[1][round - 1].mbits,
+                    r[2][round - 1].mbits,
+                    r[3][round - 1].mbits,
+                    r[4][round - 1].mbits
                 );
             }
         }
-        let split = |v: Vec<(f64, f64)>| -> (f64, f64) {
-            let (mbits, cpu): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
-            (median(mbits), median(cpu))
-        };
-        let (leg_mbits, leg_cpu) = split(leg);
-        cpu_rows.push((
-            "loopback TCP, iperf3 to iperf3 in site A".into(),
-            leg_mbits,
-            leg_cpu,
-        ));
+        let leg = median_sample(&leg);
+        cpu_rows.push(("loopback TCP, iperf3 to iperf3 in site A".into(), leg));
         for (w, way) in ways.iter().enumerate() {
             let names = [
                 "raw TCP",
@@ -524,18 +541,13 @@ fn main() {
                 "speedtest relayed",
                 "port-forward",
             ];
-            let mut medians = [(f64::NAN, f64::NAN); 5];
-            for (i, v) in std::mem::take(&mut r[w]).into_iter().enumerate() {
-                medians[i] = split(v);
-                cpu_rows.push((
-                    format!("{}, {}", names[i], way.name()),
-                    medians[i].0,
-                    medians[i].1,
-                ));
+            let medians = r[w].each_ref().map(|v| median_sample(v));
+            for (name, m) in names.iter().zip(medians) {
+                cpu_rows.push((format!("{name}, {}", way.name()), m));
             }
-            let [raw, ssh_l, dir, rel, fwd] = medians.map(|m| m.0);
+            let [raw, ssh_l, dir, rel, fwd] = medians.map(|m| m.mbits);
             base[w] = [ssh_l, dir, fwd];
-            cpu_base[w] = [medians[2].1, medians[4].1, leg_cpu];
+            cpu_base[w] = [medians[2].cost, medians[4].cost, leg.cost];
             let way = way.name();
             push(
                 &mut rows,
@@ -785,25 +797,30 @@ fn main() {
     if cpu_rows.is_empty() {
         return;
     }
-    // Where every core is busy, throughput is cores / (CPU per byte): a port-forward
-    // pays the direct path's cost plus its two loopback legs, which bounds its ratio
-    // to the direct speedtest whatever tether does.
+    // Throughput is busy cores / (CPU per byte): where every core is busy, a
+    // port-forward, which pays the direct path's cost plus its two loopback legs,
+    // reaches direct / port-forward cost of the speedtest's throughput.
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("\nCPU cost of the throughput tests (whole machine of {cores} cores; medians):\n");
     println!(
-        "\nCPU cost of the throughput tests (whole machine, busy core-seconds per GB moved; medians):\n"
+        "{:<44} {:>12} {:>14} {:>11}",
+        "measure", "Mbit/s", "core-s per GB", "cores busy"
     );
-    println!("{:<44} {:>12} {:>14}", "measure", "Mbit/s", "core-s/GB");
-    for (name, mbits, cpu) in &cpu_rows {
-        println!("{name:<44} {mbits:>12.1} {cpu:>14.2}");
+    for (name, m) in &cpu_rows {
+        println!(
+            "{name:<44} {:>12.1} {:>14.2} {:>11.2}",
+            m.mbits, m.cost, m.cores
+        );
     }
     for (w, way) in [Way::Up, Way::Down].iter().enumerate() {
         let [dir, fwd, leg] = cpu_base[w];
         println!(
-            "{}: port-forward costs {:.2} core-s/GB more than the direct speedtest; its two loopback legs cost {:.2}; \
-             port-forward / direct where the CPU is the limit: at most {:.2}x",
+            "{}: port-forward costs {:.2} core-s/GB more than the direct speedtest (its two loopback legs alone: {:.2}); \
+             were both CPU-bound, port-forward / direct would be {:.2}x",
             way.name(),
             fwd - dir,
             2.0 * leg,
-            dir / (dir + 2.0 * leg)
+            dir / fwd
         );
     }
 }
