@@ -204,6 +204,9 @@ pub struct Netstack {
     tx_seen: usize,
     /// Segments recovery resends, before they join the transmit queue.
     resends: Vec<BytesMut>,
+    /// Sockets the application read from since the last poll: their windows may have
+    /// grown enough for an update (see [`Netstack::tcp_consumed`]).
+    consumed: Vec<SocketHandle>,
 }
 
 /// A UDP socket bound on the fly by "accept any", ready to be handed out.
@@ -315,6 +318,7 @@ impl Netstack {
             recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
             tx_seen: 0,
             resends: Vec::new(),
+            consumed: Vec::new(),
         }
     }
 
@@ -496,6 +500,7 @@ impl Netstack {
         for p in self.device.tx.iter().skip(self.tx_seen) {
             self.recovery.on_outbound(p, now);
         }
+        self.send_window_updates();
         self.recovery.poll(now, &mut self.resends);
         // Resends go out before new data: behind a burst they would find a bottleneck's
         // queue full, and be dropped again every round trip.
@@ -712,6 +717,37 @@ impl Netstack {
         self.readers.insert(h, waker.clone());
     }
 
+    /// The application took data out of `h`'s receive buffer: the next poll tells the
+    /// peer of the larger window if smoltcp would not yet (see `recovery::window`).
+    pub fn tcp_consumed(&mut self, h: SocketHandle) {
+        if !self.consumed.contains(&h) {
+            self.consumed.push(h);
+        }
+    }
+
+    /// Queues window updates for the sockets read from since the last poll.
+    fn send_window_updates(&mut self) {
+        for h in self.consumed.drain(..) {
+            // Handles here are live: a released one leaves the list (`tcp_release`).
+            let s = self.sockets.get::<tcp::Socket>(h);
+            if s.state() != tcp::State::Established {
+                continue;
+            }
+            let (Some(local), Some(remote)) =
+                (s.local_endpoint(), s.remote_endpoint().and_then(v6))
+            else {
+                continue;
+            };
+            let free = s.recv_capacity() - s.recv_queue();
+            if let Some(p) =
+                self.recovery
+                    .window_update(self.ip, local.port, remote, free, s.recv_capacity())
+            {
+                self.device.tx.push_back(p);
+            }
+        }
+    }
+
     /// The TCP socket behind `h`. `h` must be a live TCP handle from this stack.
     pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
@@ -722,6 +758,7 @@ impl Netstack {
         debug!(recovery_totals = ?self.recovery.stats(), "TCP connection released");
         self.writers.remove(&h);
         self.readers.remove(&h);
+        self.consumed.retain(|&x| x != h);
         let s = self.sockets.get_mut::<tcp::Socket>(h);
         if s.state() == tcp::State::Closed {
             self.sockets.remove(h);
@@ -991,6 +1028,40 @@ mod tests {
                 tcp::State::Closed,
                 "data before release: {data_before_release}"
             );
+        }
+    }
+
+    /// A receiver whose application drains part of its buffer tells the sender at once,
+    /// where smoltcp alone waits until its window has doubled.
+    #[test]
+    fn a_drained_receive_buffer_is_advertised_before_its_window_doubles() {
+        let now = Instant::now();
+        for tell in [false, true] {
+            let (mut a, mut b, c, accepted) = connected(now);
+            let data = vec![7u8; TCP_BUFFER * 3 / 4];
+            assert_eq!(a.tcp(c).send_slice(&data).unwrap(), data.len());
+            pump(&mut a, &mut b, now);
+            assert_eq!(b.tcp(accepted).recv_queue(), data.len());
+            // The last ACK advertised a quarter of the buffer; drain a fifth more.
+            let mut buf = vec![0u8; TCP_BUFFER / 5];
+            assert_eq!(b.tcp(accepted).recv_slice(&mut buf).unwrap(), buf.len());
+            if tell {
+                b.tcp_consumed(accepted);
+            }
+            b.poll(now);
+            let mut updates = Vec::new();
+            while let Some(p) = b.pop_outbound() {
+                let ip = Ipv6Packet::new_checked(&p[..]).unwrap();
+                let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+                assert!(tcp.ack() && tcp.payload().is_empty(), "not a pure ACK");
+                updates.push(usize::from(tcp.window_len()) << OWN_WINDOW_SHIFT);
+            }
+            if tell {
+                let free = TCP_BUFFER - data.len() + buf.len();
+                assert_eq!(updates, [free & !((1 << OWN_WINDOW_SHIFT) - 1)]);
+            } else {
+                assert!(updates.is_empty(), "smoltcp sent {updates:?} by itself");
+            }
         }
     }
 

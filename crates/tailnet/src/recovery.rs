@@ -37,8 +37,10 @@ use crate::congestion::Window;
 use crate::core::PacketMap;
 
 mod inflight;
+mod window;
 
 use inflight::{InFlight, Seg};
+use window::WindowUpdates;
 
 /// Flows tracked at once; connections beyond this get smoltcp's recovery only, and no
 /// congestion window (smoltcp's own controller is off).
@@ -232,6 +234,8 @@ pub struct Recovery {
     spare: Vec<Vec<u8>>,
     /// Window scales from the peers' SYNs, until a reset (or until the table is full).
     shifts: PacketMap<FlowKey, u8>,
+    /// Window updates smoltcp holds back (we are the receiver).
+    updates: WindowUpdates,
     /// The window scale assumed for a connection whose SYN we missed.
     default_shift: u8,
 }
@@ -433,8 +437,39 @@ impl Recovery {
             last_sweep: None,
             spare: Vec::new(),
             shifts: PacketMap::default(),
+            updates: WindowUpdates::default(),
             default_shift,
         }
+    }
+
+    /// The scale of the windows we advertise on a connection, when it is known that
+    /// the peer agreed to scaling (its SYN carried a scale; all tether stacks use the
+    /// same buffers, so ours is the default one).
+    fn own_shift(&self, key: &FlowKey) -> Option<u8> {
+        self.shifts
+            .get(key)
+            .filter(|&&s| s > 0)
+            .map(|_| self.default_shift)
+    }
+
+    /// A window update for the connection from `local_port` to `remote`, if its
+    /// receive window (`free` of `capacity` bytes) has grown enough since we last
+    /// advertised it; `local` is our address.
+    pub fn window_update(
+        &mut self,
+        local: Ipv6Addr,
+        local_port: u16,
+        remote: std::net::SocketAddrV6,
+        free: usize,
+        capacity: usize,
+    ) -> Option<BytesMut> {
+        let key = FlowKey {
+            local_port,
+            remote: *remote.ip(),
+            remote_port: remote.port(),
+        };
+        let shift = self.own_shift(&key)?;
+        self.updates.update(key, local, free, capacity, shift)
     }
 
     /// What recovery has done so far.
@@ -453,6 +488,10 @@ impl Recovery {
             return;
         };
         let key = FlowKey::of(&ip, &tcp, true);
+        match self.own_shift(&key) {
+            Some(shift) => self.updates.on_outbound(key, &tcp, shift),
+            None => self.updates.forget(&key),
+        }
         if tcp.rst() || tcp.syn() {
             // A reset ends the connection; a SYN starts a new one on these ports.
             self.flows.remove(&key);
@@ -554,6 +593,7 @@ impl Recovery {
         if tcp.rst() {
             self.flows.remove(&key);
             self.shifts.remove(&key);
+            self.updates.forget(&key);
             return;
         }
         if tcp.syn() {

@@ -88,6 +88,7 @@ impl AsyncRead for TcpStream {
                 .recv_slice(buf.initialize_unfilled())
                 .map_err(|e| io::Error::other(e.to_string()))?;
             buf.advance(n);
+            core.netstack().tcp_consumed(self.handle);
             drop(core);
             // The window opened: let the driver tell the peer.
             self.shared.wake_driver();
