@@ -114,6 +114,7 @@ fn transfer(pair: &mut Pair, total: u64) -> Duration {
                 received += s.recv_slice(&mut buf).unwrap() as u64;
             }
             assert_ne!(s.state(), tcp::State::Closed, "the connection died");
+            pair.nodes[1].netstack().tcp_consumed(h);
         }
     }
     start.elapsed()

@@ -247,6 +247,8 @@ impl Stream {
             if self.closing && !s.may_recv() {
                 self.eof = true;
             }
+            // As a `TcpStream` reader does: the stack may advertise the room at once.
+            net.nodes[1].netstack().tcp_consumed(h);
         }
     }
 
