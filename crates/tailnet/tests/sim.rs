@@ -488,9 +488,9 @@ fn a_full_bottleneck_queue_is_congestion_and_the_window_backs_off() {
         Some((125_000_000, 64 << 10)),
     );
     let total = 16 << 20;
-    // The rate counts until the last byte arrives: a FIN lost in the full queue waits
-    // for smoltcp's 50 ms retransmission timeout (recovery resends data segments only),
-    // which this seed hits once the receiver sends window updates.
+    // The rate counts until the last byte arrives. With window updates this seed loses
+    // the FIN, which rode on the last data segment: the data arrives after repair, the
+    // FIN only with smoltcp's resend 50 ms later (recovery tracks data bytes only).
     let (took, data_took, dropped) = transfer_timed(&mut sim, 6, total);
     let stats = sim.nodes[0].netstack().recovery_stats();
     let sent = sim.relay.forwarded.len();
