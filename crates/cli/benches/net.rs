@@ -202,6 +202,20 @@ fn ssh_cmd(lab: &Lab, sshd: &Sshd, remote: &[&str]) -> Command {
     c
 }
 
+/// The throughput tests, in the order of each round: the table's label, the CPU
+/// table's, and whether the figure is compared with OpenSSH's.
+const THROUGHPUT: [(&str, &str, bool); 5] = [
+    ("raw TCP through the NATs (iperf3)", "raw TCP", false),
+    ("OpenSSH ssh -L (iperf3)", "OpenSSH ssh -L", false),
+    ("tether speedtest, direct", "speedtest direct", true),
+    (
+        "tether speedtest, relayed (DERP)",
+        "speedtest relayed",
+        true,
+    ),
+    ("tether port-forward (iperf3)", "port-forward", true),
+];
+
 /// Which way a throughput test moves its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -465,13 +479,17 @@ fn main() {
     wait_listening(&lab, l_port);
     let only = std::env::var("TETHER_BENCH_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p.trim() == part);
-    // Per direction (upload, download): OpenSSH, tether direct, tether port-forward.
-    let mut base = [[f64::NAN; 3]; 2];
+    // Per direction (upload, download), the medians of the tests in THROUGHPUT; and
+    // those of one loopback leg. NaN where the part did not run.
+    let unmeasured = Sample {
+        mbits: f64::NAN,
+        cost: f64::NAN,
+        cores: f64::NAN,
+    };
+    let mut measured = [[unmeasured; 5]; 2];
+    let mut leg = unmeasured;
     // Throughput tests' CPU cost, by name.
     let mut cpu_rows: Vec<(String, Sample)> = Vec::new();
-    // Per direction: core-seconds per GB of the direct speedtest, of the port-forward,
-    // and of one loopback leg.
-    let mut cpu_base = [[f64::NAN; 3]; 2];
 
     if want("throughput") {
         let pf_port = free_port(&lab, HOST_A);
@@ -500,9 +518,9 @@ fn main() {
         // round of every measure rather than all of one.
         let ways = [Way::Up, Way::Down];
         let mut r: [[Vec<Sample>; 5]; 2] = Default::default();
-        let mut leg = Vec::new();
+        let mut legs = Vec::new();
         for round in 1..=runs {
-            leg.push(with_cpu(secs, || {
+            legs.push(with_cpu(secs, || {
                 iperf(&lab, "127.0.0.1", leg_port, secs, Way::Up)
             }));
             for (w, &way) in ways.iter().enumerate() {
@@ -531,69 +549,20 @@ fn main() {
                 );
             }
         }
-        let leg = median_sample(&leg);
+        leg = median_sample(&legs);
         cpu_rows.push(("loopback TCP, iperf3 to iperf3 in site A".into(), leg));
         for (w, way) in ways.iter().enumerate() {
-            let names = [
-                "raw TCP",
-                "OpenSSH ssh -L",
-                "speedtest direct",
-                "speedtest relayed",
-                "port-forward",
-            ];
-            let medians = r[w].each_ref().map(|v| median_sample(v));
-            for (name, m) in names.iter().zip(medians) {
-                cpu_rows.push((format!("{name}, {}", way.name()), m));
+            measured[w] = r[w].each_ref().map(|v| median_sample(v));
+            let ssh_l = measured[w][1].mbits;
+            for ((label, short, vs_openssh), m) in THROUGHPUT.iter().zip(measured[w]) {
+                let way = way.name();
+                let ratio = vs_openssh.then(|| m.mbits / ssh_l);
+                push(
+                    &mut rows,
+                    Row(format!("{label}, {way}"), m.mbits, "Mbit/s", ratio),
+                );
+                cpu_rows.push((format!("{short}, {way}"), m));
             }
-            let [raw, ssh_l, dir, rel, fwd] = medians.map(|m| m.mbits);
-            base[w] = [ssh_l, dir, fwd];
-            cpu_base[w] = [medians[2].cost, medians[4].cost, leg.cost];
-            let way = way.name();
-            push(
-                &mut rows,
-                Row(
-                    format!("raw TCP through the NATs (iperf3), {way}"),
-                    raw,
-                    "Mbit/s",
-                    None,
-                ),
-            );
-            push(
-                &mut rows,
-                Row(
-                    format!("OpenSSH ssh -L (iperf3), {way}"),
-                    ssh_l,
-                    "Mbit/s",
-                    None,
-                ),
-            );
-            push(
-                &mut rows,
-                Row(
-                    format!("tether speedtest, direct, {way}"),
-                    dir,
-                    "Mbit/s",
-                    Some(dir / ssh_l),
-                ),
-            );
-            push(
-                &mut rows,
-                Row(
-                    format!("tether speedtest, relayed (DERP), {way}"),
-                    rel,
-                    "Mbit/s",
-                    Some(rel / ssh_l),
-                ),
-            );
-            push(
-                &mut rows,
-                Row(
-                    format!("tether port-forward (iperf3), {way}"),
-                    fwd,
-                    "Mbit/s",
-                    Some(fwd / ssh_l),
-                ),
-            );
         }
     }
 
@@ -785,7 +754,9 @@ fn main() {
         let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}x"));
         println!("{name:<44} {v:>12.1} {unit:<7} {ratio:>11}");
     }
-    let [[_, dir_up, fwd_up], [ssh_down, dir_down, fwd_down]] = base;
+    let [up, down] = measured.map(|m| m.map(|s| s.mbits));
+    let [_, ssh_down, dir_down, _, fwd_down] = down;
+    let [_, _, dir_up, _, fwd_up] = up;
     println!(
         "\nport-forward / direct speedtest: upload {:.2}x, download {:.2}x; 1% loss / lossless (download): tether direct {:.2}x, OpenSSH {:.2}x",
         fwd_up / dir_up,
@@ -813,7 +784,7 @@ fn main() {
         );
     }
     for (w, way) in [Way::Up, Way::Down].iter().enumerate() {
-        let [dir, fwd, leg] = cpu_base[w];
+        let (dir, fwd, leg) = (measured[w][2].cost, measured[w][4].cost, leg.cost);
         println!(
             "{}: port-forward costs {:.2} core-s/GB more than the direct speedtest (its two loopback legs alone: {:.2}); \
              were both CPU-bound, port-forward / direct would be {:.2}x",

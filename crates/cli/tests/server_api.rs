@@ -440,15 +440,17 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
         let out = tether(cfg, &["list", "-o", "json"]);
         assert_eq!(out.code, 0, "list failed: {}", out.stderr);
         let v: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
-        v.iter()
+        let mut names: Vec<String> = v
+            .iter()
             .map(|w| w["name"].as_str().unwrap().to_string())
-            .collect()
+            .collect();
+        names.sort();
+        names
     };
-    let mut listed = list(&cfg);
-    listed.sort();
     made.sort();
     assert_eq!(
-        listed, made,
+        list(&cfg),
+        made,
         "the list lost or invented workspaces on a full disk"
     );
 
@@ -456,8 +458,6 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
     std::fs::remove_file(&filler).unwrap();
     create_workspace(&cfg, "after");
     made.push("after".into());
-    let mut listed = list(&cfg);
-    listed.sort();
     made.sort();
-    assert_eq!(listed, made);
+    assert_eq!(list(&cfg), made);
 }

@@ -488,10 +488,7 @@ impl Recovery {
             return;
         };
         let key = FlowKey::of(&ip, &tcp, true);
-        match self.own_shift(&key) {
-            Some(shift) => self.updates.on_outbound(key, &tcp, shift),
-            None => self.updates.forget(&key),
-        }
+        self.updates.on_outbound(key, &tcp);
         if tcp.rst() || tcp.syn() {
             // A reset ends the connection; a SYN starts a new one on these ports.
             self.flows.remove(&key);

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use smoltcp::iface::SocketHandle;
 use tether_coord::proto::tailnet_ip;
-use tether_key::{NodePrivate, NodePublic};
-use tether_tailnet::core::{Core, Event, PeerConfig};
+use tether_key::NodePublic;
+use tether_tailnet::core::{Core, Event};
 use tether_tailnet::disco;
 use tether_tailnet::netstack::AcceptKey;
 use tether_tailnet::path::PathKind;
 use uuid::Uuid;
+
+#[path = "pair/mod.rs"]
+mod pair;
 
 const REGION: u32 = 999;
 const DERP_DELAY: Duration = Duration::from_millis(20);
@@ -45,39 +48,15 @@ struct Net {
 impl Net {
     fn new(blocked: bool) -> Self {
         let now = Instant::now();
-        let mut nodes = Vec::new();
-        let mut keys = Vec::new();
-        let mut ids = Vec::new();
         let addrs: Vec<SocketAddr> = vec![
             "192.0.2.1:41641".parse().unwrap(),
             "198.51.100.7:41641".parse().unwrap(),
         ];
-        for i in 0..2u64 {
-            let private = NodePrivate::generate();
-            let id = Uuid::from_u64_pair(77, i + 1);
-            let mut core = Core::new(&private, tailnet_ip(id), now, 100 + i);
-            core.set_home_region(REGION);
+        let (nodes, keys, ids) = pair::pair_with(77, 100, REGION, now, Some(&addrs), |_, core| {
             if blocked {
                 core.set_direct_blocked(now, true);
             }
-            core.set_local_endpoints(now, vec![addrs[i as usize]]);
-            keys.push(private.public());
-            ids.push(id);
-            nodes.push(core);
-        }
-        let discos: Vec<_> = nodes.iter().map(Core::disco_public).collect();
-        for (i, node) in nodes.iter_mut().enumerate() {
-            let j = 1 - i;
-            node.upsert_peer(PeerConfig {
-                id: ids[j],
-                key: keys[j],
-                home_region: REGION,
-                addresses: vec![tailnet_ip(ids[j])],
-                disco: Some(discos[j]),
-                endpoints: vec![addrs[j]],
-                mapping_varies_by_dest_ip: None,
-            });
-        }
+        });
         Self {
             now,
             nodes,

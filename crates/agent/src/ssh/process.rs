@@ -6,14 +6,12 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use russh::server::{Handle, Msg};
 use russh::{ChannelId, ChannelWriteHalf, Sig};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -253,18 +251,16 @@ fn pty_err(e: pty_process::Error) -> io::Error {
 /// task at each end added a copy and two task hops to each (scp in the NAT lab: a few
 /// percent faster without).
 pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut) -> Running {
-    let sftp = FsSftp::new(user.home.clone());
     let (ended_tx, ended_rx) = oneshot::channel::<()>();
-    let stream = SftpStream {
-        io: tokio::io::join(stdin, Box::pin(out.writer.make_writer())),
-        _ended: ended_tx,
-    };
+    let sftp = FsSftp::new(user.home.clone(), ended_tx);
+    let stream = tokio::io::join(stdin, Box::pin(out.writer.make_writer()));
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let span = tracing::debug_span!("sftp", id = %out.id);
     tokio::spawn(
         async move {
             // Spawns the SFTP server task on the channel and returns at once; the task
-            // drops the stream when the client's end of file or an error ends it.
+            // drops the handler (closing `ended_rx`) when the client's end of file or an
+            // error ends it.
             russh_sftp::server::run(stream, sftp).await;
             tracing::debug!("sftp subsystem started");
             tokio::select! {
@@ -279,41 +275,6 @@ pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut)
         pid: None,
         pty: None,
         _stop: stop_tx,
-    }
-}
-
-/// The channel as the SFTP server's stream; dropping it tells [`start_sftp`] that the
-/// server has ended.
-struct SftpStream {
-    io: tokio::io::Join<ChannelReader, Pin<Box<dyn AsyncWrite + Send>>>,
-    _ended: oneshot::Sender<()>,
-}
-
-impl AsyncRead for SftpStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SftpStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

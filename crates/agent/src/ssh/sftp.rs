@@ -30,6 +30,9 @@ pub(crate) struct FsSftp {
     home: PathBuf,
     handles: HashMap<String, OpenHandle>,
     next_handle: u64,
+    /// Dropped with the handler, which the SFTP server task drops when it ends: that
+    /// is how the session learns the subsystem is over.
+    _ended: tokio::sync::oneshot::Sender<()>,
 }
 
 fn io_status(e: &io::Error) -> StatusReply {
@@ -125,11 +128,13 @@ fn apply_attrs(path: &Path, file: Option<&fs::File>, attrs: &FileAttributes) -> 
 
 impl FsSftp {
     /// A handler rooted (for relative paths) at `home`.
-    pub(crate) fn new(home: PathBuf) -> Self {
+    /// A handler rooted at `home`; `ended` closes when the handler is dropped.
+    pub(crate) fn new(home: PathBuf, ended: tokio::sync::oneshot::Sender<()>) -> Self {
         Self {
             home,
             handles: HashMap::new(),
             next_handle: 0,
+            _ended: ended,
         }
     }
 

@@ -34,8 +34,8 @@ struct Told {
     seq_end: u32,
     /// The acknowledgement number.
     ack: u32,
-    /// The advertised window, in bytes beyond `ack`.
-    window: u64,
+    /// The advertised window field (scaled), beyond `ack`.
+    window: u16,
 }
 
 /// Per-connection record of our last advertisement, and the updates it calls for.
@@ -45,8 +45,9 @@ pub(super) struct WindowUpdates {
 }
 
 impl WindowUpdates {
-    /// Notes one of our outbound segments; `shift` is our window scale on its connection.
-    pub(super) fn on_outbound(&mut self, key: FlowKey, tcp: &TcpPacket<&[u8]>, shift: u8) {
+    /// Notes one of our outbound segments (the window as sent: its scale is applied
+    /// only when an update is due, off the per-packet path).
+    pub(super) fn on_outbound(&mut self, key: FlowKey, tcp: &TcpPacket<&[u8]>) {
         if tcp.rst() || tcp.fin() || tcp.syn() {
             // Closing, or opening with windows not yet scaled: smoltcp's rules serve.
             self.told.remove(&key);
@@ -57,7 +58,7 @@ impl WindowUpdates {
         }
         let seq_end = (tcp.seq_number() + tcp.payload().len()).0 as u32;
         let ack = tcp.ack_number().0 as u32;
-        let window = u64::from(tcp.window_len()) << shift;
+        let window = tcp.window_len();
         if self.told.len() >= MAX_TRACKED && !self.told.contains_key(&key) {
             self.told.clear();
         }
@@ -79,8 +80,9 @@ impl WindowUpdates {
         self.told.remove(key);
     }
 
-    /// A pure ACK advertising `free` bytes of a `capacity`-byte receive buffer, if the
-    /// window has grown enough since we last advertised one. It acknowledges no more
+    /// A pure ACK advertising `free` bytes of a `capacity`-byte receive buffer (our
+    /// windows scaled by `shift`), if the window has grown enough since we last
+    /// advertised one. It acknowledges no more
     /// than we already did, so it never claims data smoltcp has not taken in; data that
     /// arrived since only makes the advertised right edge conservative.
     pub(super) fn update(
@@ -93,11 +95,11 @@ impl WindowUpdates {
     ) -> Option<BytesMut> {
         let told = self.told.get_mut(&key)?;
         let raw = u16::try_from(free >> shift).unwrap_or(u16::MAX);
-        let window = u64::from(raw) << shift;
-        if window < told.window + capacity as u64 / GROWTH_DIVISOR {
+        let growth = (capacity as u64 / GROWTH_DIVISOR) >> shift;
+        if u64::from(raw) < u64::from(told.window) + growth {
             return None;
         }
-        told.window = window;
+        told.window = raw;
         let tcp = TcpRepr {
             src_port: key.local_port,
             dst_port: key.remote_port,

@@ -1,6 +1,8 @@
-//! Two sans-IO nodes that know each other as peers over DERP: the setup the simulator
-//! tests and `benches/dataplane.rs` share (included by `#[path]`).
+//! Two sans-IO nodes that know each other as peers: the setup the simulator tests and
+//! `benches/dataplane.rs` share (included by `#[path]`; each uses part of it).
+#![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use tether_coord::proto::tailnet_ip;
@@ -11,18 +13,41 @@ use uuid::Uuid;
 /// Two nodes, ids `(seed, 1)` and `(seed, 2)`, home region `region`, each with the other
 /// as a DERP-only peer; their public keys and ids.
 pub fn pair(seed: u64, region: u32, now: Instant) -> (Vec<Core>, Vec<NodePublic>, Vec<Uuid>) {
+    pair_with(seed, seed, region, now, None, |_, _| {})
+}
+
+/// [`pair`] with node `i` seeded `core_seed + i` and prepared by `setup`; with `direct`
+/// addresses, node `i` is at `direct[i]` and knows the other's address and disco key.
+pub fn pair_with(
+    seed: u64,
+    core_seed: u64,
+    region: u32,
+    now: Instant,
+    direct: Option<&[SocketAddr]>,
+    mut setup: impl FnMut(usize, &mut Core),
+) -> (Vec<Core>, Vec<NodePublic>, Vec<Uuid>) {
     let mut nodes = Vec::new();
     let mut keys = Vec::new();
     let mut ids = Vec::new();
-    for i in 0..2u64 {
+    for i in 0..2usize {
         let private = NodePrivate::generate();
-        let id = Uuid::from_u64_pair(seed, i + 1);
-        let mut core = Core::new(&private, tailnet_ip(id), now, seed.wrapping_add(i));
+        let id = Uuid::from_u64_pair(seed, i as u64 + 1);
+        let mut core = Core::new(
+            &private,
+            tailnet_ip(id),
+            now,
+            core_seed.wrapping_add(i as u64),
+        );
         core.set_home_region(region);
+        setup(i, &mut core);
+        if let Some(addrs) = direct {
+            core.set_local_endpoints(now, vec![addrs[i]]);
+        }
         keys.push(private.public());
         ids.push(id);
         nodes.push(core);
     }
+    let discos: Vec<_> = nodes.iter().map(Core::disco_public).collect();
     for (i, node) in nodes.iter_mut().enumerate() {
         let j = 1 - i;
         node.upsert_peer(PeerConfig {
@@ -30,8 +55,8 @@ pub fn pair(seed: u64, region: u32, now: Instant) -> (Vec<Core>, Vec<NodePublic>
             key: keys[j],
             home_region: region,
             addresses: vec![tailnet_ip(ids[j])],
-            disco: None,
-            endpoints: Vec::new(),
+            disco: direct.map(|_| discos[j]),
+            endpoints: direct.map_or_else(Vec::new, |a| vec![a[j]]),
             mapping_varies_by_dest_ip: None,
         });
     }
