@@ -268,6 +268,25 @@ fn looks_like_syn(packet: &[u8]) -> bool {
         && packet[TCP_FLAGS] & 0x02 != 0
 }
 
+/// The FIN of a kept segment that carries data and a FIN, as a segment of its own: the
+/// same headers, no payload, the sequence number after the data, the checksum redone.
+fn bare_fin_of(packet: &[u8]) -> Option<BytesMut> {
+    let (ip, tcp) = parse(packet)?;
+    if !tcp.fin() {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let header = tcp.header_len() as usize;
+    let fin_seq = tcp.seq_number() + tcp.payload().len();
+    let mut p = BytesMut::from(&packet[..40 + header]);
+    let mut ip = Ipv6Packet::new_unchecked(&mut p[..]);
+    ip.set_payload_len(header as u16);
+    let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+    tcp.set_seq_number(fin_seq);
+    tcp.fill_checksum(&src.into(), &dst.into());
+    Some(p)
+}
+
 /// Rewrites the ACK number (if given) and window of a TCP packet and updates its
 /// checksum for just those fields (RFC 1624), so that no pass over the payload is needed:
 /// this runs for nearly every ACK a sender receives.
@@ -368,7 +387,13 @@ impl Flow {
         let seg = self.segs.get_mut(start)?;
         seg.xmit = now;
         seg.retransmitted = true;
-        let mut p = BytesMut::from(&seg.packet[..]);
+        // A FIN whose data is all acknowledged goes alone: smoltcp judges a segment by
+        // its data, and ignores a FIN riding on data it already has.
+        let data_acked = start < self.una && self.una + 1 == seg.end;
+        let mut p = data_acked
+            .then(|| bare_fin_of(&seg.packet))
+            .flatten()
+            .unwrap_or_else(|| BytesMut::from(&seg.packet[..]));
         if let Some((ack, win)) = ack_out {
             rewrite(&mut p, Some(ack), win);
         }
@@ -498,8 +523,11 @@ impl Recovery {
             return;
         }
         let payload = tcp.payload().len();
+        // A FIN takes a sequence number of its own: kept, acknowledged and found lost like
+        // a byte, so a lost FIN is resent as a lost segment is, not after smoltcp's timeout.
+        let length = payload + usize::from(tcp.fin());
         let seq = tcp.seq_number().0 as u32;
-        if payload == 0 && !self.flows.contains_key(&key) {
+        if length == 0 && !self.flows.contains_key(&key) {
             return;
         }
         if self.flows.len() >= MAX_FLOWS && !self.flows.contains_key(&key) {
@@ -517,12 +545,14 @@ impl Recovery {
         if tcp.ack() {
             flow.ack_out = Some((tcp.ack_number().0 as u32, tcp.window_len()));
         }
-        if payload == 0 {
+        if length == 0 {
             return;
         }
-        flow.cwnd.set_mss(payload as u64);
+        if payload > 0 {
+            flow.cwnd.set_mss(payload as u64);
+        }
         let start = flow.pos(seq);
-        let end = start + payload as u64;
+        let end = start + length as u64;
         if end <= flow.una {
             return;
         }
@@ -1155,6 +1185,45 @@ mod tests {
         assert_eq!(b.out.len(), 1, "one probe, then smoltcp's timeout");
         // Everything acknowledged: nothing left to time.
         b.recv(101, Pkt::ack(3, 400));
+        assert_eq!(b.r.poll_at(), None);
+    }
+
+    #[test]
+    fn a_fin_behind_a_hole_is_resent_alone_once_the_data_is_in() {
+        let mut b = Bed::new();
+        b.burst(0, 0..3);
+        let mut last = Pkt::data(3);
+        last.control = TcpControl::Fin;
+        b.send(0, last);
+        // Segment 1 is lost; the peer holds 2 and 3's data, and dropped the FIN that
+        // came ahead of the hole (smoltcp keeps no out-of-order FIN).
+        b.recv(10, Pkt::ack(1, 400).sack(2, 4));
+        b.poll(20);
+        assert_eq!(b.out.len(), 1, "the hole is repaired");
+        assert_eq!(fields(&b.out[0]).0, ISN.wrapping_add(MSS));
+        // All data is in, the FIN is not: sent before the repair that just arrived, it is
+        // lost, and goes again at once.
+        b.recv(30, Pkt::ack(4, 400));
+        assert_eq!(b.out.len(), 2, "the FIN is resent");
+        let fin = &b.out[1];
+        let (seq, ack, _) = fields(fin);
+        assert_eq!(
+            seq,
+            ISN.wrapping_add(4 * MSS),
+            "sequence number after the data"
+        );
+        assert_eq!(ack, 77);
+        let ip = Ipv6Packet::new_checked(&fin[..]).unwrap();
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(tcp.fin() && tcp.ack());
+        assert!(
+            tcp.payload().is_empty(),
+            "a FIN on data the peer has would be ignored by smoltcp"
+        );
+        // Its acknowledgement ends the flow's timers.
+        let mut fin_acked = Pkt::ack(4, 400);
+        fin_acked.ack = Some(ISN.wrapping_add(4 * MSS + 1));
+        b.recv(110, fin_acked);
         assert_eq!(b.r.poll_at(), None);
     }
 
