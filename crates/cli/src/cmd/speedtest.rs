@@ -58,8 +58,10 @@ impl From<Way> for Direction {
 
 /// How long to wait for the WireGuard session with the agent.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
-/// How long one latency ping may take.
+/// How long the latency line waits for a pong, pinging again each [`PING_EACH`].
 const PING_WAIT: Duration = Duration::from_secs(5);
+/// How long each of those pings is waited for.
+const PING_EACH: Duration = Duration::from_secs(1);
 /// How long `-d` waits for a direct path.
 const DIRECT_WAIT: Duration = Duration::from_secs(30);
 /// How long the agent may take to accept the test, and any read or write to progress.
@@ -134,15 +136,39 @@ async fn test(tunnel: &Tunnel, args: &SpeedtestArgs) -> Result<()> {
     Ok(())
 }
 
-/// One disco ping for the latency line.
+/// A pong for the latency line: a disco ping a second, as `tether ping` sends them,
+/// until one is answered or [`PING_WAIT`] has passed. One lost datagram on a lossy
+/// path must not fail the test.
 async fn ping(tunnel: &Tunnel, ws: &str) -> Result<Pong> {
-    match tunnel.conn.ping(tunnel.workspace.agent_id, PING_WAIT).await {
+    let agent = tunnel.workspace.agent_id;
+    match first_answer(PING_WAIT, PING_EACH, |wait| tunnel.conn.ping(agent, wait)).await {
         Ok(p) => Ok(p),
         Err(TailnetError::Timeout { .. }) => bail!(
-            "workspace {ws}'s agent did not answer a ping within {}s (`tether ping {ws}` shows why)",
+            "workspace {ws}'s agent answered none of the pings sent in {}s (`tether ping {ws}` shows why)",
             PING_WAIT.as_secs()
         ),
         Err(e) => Err(e).with_context(|| format!("could not ping workspace {ws}")),
+    }
+}
+
+/// Calls `ping` with at most `each` to wait, again after each timeout, until it answers,
+/// fails otherwise, or `total` has passed (then its last timeout).
+async fn first_answer<F, Fut>(
+    total: Duration,
+    each: Duration,
+    mut ping: F,
+) -> Result<Pong, TailnetError>
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = Result<Pong, TailnetError>>,
+{
+    let give_up = Instant::now() + total;
+    loop {
+        let wait = each.min(give_up.saturating_duration_since(Instant::now()));
+        match ping(wait).await {
+            Err(TailnetError::Timeout { .. }) if Instant::now() < give_up => {}
+            r => return r,
+        }
     }
 }
 
@@ -459,6 +485,69 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    fn timed_out(after: Duration) -> TailnetError {
+        TailnetError::Timeout {
+            what: "a pong".into(),
+            after,
+        }
+    }
+
+    /// Pings answered after `lost` unanswered ones (each times out after its wait), sent
+    /// for at most `total`, each waited for 100 ms.
+    async fn ping_losing(
+        lost: usize,
+        total: Duration,
+    ) -> (Result<Pong, TailnetError>, Vec<Duration>) {
+        let mut waits = Vec::new();
+        let got = first_answer(total, ms(100), |wait| {
+            waits.push(wait);
+            let answered = waits.len() > lost;
+            async move {
+                if answered {
+                    Ok(Pong {
+                        latency: ms(3),
+                        via: PathKind::Derp { region: 1 },
+                    })
+                } else {
+                    tokio::time::sleep(wait).await;
+                    Err(timed_out(wait))
+                }
+            }
+        })
+        .await;
+        (got, waits)
+    }
+
+    #[tokio::test]
+    async fn a_lost_ping_is_sent_again_until_the_wait_is_over() {
+        let (got, waits) = ping_losing(2, ms(5000)).await;
+        let pong = got.expect("the third ping is answered");
+        assert_eq!(pong.latency, ms(3));
+        assert_eq!(waits, vec![ms(100); 3]);
+    }
+
+    #[tokio::test]
+    async fn pings_stop_when_the_wait_is_over() {
+        let (got, waits) = ping_losing(usize::MAX, ms(250)).await;
+        assert!(matches!(got, Err(TailnetError::Timeout { .. })), "{got:?}");
+        // Two whole waits, then what is left of the 250 ms (less what the calls took).
+        assert_eq!(waits.len(), 3, "{waits:?}");
+        assert_eq!(waits[..2], [ms(100), ms(100)]);
+        assert!(waits[2] <= ms(50) && waits[2] > Duration::ZERO, "{waits:?}");
+    }
+
+    #[tokio::test]
+    async fn other_ping_errors_are_not_retried() {
+        let mut calls = 0;
+        let got = first_answer(Duration::from_secs(5), Duration::from_secs(1), |_| {
+            calls += 1;
+            async { Err(TailnetError::Closed) }
+        })
+        .await;
+        assert!(matches!(got, Err(TailnetError::Closed)));
+        assert_eq!(calls, 1);
     }
 
     #[test]
