@@ -276,11 +276,11 @@ fn bare_fin_of(packet: &[u8]) -> Option<BytesMut> {
         return None;
     }
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let header = tcp.header_len() as usize;
+    let header = tcp.header_len();
     let fin_seq = tcp.seq_number() + tcp.payload().len();
-    let mut p = BytesMut::from(&packet[..40 + header]);
+    let mut p = BytesMut::from(&packet[..packet.len() - tcp.payload().len()]);
     let mut ip = Ipv6Packet::new_unchecked(&mut p[..]);
-    ip.set_payload_len(header as u16);
+    ip.set_payload_len(u16::from(header));
     let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
     tcp.set_seq_number(fin_seq);
     tcp.fill_checksum(&src.into(), &dst.into());

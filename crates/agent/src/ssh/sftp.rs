@@ -127,8 +127,8 @@ fn apply_attrs(path: &Path, file: Option<&fs::File>, attrs: &FileAttributes) -> 
 }
 
 impl FsSftp {
-    /// A handler rooted (for relative paths) at `home`.
-    /// A handler rooted at `home`; `ended` closes when the handler is dropped.
+    /// A handler rooted (for relative paths) at `home`; `ended` closes when the handler
+    /// is dropped.
     pub(crate) fn new(home: PathBuf, ended: tokio::sync::oneshot::Sender<()>) -> Self {
         Self {
             home,
