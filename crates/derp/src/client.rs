@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rand::Rng;
+use tether_backoff::Backoff;
 use tether_key::{NodePrivate, NodePublic};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -738,36 +738,6 @@ pub enum Event {
     Health(String),
 }
 
-/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling.
-#[derive(Debug, Clone)]
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    cur: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, cur: min }
-    }
-
-    fn reset(&mut self) {
-        self.cur = self.min;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.cur;
-        self.cur = (self.cur * 2).min(self.max);
-        let half = d / 2;
-        let jitter_ms = half.as_millis() as u64;
-        half + Duration::from_millis(if jitter_ms == 0 {
-            0
-        } else {
-            rand::thread_rng().gen_range(0..=jitter_ms)
-        })
-    }
-}
-
 enum Target {
     Url(ClientConfig),
     Region(DerpRegion, ClientConfig),
@@ -866,7 +836,8 @@ async fn run(
     events: mpsc::Sender<Event>,
 ) {
     let set = |s: Option<ClientSender>| *current.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut backoff =
+        Backoff::with_random_seed(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let mut retry_in = None;
         match target.connect().await {
@@ -914,28 +885,6 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let d1 = b.next_delay();
-        assert!(
-            d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
-            "{d1:?}"
-        );
-        let d2 = b.next_delay();
-        assert!(
-            d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200),
-            "{d2:?}"
-        );
-        for _ in 0..20 {
-            let d = b.next_delay();
-            assert!(d <= Duration::from_secs(10), "{d:?}");
-        }
-        assert!(b.next_delay() >= Duration::from_secs(5));
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn url_parts() {

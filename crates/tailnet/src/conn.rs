@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Deserialize;
+use tether_backoff::Backoff;
 use tether_coord::proto::{self, Node, PeerUpdateKind, Request, Response};
 use tether_derp::client::{ClientConfig, Event as DerpEvent, ReconnectingClient};
 use tether_derp::map::DerpMap;
@@ -1300,7 +1301,8 @@ enum SessionEnd {
 impl CoordTask {
     async fn run(mut self, first: Ws, mut cmds: mpsc::Receiver<CoordCmd>) {
         let mut ws = Some(first);
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff =
+            Backoff::with_random_seed(Duration::from_millis(250), Duration::from_secs(10));
         loop {
             let socket = match ws.take() {
                 Some(s) => s,
@@ -1317,17 +1319,14 @@ impl CoordTask {
                         s
                     }
                     Err(e) => {
-                        let jitter =
-                            rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
-                        let delay = backoff / 2 + Duration::from_millis(jitter);
+                        let delay = backoff.next_delay();
                         debug!(error = %e, ?delay, "coordination connect failed; retrying");
                         tokio::time::sleep(delay).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue;
                     }
                 },
             };
-            backoff = Duration::from_millis(250);
+            backoff.reset();
             match self.session(socket, &mut cmds).await {
                 SessionEnd::Disconnected => return,
                 SessionEnd::Lost(why) => {

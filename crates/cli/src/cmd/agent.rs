@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use tether_agent::{SshServer, speedtest};
+use tether_backoff::Backoff;
 use tether_tailnet::{Auth, Conn, ConnConfig, TailnetError};
 use url::Url;
 
@@ -29,7 +30,8 @@ const SSH_PORTS: [u16; 2] = [22, 1];
 /// Runs the agent until a fatal error.
 pub async fn run(args: AgentArgs) -> Result<()> {
     let ssh = Arc::new(SshServer::new()?);
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff =
+        Backoff::with_random_seed(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error = String::new();
     loop {
         let cfg = ConnConfig::new(args.url.clone(), Auth::Agent(args.token.clone()));
@@ -44,7 +46,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                 );
                 serve(conn, ssh.clone()).await?;
                 // serve only returns if the tailnet closed for good; start over.
-                backoff = Duration::from_millis(500);
+                backoff.reset();
             }
             Err(TailnetError::Refused {
                 status: 401 | 403, ..
@@ -62,8 +64,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     );
                     last_error = msg;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
