@@ -20,9 +20,11 @@
 //! IPv6 UDP, IPv4 tailnet addresses and ICMP. The agent and the CLI drive it through
 //! [`Conn`].
 
+pub mod control;
 pub mod core;
 pub mod disco;
 pub mod netcheck;
+pub mod netinfo;
 pub mod netstack;
 pub mod path;
 pub mod pathsel;
@@ -31,10 +33,11 @@ pub mod recovery;
 mod congestion;
 mod conn;
 mod error;
+mod interfaces;
 mod stream;
 mod udp;
 
-pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics};
+pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics, NODE_WAIT};
 pub use error::TailnetError;
 pub use path::{PathInfo, PathKind, PeerStatus, Pong};
 pub use stream::{TcpListener, TcpStream, UdpSocket};

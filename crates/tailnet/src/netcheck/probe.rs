@@ -1,10 +1,14 @@
 //! The prober: a thin tokio driver that measures and hands the numbers to
-//! [`build_report`]. It resolves STUN node addresses, sends the [`plan_stun`] binding
-//! requests from the caller's socket(s) while one loop reads the answers (matched by
+//! [`build_report`]. It resolves STUN node addresses, runs the [`plan_stun`] binding
+//! requests from the caller's socket(s) through [`stun_round`] (answers matched by
 //! transaction ID, so several regions share a socket), then times
 //! `GET /derp/latency-check` for the regions [`http_regions`] names.
+//!
+//! [`stun_round`] drives a sans-IO [`StunRound`] over any [`StunIo`]: the sockets of a
+//! report here, the shared socket of a [`Conn`](crate::Conn) there.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use tracing::{debug, trace};
 
 use super::{
     AddrSource, Family, Measurements, PlannedProbe, REPORT_TIMEOUT, Report, STUN_PHASE_TIMEOUT,
-    StunAnswer, StunTarget, build_report, http_regions, plan_stun, stun_sources,
+    StunRound, StunTarget, build_report, http_regions, plan_stun, stun_sources,
 };
 
 /// Longest wait for resolving STUN node host names.
@@ -92,16 +96,21 @@ fn now() -> Instant {
 pub async fn run(map: &DerpMap, sockets: Sockets<'_>, opts: &Options) -> Report {
     let start = now();
     let deadline = start + opts.report_timeout;
-    let targets = resolve_targets(map, sockets, deadline.min(start + DNS_TIMEOUT)).await;
+    let families = (sockets.v4.is_some(), sockets.v6.is_some());
+    let targets = resolve_targets(map, families, deadline.min(start + DNS_TIMEOUT)).await;
     let plan = plan_stun(&targets);
     debug!(
         targets = targets.len(),
         probes = plan.len(),
         "netcheck STUN phase"
     );
-    let mut m = Measurements::default();
     let stun_deadline = deadline.min(now() + opts.stun_timeout);
-    stun_phase(&plan, sockets, stun_deadline, &mut m).await;
+    let mut io = SocketIo {
+        sockets,
+        buf4: vec![0u8; RECV_BUF_LEN],
+        buf6: vec![0u8; RECV_BUF_LEN],
+    };
+    let mut m = stun_round(&mut io, plan, stun_deadline).await;
     let regions = http_regions(map, &m.stun);
     if !regions.is_empty() {
         debug!(
@@ -121,11 +130,17 @@ pub async fn run(map: &DerpMap, sockets: Sockets<'_>, opts: &Options) -> Report 
     report
 }
 
+/// The STUN servers of `map` for IPv4 and/or IPv6, host names resolved within
+/// a second (those that do not resolve in time are left out).
+pub async fn stun_targets(map: &DerpMap, v4: bool, v6: bool) -> Vec<StunTarget> {
+    resolve_targets(map, (v4, v6), now() + DNS_TIMEOUT).await
+}
+
 /// STUN servers of every region (`NoMeasureNoHome` ones too: their answers still show
-/// the mapping), for the families we have a socket for.
+/// the mapping), for the families (IPv4, IPv6) wanted.
 async fn resolve_targets(
     map: &DerpMap,
-    sockets: Sockets<'_>,
+    (v4_wanted, v6_wanted): (bool, bool),
     deadline: Instant,
 ) -> Vec<StunTarget> {
     let mut wanted = Vec::new();
@@ -136,7 +151,11 @@ async fn resolve_targets(
                 continue;
             };
             for (family, source) in [(Family::V4, v4), (Family::V6, v6)] {
-                if sockets.get(family).is_none() {
+                let family_wanted = match family {
+                    Family::V4 => v4_wanted,
+                    Family::V6 => v6_wanted,
+                };
+                if !family_wanted {
                     continue;
                 }
                 if let AddrSource::Resolve(host) = &source {
@@ -182,29 +201,90 @@ async fn resolve_targets(
     targets
 }
 
-/// What one receive produced.
-enum Received {
-    /// A STUN binding response.
-    Answer(SocketAddr, TransactionId, SocketAddr),
+/// What a [`StunIo`] received.
+#[derive(Debug)]
+pub enum Received {
+    /// A STUN binding response from `src`: transaction `txid` saw us as `mapped`.
+    Answer {
+        /// Who answered.
+        src: SocketAddr,
+        /// The transaction it answers.
+        txid: TransactionId,
+        /// Our address as the server saw it.
+        mapped: SocketAddr,
+    },
     /// Something else, or a transient error.
     Other,
-    /// The socket is broken.
-    Failed(io::Error),
+    /// The socket of this family is broken.
+    Failed(Family, io::Error),
+}
+
+/// How a STUN round reaches the network: [`Sockets`] read their own sockets; a
+/// [`Conn`](crate::Conn) sends from its shared socket and gets the answers its driver
+/// read off it.
+pub trait StunIo {
+    /// Sends the binding request `packet` to `to`.
+    fn send(
+        &mut self,
+        to: SocketAddr,
+        packet: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// The next datagram's meaning; cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Received> + Send;
+}
+
+/// [`Sockets`] with a receive buffer per family.
+struct SocketIo<'a> {
+    sockets: Sockets<'a>,
+    buf4: Vec<u8>,
+    buf6: Vec<u8>,
+}
+
+impl StunIo for SocketIo<'_> {
+    async fn send(&mut self, to: SocketAddr, packet: &[u8]) -> io::Result<()> {
+        let Some(sock) = self.sockets.get(Family::of(&to)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "no socket of this family",
+            ));
+        };
+        sock.send_to(packet, to).await.map(drop)
+    }
+
+    async fn recv(&mut self) -> Received {
+        let (v4, v6) = (self.sockets.v4, self.sockets.v6);
+        let received = tokio::select! {
+            r = recv(v4, &mut self.buf4) => (Family::V4, r),
+            r = recv(v6, &mut self.buf6) => (Family::V6, r),
+        };
+        match received {
+            (family, Err(err)) => {
+                match family {
+                    Family::V4 => self.sockets.v4 = None,
+                    Family::V6 => self.sockets.v6 = None,
+                }
+                Received::Failed(family, err)
+            }
+            (_, Ok(r)) => r,
+        }
+    }
 }
 
 /// Reads one datagram from `sock` (pending forever without a socket). Cancel-safe.
-async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Received {
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<Received> {
     let Some(sock) = sock else {
         return std::future::pending().await;
     };
     match sock.recv_from(buf).await {
-        Ok((len, src)) => match parse_binding_response(buf.get(..len).unwrap_or_default()) {
-            Ok((txid, mapped)) => Received::Answer(src, txid, mapped),
-            Err(err) => {
-                trace!(%src, len, %err, "netcheck: ignoring datagram");
-                Received::Other
-            }
-        },
+        Ok((len, src)) => Ok(
+            match parse_binding_response(buf.get(..len).unwrap_or_default()) {
+                Ok((txid, mapped)) => Received::Answer { src, txid, mapped },
+                Err(err) => {
+                    trace!(%src, len, %err, "netcheck: ignoring datagram");
+                    Received::Other
+                }
+            },
+        ),
         Err(err)
             if matches!(
                 err.kind(),
@@ -212,104 +292,59 @@ async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Received {
             ) =>
         {
             trace!(%err, "netcheck: transient receive error");
-            Received::Other
+            Ok(Received::Other)
         }
-        Err(err) => Received::Failed(err),
+        Err(err) => Err(err),
     }
 }
 
-/// Sends the plan and collects answers until every (region, family) answered or
-/// `deadline`.
-async fn stun_phase(
-    plan: &[PlannedProbe],
-    mut sockets: Sockets<'_>,
+/// Runs one STUN round of `plan` through `io` until every group of the plan answered
+/// or `deadline`: the answers in arrival order and which families could send.
+pub async fn stun_round<I: StunIo>(
+    io: &mut I,
+    plan: Vec<PlannedProbe>,
     deadline: Instant,
-    m: &mut Measurements,
-) {
-    let groups: HashSet<(u32, Family)> = plan
-        .iter()
-        .map(|p| (p.target.region, Family::of(&p.target.addr)))
-        .collect();
-    let mut done: HashSet<(u32, Family)> = HashSet::new();
-    let mut pending: HashMap<TransactionId, (StunTarget, Instant)> = HashMap::new();
-    let mut next = 0usize;
-    let mut buf4 = vec![0u8; RECV_BUF_LEN];
-    let mut buf6 = vec![0u8; RECV_BUF_LEN];
-    let start = now();
-
-    while done.len() < groups.len() {
-        let send_at = plan.get(next).map(|p| start + p.delay);
-        let received = tokio::select! {
-            () = sleep_until(deadline) => break,
-            () = sleep_until(send_at.unwrap_or(deadline)), if send_at.is_some() => {
-                if let Some(p) = plan.get(next) {
-                    send_probe(p, sockets, &done, &mut pending, m).await;
+) -> Measurements {
+    let mut round = StunRound::new(plan, now().into_std(), deadline.into_std());
+    loop {
+        while let Some(p) = round.poll_probe(now().into_std()) {
+            let txid = TransactionId::random();
+            match io.send(p.target.addr, &binding_request(txid)).await {
+                Ok(()) => {
+                    trace!(region = p.target.region, server = %p.target.addr, %txid, "netcheck: STUN request");
+                    round.handle_sent(now().into_std(), p.index, txid);
                 }
-                next += 1;
-                continue;
+                Err(err) => {
+                    debug!(region = p.target.region, server = %p.target.addr, %err,
+                        "netcheck: could not send STUN request");
+                }
             }
-            r = recv(sockets.v4, &mut buf4) => (Family::V4, r),
-            r = recv(sockets.v6, &mut buf6) => (Family::V6, r),
+        }
+        let Some(wake) = round.poll_timeout() else {
+            break;
         };
-        match received {
-            (_, Received::Answer(src, txid, mapped)) => {
-                let Some((target, sent)) = pending.remove(&txid) else {
-                    trace!(%src, %txid, "netcheck: STUN answer for no pending request");
-                    continue;
-                };
-                let latency = now().saturating_duration_since(sent);
-                debug!(region = target.region, node = %target.node, server = %target.addr,
-                    %mapped, ?latency, "netcheck: STUN answer");
-                done.insert((target.region, Family::of(&target.addr)));
-                m.stun.push(StunAnswer {
-                    region: target.region,
-                    server: target.addr,
-                    mapped,
-                    latency,
-                });
-            }
-            (_, Received::Other) => {}
-            (family, Received::Failed(err)) => {
-                debug!(?family, %err, "netcheck: socket failed; giving up on that family");
-                match family {
-                    Family::V4 => sockets.v4 = None,
-                    Family::V6 => sockets.v6 = None,
+        if round.is_finished(now().into_std()) {
+            break;
+        }
+        tokio::select! {
+            () = sleep_until(Instant::from_std(wake)) => {}
+            r = io.recv() => match r {
+                Received::Answer { src, txid, mapped } => {
+                    match round.handle_answer(now().into_std(), txid, mapped) {
+                        Some(a) => debug!(region = a.region, server = %a.server,
+                            %mapped, latency = ?a.latency, "netcheck: STUN answer"),
+                        None => trace!(%src, %txid, "netcheck: STUN answer for no pending request"),
+                    }
                 }
-                done.extend(groups.iter().filter(|(_, f)| *f == family));
-            }
+                Received::Other => {}
+                Received::Failed(family, err) => {
+                    debug!(?family, %err, "netcheck: socket failed; giving up on that family");
+                    round.handle_family_failed(family);
+                }
+            },
         }
     }
-}
-
-async fn send_probe(
-    p: &PlannedProbe,
-    sockets: Sockets<'_>,
-    done: &HashSet<(u32, Family)>,
-    pending: &mut HashMap<TransactionId, (StunTarget, Instant)>,
-    m: &mut Measurements,
-) {
-    let family = Family::of(&p.target.addr);
-    if done.contains(&(p.target.region, family)) {
-        return;
-    }
-    let Some(sock) = sockets.get(family) else {
-        return;
-    };
-    let txid = TransactionId::random();
-    match sock.send_to(&binding_request(txid), p.target.addr).await {
-        Ok(_) => {
-            trace!(region = p.target.region, server = %p.target.addr, %txid, "netcheck: STUN request");
-            match family {
-                Family::V4 => m.can_send_v4 = true,
-                Family::V6 => m.can_send_v6 = true,
-            }
-            pending.insert(txid, (p.target.clone(), now()));
-        }
-        Err(err) => {
-            debug!(region = p.target.region, server = %p.target.addr, %err,
-                "netcheck: could not send STUN request");
-        }
-    }
+    round.into_measurements()
 }
 
 /// Times `GET /derp/latency-check` on each region's first reachable DERP node.

@@ -1,0 +1,159 @@
+//! How a node reaches the tether server: who it is ([`Auth`]), what it asks for
+//! ([`ConnConfig`]), and the connection info fetched before it joins.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_coord::proto;
+use tether_derp::map::DerpMap;
+use url::Url;
+
+use crate::error::TailnetError;
+
+/// Cap on each HTTP request and on the coordination WebSocket connect.
+pub(super) const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How this node authenticates to the server.
+#[derive(Clone)]
+pub enum Auth {
+    /// A user's session token: this node is a client.
+    Session(String),
+    /// A workspace agent's token: this node is the agent.
+    Agent(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are secrets: never print them.
+        match self {
+            Self::Session(_) => f.write_str("Session(..)"),
+            Self::Agent(_) => f.write_str("Agent(..)"),
+        }
+    }
+}
+
+impl Auth {
+    pub(super) fn header(&self) -> (&'static str, &str) {
+        match self {
+            Self::Session(t) => ("Tether-Session-Token", t),
+            Self::Agent(t) => ("Tether-Agent-Token", t),
+        }
+    }
+
+    pub(super) fn is_agent(&self) -> bool {
+        matches!(self, Self::Agent(_))
+    }
+
+    fn paths(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Session(_) => ("/api/v2/tailnet/connection", "/api/v2/tailnet/coordinate"),
+            Self::Agent(_) => (
+                "/api/v2/workspaceagents/me/connection",
+                "/api/v2/workspaceagents/me/coordinate",
+            ),
+        }
+    }
+}
+
+/// How to join the tailnet.
+#[derive(Debug, Clone)]
+pub struct ConnConfig {
+    /// The tether server, e.g. `https://tether.example.com`.
+    pub server: Url,
+    /// Who we are.
+    pub auth: Auth,
+    /// Reach DERP over WebSocket only; `None` follows the server's setting.
+    pub force_websockets: Option<bool>,
+    /// Accept any TLS certificate on the DERP connections (tests only).
+    pub insecure_tls: bool,
+    /// Never use direct UDP paths (DERP only), whatever the server allows.
+    pub disable_direct: bool,
+}
+
+impl ConnConfig {
+    /// A config with the server's DERP transport settings.
+    pub fn new(server: Url, auth: Auth) -> Self {
+        Self {
+            server,
+            auth,
+            force_websockets: None,
+            insecure_tls: false,
+            disable_direct: false,
+        }
+    }
+
+    /// The server URL joined with `path`.
+    pub(super) fn url(&self, path: &str) -> Result<Url, TailnetError> {
+        self.server
+            .join(path)
+            .map_err(|e| TailnetError::BadUrl(format!("{}: {e}", self.server)))
+    }
+
+    /// The coordination WebSocket's URL (`ws`/`wss`, with our protocol version).
+    pub(super) fn coordinate_url(&self) -> Result<Url, TailnetError> {
+        let (_, path) = self.auth.paths();
+        let mut url = self.url(path)?;
+        let scheme = match url.scheme() {
+            "http" => "ws",
+            "https" => "wss",
+            other => {
+                return Err(TailnetError::BadUrl(format!(
+                    "{}: scheme {other} is not http(s)",
+                    self.server
+                )));
+            }
+        };
+        url.set_scheme(scheme)
+            .map_err(|()| TailnetError::BadUrl(self.server.to_string()))?;
+        url.set_query(Some(&format!("version={}", proto::VERSION)));
+        Ok(url)
+    }
+}
+
+/// `GET …/connection`: what a node needs before it joins.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct ConnectionInfo {
+    pub(super) derp_map: DerpMap,
+    #[serde(default)]
+    pub(super) derp_force_websockets: bool,
+    #[serde(default)]
+    pub(super) disable_direct_connections: bool,
+}
+
+/// Fetches the connection info, within [`HTTP_TIMEOUT`].
+pub(super) async fn connection_info(cfg: &ConnConfig) -> Result<ConnectionInfo, TailnetError> {
+    let (info_path, _) = cfg.auth.paths();
+    let url = cfg.url(info_path)?;
+    let client = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(|e| TailnetError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+    let (name, token) = cfg.auth.header();
+    let resp = client
+        .get(url.clone())
+        .header(name, token)
+        .send()
+        .await
+        .map_err(|e| TailnetError::Unreachable {
+            url: cfg.server.to_string(),
+            message: e.to_string(),
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(TailnetError::Refused {
+            what: "the connection info request".into(),
+            status: status.as_u16(),
+            body,
+        });
+    }
+    resp.json::<ConnectionInfo>()
+        .await
+        .map_err(|e| TailnetError::Unreachable {
+            url: url.to_string(),
+            message: format!("bad connection info: {e}"),
+        })
+}
