@@ -2,7 +2,7 @@
 //! goes through the tailnet to `127.0.0.1:<port>` inside the workspace.
 
 use std::collections::HashMap;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,8 +114,7 @@ struct Flow {
 }
 
 async fn serve_udp(local: Arc<UdpSocket>, f: Forward, tunnel: Arc<Tunnel>) -> Result<()> {
-    let agent_ip: Ipv6Addr = tether_coord::proto::tailnet_ip(tunnel.workspace.agent_id);
-    let dst = SocketAddrV6::new(agent_ip, f.remote_port, 0, 0);
+    let dst = SocketAddrV6::new(tunnel.agent_ip, f.remote_port, 0, 0);
     let flows: Arc<Mutex<HashMap<SocketAddr, Flow>>> = Arc::default();
     let mut buf = vec![0u8; 65_535];
     loop {

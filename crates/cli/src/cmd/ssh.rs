@@ -3,11 +3,12 @@
 //! SSH session or copy the raw SSH byte stream. Every wait is bounded and explained.
 
 use std::io::IsTerminal;
+use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tether_server::api::types::{AgentStatus, Workspace};
-use tether_tailnet::{Auth, Conn, ConnConfig, TcpStream};
+use tether_tailnet::{Auth, Conn, ConnConfig, NODE_WAIT, TcpStream};
 
 use crate::Globals;
 use crate::cmd::workspaces::ago;
@@ -34,15 +35,14 @@ pub struct SshArgs {
     pub tty: bool,
 }
 
-/// How long to wait for the agent's node once the tunnel is requested.
-const PEER_WAIT: Duration = Duration::from_secs(15);
-
 /// A live tunnel to a workspace's agent.
 pub struct Tunnel {
     /// The tailnet connection (closed with a Disconnect on drop of the process).
     pub conn: Conn,
     /// The workspace.
     pub workspace: Workspace,
+    /// The agent's tailnet address.
+    pub agent_ip: Ipv6Addr,
 }
 
 /// Looks the workspace up, joins the tailnet and opens a tunnel to its agent.
@@ -61,44 +61,30 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
     let conn = Conn::join(cfg)
         .await
         .context("could not join the tailnet")?;
-    conn.add_tunnel(workspace.agent_id).await?;
-    conn.wait_peer(workspace.agent_id, PEER_WAIT)
-        .await
-        .with_context(|| {
-            format!(
-                "workspace {name}'s agent did not answer within {}s",
-                PEER_WAIT.as_secs()
-            )
-        })?;
-    Ok(Tunnel { conn, workspace })
+    let agent_ip = conn.tunnel_to(workspace.agent_id).await.with_context(|| {
+        format!(
+            "workspace {name}'s agent did not answer within {}s",
+            NODE_WAIT.as_secs()
+        )
+    })?;
+    Ok(Tunnel {
+        conn,
+        workspace,
+        agent_ip,
+    })
 }
 
 impl Tunnel {
-    /// Waits up to `limit` for the WireGuard session with the agent; false if none came.
-    /// The agent drops packets from nodes it does not know yet and starts the handshake
-    /// once it learns ours, a moment after we learn its node (Coder waits for
-    /// "reachable" likewise).
+    /// Waits up to `limit` for the WireGuard session with the agent; false if none came
+    /// (Coder waits for "reachable" likewise).
     pub async fn wait_session(&self, limit: Duration) -> bool {
-        let ready_by = std::time::Instant::now() + limit;
-        loop {
-            if self
-                .conn
-                .path(self.workspace.agent_id)
-                .is_some_and(|p| p.handshake_done)
-            {
-                return true;
-            }
-            if std::time::Instant::now() >= ready_by {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.conn.wait_session(self.workspace.agent_id, limit).await
     }
 
     /// Dials a TCP port of the agent.
     pub async fn dial(&self, port: u16) -> Result<TcpStream> {
-        let ip = tether_coord::proto::tailnet_ip(self.workspace.agent_id);
-        self.conn.dial_tcp(ip, port).await.with_context(|| {
+        let agent = self.workspace.agent_id;
+        self.conn.dial_agent(agent, port).await.with_context(|| {
             format!(
                 "could not reach port {port} of workspace {}",
                 self.workspace.name
