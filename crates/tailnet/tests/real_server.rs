@@ -612,3 +612,55 @@ async fn blocked_direct_connections_stay_on_derp() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_agent_tunnels_waits_and_dials_in_one_call() {
+    init_logs();
+    let srv = Server::start();
+    let (session, agent_token) = srv.user_and_workspace();
+    let base = Url::parse(&srv.url).unwrap();
+    let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
+        .await
+        .unwrap();
+    let client = Conn::join(ConnConfig::new(base, Auth::Session(session)))
+        .await
+        .unwrap();
+    let listener = agent.listen_tcp(7).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(echo(s));
+        }
+    });
+    // No tunnel yet, no node: one call asks for the tunnel, waits for the node and dials.
+    assert!(client.path(agent.id()).is_none());
+    let s = client.dial_agent(agent.id(), 7).await.unwrap();
+    assert_eq!(*s.peer_addr().ip(), agent.ip());
+    let back = tokio::time::timeout(Duration::from_secs(30), round_trip(s, b"one call"))
+        .await
+        .unwrap();
+    assert_eq!(back, b"one call");
+    // The dial went through a WireGuard session; waiting for it returns at once.
+    let t = Instant::now();
+    assert!(
+        client
+            .wait_session(agent.id(), Duration::from_secs(10))
+            .await
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert_eq!(client.tunnel_to(agent.id()).await.unwrap(), agent.ip());
+    // Nobody listens on 9: refused, as with dial_tcp.
+    let err = client.dial_agent(agent.id(), 9).await.unwrap_err();
+    assert!(
+        matches!(err, tether_tailnet::TailnetError::ConnectionRefused(_)),
+        "{err}"
+    );
+    // No session with a peer that does not exist: false once the limit passes.
+    let nobody = uuid::Uuid::from_u128(7);
+    let t = Instant::now();
+    assert!(
+        !client
+            .wait_session(nobody, Duration::from_millis(200))
+            .await
+    );
+    assert!(t.elapsed() >= Duration::from_millis(200));
+}
