@@ -4,22 +4,30 @@
 //!   exit status and signals, window changes, the SFTP subsystem (so `scp`, `sftp` and
 //!   VS Code Remote-SSH work), agent forwarding (`-A`), remote (`-R`) and local (`-L`)
 //!   port forwarding.
+//! - [`pty`]: a program on a pseudo-terminal (spawn with a size, output and input
+//!   streams, resize, signal, exit status), free of SSH types, for SSH and the web
+//!   terminal alike.
+//! - [`user`]: the account programs run as, and the command for its login shell or
+//!   `$SHELL -c`.
+//! - [`signal`]: the signals a client may send, and hanging a program up.
 //! - [`forward`]: relays a TCP stream or UDP flow that reached the agent's tailnet address
 //!   to `127.0.0.1:<port>` in the workspace.
 //! - [`speedtest`]: the responder `tether speedtest` measures throughput against, and
 //!   its small wire protocol.
 //!
 //! Everything here works over any `AsyncRead + AsyncWrite` byte stream and knows nothing
-//! of the tailnet: the `tether agent` command (crate `cli`) accepts connections on the
-//! tailnet (ports 22 and 1 for SSH, 3 for speedtests, any other port for forwarding) and
-//! hands each stream to [`ssh::SshServer::serve`], [`speedtest::serve`] or
-//! [`forward::forward_tcp`]. It deliberately lacks user authentication (the tailnet
-//! authenticated the peer), privilege switching (programs run as the agent's user), X11
-//! forwarding, the reconnecting PTY and the listening-ports API.
+//! of the tailnet ([`ssh::SshServer::serve`], [`speedtest::serve`],
+//! [`forward::forward_tcp`]), so tests drive them over loopback or in memory. The agent
+//! deliberately lacks user authentication (the tailnet authenticated the peer), privilege
+//! switching (programs run as the agent's user), X11 forwarding, the reconnecting PTY and
+//! the listening-ports API.
 
 pub mod forward;
+pub mod pty;
+pub mod signal;
 pub mod speedtest;
 pub mod ssh;
+pub mod user;
 
 pub use forward::{ForwardError, forward_tcp, forward_udp};
 pub use speedtest::SpeedtestError;

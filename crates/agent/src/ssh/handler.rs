@@ -17,7 +17,8 @@ use tracing::Instrument;
 
 use super::SshError;
 use super::pipe::{self, ChannelReader};
-use super::process::{self, ChannelOut, Program, PtyRequest, Running, UserInfo};
+use super::process::{self, ChannelOut, PtyRequest, Running};
+use crate::user::{Program, User};
 
 /// How long a `direct-tcpip` target may take to accept.
 const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,14 +52,14 @@ struct AgentSocket {
 
 /// One SSH connection.
 pub(crate) struct ConnHandler {
-    user: Arc<UserInfo>,
+    user: Arc<User>,
     sessions: HashMap<ChannelId, SessionChannel>,
     remote_forwards: HashMap<u32, AbortOnDrop>,
     agent: Option<AgentSocket>,
 }
 
 impl ConnHandler {
-    pub(crate) fn new(user: Arc<UserInfo>) -> Self {
+    pub(crate) fn new(user: Arc<User>) -> Self {
         Self {
             user,
             sessions: HashMap::new(),
@@ -326,8 +327,9 @@ impl Handler for ConnHandler {
             session.channel_failure(channel)?;
             return Ok(());
         };
-        if let Some(fd) = ch.running.as_ref().and_then(|r| r.pty.as_ref()) {
-            match process::resize(fd, col_width, row_height, pix_width, pix_height) {
+        if let Some(pty) = ch.running.as_ref().and_then(|r| r.pty.as_ref()) {
+            let size = process::window_size(col_width, row_height, pix_width, pix_height);
+            match pty.resize(size) {
                 Ok(()) => session.channel_success(channel)?,
                 Err(e) => {
                     tracing::debug!(error = %e, "resize failed");
@@ -356,7 +358,14 @@ impl Handler for ConnHandler {
             .and_then(|c| c.running.as_ref())
             .and_then(|r| r.pid)
         {
-            match process::send_signal(pid, &signal) {
+            let delivered = match process::signal_from_ssh(&signal) {
+                Some(sig) => sig.send(pid),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("unsupported signal {signal:?}"),
+                )),
+            };
+            match delivered {
                 Ok(()) => tracing::debug!(pid, ?signal, "signal delivered"),
                 Err(e) => tracing::debug!(pid, ?signal, error = %e, "signal not delivered"),
             }

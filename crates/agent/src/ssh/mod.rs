@@ -45,7 +45,7 @@ pub enum SshError {
 #[derive(Debug, Clone)]
 pub struct SshServer {
     config: Arc<russh::server::Config>,
-    user: Arc<process::UserInfo>,
+    user: Arc<crate::user::User>,
     host_key: PublicKey,
 }
 
@@ -92,7 +92,7 @@ impl SshServer {
         };
         Self {
             config: Arc::new(config),
-            user: Arc::new(process::UserInfo::current()),
+            user: Arc::new(crate::user::User::current()),
             host_key: public,
         }
     }

@@ -1,76 +1,30 @@
 //! Starting and supervising what a session channel runs: a shell or command (with or
 //! without a PTY) or the SFTP subsystem, and reporting how it ended.
 
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use russh::server::{Handle, Msg};
 use russh::{ChannelId, ChannelWriteHalf, Sig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::pipe::ChannelReader;
 use super::sftp::FsSftp;
+use crate::pty::{self, Pty, PtyControl, WindowSize};
+use crate::signal::{self, Signal};
+use crate::user::{Program, User};
 
 /// How long a hung-up child may take to exit before it is killed.
 const HANGUP_GRACE: Duration = Duration::from_secs(2);
 /// How long PTY output is still drained after the shell exited (background jobs may
 /// hold the terminal open for ever).
 const PTY_DRAIN: Duration = Duration::from_secs(2);
-
-/// The account the agent runs as.
-#[derive(Debug, Clone)]
-pub(crate) struct UserInfo {
-    pub name: String,
-    pub home: PathBuf,
-    pub shell: PathBuf,
-}
-
-impl UserInfo {
-    /// The agent's own user: `$SHELL`, else the login shell from `/etc/passwd`, else `/bin/sh`.
-    pub(crate) fn current() -> Self {
-        let uid = rustix::process::getuid().as_raw();
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let entry = passwd.lines().find_map(|line| {
-            let f: Vec<&str> = line.split(':').collect();
-            (f.len() >= 7 && f.get(2)?.parse::<u32>().ok()? == uid)
-                .then(|| (f[0].to_string(), f[5].to_string(), f[6].to_string()))
-        });
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let name = entry
-            .as_ref()
-            .map(|e| e.0.clone())
-            .or_else(|| env("USER"))
-            .unwrap_or_else(|| uid.to_string());
-        let home = entry
-            .as_ref()
-            .map(|e| e.1.clone())
-            .filter(|h| !h.is_empty() && Path::new(h).is_dir())
-            .or_else(|| env("HOME"))
-            .unwrap_or_else(|| "/".to_string());
-        let shell = env("SHELL")
-            .or_else(|| {
-                entry
-                    .as_ref()
-                    .map(|e| e.2.clone())
-                    .filter(|s| !s.is_empty())
-            })
-            .filter(|s| Path::new(s).exists())
-            .unwrap_or_else(|| "/bin/sh".to_string());
-        Self {
-            name,
-            home: PathBuf::from(home),
-            shell: PathBuf::from(shell),
-        }
-    }
-}
 
 /// A `pty-req`.
 #[derive(Debug, Clone)]
@@ -82,21 +36,12 @@ pub(crate) struct PtyRequest {
     pub px_height: u32,
 }
 
-/// What to run.
-#[derive(Debug)]
-pub(crate) enum Program {
-    /// An interactive login shell.
-    Shell,
-    /// `$SHELL -c <command>`.
-    Exec(OsString),
-}
-
 /// A started channel program; dropping it hangs the program up.
 pub(crate) struct Running {
     /// Process id, for `signal` requests.
     pub pid: Option<u32>,
-    /// A handle on the PTY master, for `window-change`.
-    pub pty: Option<OwnedFd>,
+    /// The terminal, for `window-change`.
+    pub pty: Option<PtyControl>,
     _stop: oneshot::Sender<()>,
 }
 
@@ -111,45 +56,28 @@ fn clamp16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
 }
 
-/// Apply a window size to a PTY master.
-pub(crate) fn resize(pty: &OwnedFd, cols: u32, rows: u32, px_w: u32, px_h: u32) -> io::Result<()> {
-    let size = rustix::termios::Winsize {
-        ws_row: clamp16(rows),
-        ws_col: clamp16(cols),
-        ws_xpixel: clamp16(px_w),
-        ws_ypixel: clamp16(px_h),
-    };
-    rustix::termios::tcsetwinsize(pty, size).map_err(io::Error::from)
+/// An SSH window size (cells and pixels as `u32`) as a terminal's.
+pub(crate) fn window_size(cols: u32, rows: u32, px_width: u32, px_height: u32) -> WindowSize {
+    WindowSize {
+        cols: clamp16(cols),
+        rows: clamp16(rows),
+        px_width: clamp16(px_width),
+        px_height: clamp16(px_height),
+    }
 }
 
-fn build_command(
-    user: &UserInfo,
+/// Start `program` for a session channel.
+pub(crate) fn start(
+    user: &User,
     program: &Program,
     env: &[(String, String)],
-    pty: Option<&PtyRequest>,
+    pty_req: Option<&PtyRequest>,
     agent_sock: Option<&Path>,
-) -> Command {
-    let mut cmd = Command::new(&user.shell);
-    match program {
-        Program::Shell => {
-            let base = user
-                .shell
-                .file_name()
-                .map_or_else(|| "sh".into(), |b| b.to_string_lossy().into_owned());
-            cmd.arg0(format!("-{base}"));
-        }
-        Program::Exec(command) => {
-            cmd.arg("-c").arg(command);
-        }
-    }
-    cmd.env("USER", &user.name)
-        .env("LOGNAME", &user.name)
-        .env("HOME", &user.home)
-        .env("SHELL", &user.shell);
-    if user.home.is_dir() {
-        cmd.current_dir(&user.home);
-    }
-    if let Some(p) = pty {
+    stdin: ChannelReader,
+    out: ChannelOut,
+) -> io::Result<Running> {
+    let mut cmd = user.command(program);
+    if let Some(p) = pty_req {
         cmd.env("TERM", &p.term);
     }
     if let Some(sock) = agent_sock {
@@ -158,47 +86,25 @@ fn build_command(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.kill_on_drop(true);
-    cmd
-}
-
-/// Start `program` for a session channel.
-pub(crate) fn start(
-    user: &UserInfo,
-    program: &Program,
-    env: &[(String, String)],
-    pty: Option<&PtyRequest>,
-    agent_sock: Option<&Path>,
-    stdin: ChannelReader,
-    out: ChannelOut,
-) -> io::Result<Running> {
-    let mut cmd = build_command(user, program, env, pty, agent_sock);
     let (stop_tx, stop_rx) = oneshot::channel();
     let span = tracing::debug_span!("channel", id = %out.id);
-    match pty {
+    match pty_req {
         Some(p) => {
-            let (master, pts) = pty_process::open().map_err(pty_err)?;
-            master
-                .resize(pty_process::Size::new_with_pixel(
-                    clamp16(p.rows),
-                    clamp16(p.cols),
-                    clamp16(p.px_width),
-                    clamp16(p.px_height),
-                ))
-                .map_err(pty_err)?;
-            let child = pty_process::Command::from(cmd)
-                .spawn(pts)
-                .map_err(pty_err)?;
-            let pid = child.id();
-            let resize_fd = master.as_fd().try_clone_to_owned()?;
-            let (read, write) = master.into_split();
+            let size = window_size(p.cols, p.rows, p.px_width, p.px_height);
+            let Pty {
+                child,
+                output,
+                input,
+                control,
+            } = pty::spawn(cmd, size)?;
+            let pid = control.pid();
             tracing::debug!(?pid, ?program, term = %p.term, "started with pty");
             tokio::spawn(
                 supervise(
                     child,
                     stdin,
-                    write,
-                    vec![(Box::new(read), None)],
+                    input,
+                    vec![(Box::new(output), None)],
                     Some(PTY_DRAIN),
                     out,
                     stop_rx,
@@ -207,7 +113,7 @@ pub(crate) fn start(
             );
             Ok(Running {
                 pid,
-                pty: Some(resize_fd),
+                pty: Some(control),
                 _stop: stop_tx,
             })
         }
@@ -237,20 +143,13 @@ pub(crate) fn start(
     }
 }
 
-fn pty_err(e: pty_process::Error) -> io::Error {
-    match e {
-        pty_process::Error::Io(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 /// Start the in-process SFTP server on a session channel.
 ///
 /// The server reads the channel and writes to it directly: every request already
 /// crosses the SSH session, the tunnel and the filesystem task, and a pipe with a pump
 /// task at each end added a copy and two task hops to each (scp in the NAT lab: a few
 /// percent faster without).
-pub(crate) fn start_sftp(user: &UserInfo, stdin: ChannelReader, out: ChannelOut) -> Running {
+pub(crate) fn start_sftp(user: &User, stdin: ChannelReader, out: ChannelOut) -> Running {
     let (ended_tx, ended_rx) = oneshot::channel::<()>();
     let sftp = FsSftp::new(user.home.clone(), ended_tx);
     let stream = tokio::io::join(stdin, Box::pin(out.writer.make_writer()));
@@ -326,7 +225,7 @@ async fn supervise<W>(
         s = child.wait() => s,
         _ = &mut stop => {
             tracing::debug!("channel closed by client, hanging up");
-            hang_up(&mut child).await;
+            signal::hang_up(&mut child, HANGUP_GRACE).await;
             pump_in.abort();
             aborts.iter().for_each(tokio::task::AbortHandle::abort);
             return;
@@ -365,22 +264,6 @@ async fn supervise<W>(
             tracing::warn!(error = %e, "waiting for the program failed");
             report(&out, None, true).await;
         }
-    }
-}
-
-async fn hang_up(child: &mut Child) {
-    if let Some(pid) = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
-    }
-    if tokio::time::timeout(HANGUP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
     }
 }
 
@@ -435,39 +318,21 @@ fn sig_from_number(n: i32) -> Sig {
     }
 }
 
-/// Deliver a `signal` request to a process.
-pub(crate) fn send_signal(pid: u32, sig: &Sig) -> io::Result<()> {
-    use rustix::process::Signal;
-    let signal = match sig {
-        Sig::ABRT => Signal::ABORT,
-        Sig::ALRM => Signal::ALARM,
-        Sig::FPE => Signal::FPE,
-        Sig::HUP => Signal::HUP,
-        Sig::ILL => Signal::ILL,
-        Sig::INT => Signal::INT,
-        Sig::KILL => Signal::KILL,
-        Sig::PIPE => Signal::PIPE,
-        Sig::QUIT => Signal::QUIT,
-        Sig::SEGV => Signal::SEGV,
-        Sig::TERM => Signal::TERM,
-        Sig::USR1 => Signal::USR1,
-        Sig::Custom(name) => match name.trim_start_matches("SIG") {
-            "USR2" => Signal::USR2,
-            "CONT" => Signal::CONT,
-            "STOP" => Signal::STOP,
-            "TSTP" => Signal::TSTP,
-            "WINCH" => Signal::WINCH,
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("unsupported signal {name}"),
-                ));
-            }
-        },
-    };
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad pid"))?;
-    rustix::process::kill_process(pid, signal).map_err(io::Error::from)
+/// The signal an SSH `signal` request names, if the agent delivers it.
+pub(crate) fn signal_from_ssh(sig: &Sig) -> Option<Signal> {
+    Some(match sig {
+        Sig::ABRT => Signal::Abort,
+        Sig::ALRM => Signal::Alarm,
+        Sig::FPE => Signal::Fpe,
+        Sig::HUP => Signal::Hup,
+        Sig::ILL => Signal::Ill,
+        Sig::INT => Signal::Int,
+        Sig::KILL => Signal::Kill,
+        Sig::PIPE => Signal::Pipe,
+        Sig::QUIT => Signal::Quit,
+        Sig::SEGV => Signal::Segv,
+        Sig::TERM => Signal::Term,
+        Sig::USR1 => Signal::Usr1,
+        Sig::Custom(name) => return Signal::from_name(name),
+    })
 }
