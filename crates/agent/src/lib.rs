@@ -1,5 +1,8 @@
 //! `tether-agent`: what `tether agent` serves inside a workspace.
 //!
+//! - [`services`]: the port → service table on the agent's tailnet address (SSH on 22
+//!   and 1, speedtest on 3, every other TCP and UDP port forwarded) and the one accept
+//!   loop that serves it: `Services::standard(ssh).serve(conn)`.
 //! - [`ssh`]: an SSH server (russh) with shells and commands on PTYs or pipes, `env`,
 //!   exit status and signals, window changes, the SFTP subsystem (so `scp`, `sftp` and
 //!   VS Code Remote-SSH work), agent forwarding (`-A`), remote (`-R`) and local (`-L`)
@@ -15,8 +18,8 @@
 //! - [`speedtest`]: the responder `tether speedtest` measures throughput against, and
 //!   its small wire protocol.
 //!
-//! Everything here works over any `AsyncRead + AsyncWrite` byte stream and knows nothing
-//! of the tailnet ([`ssh::SshServer::serve`], [`speedtest::serve`],
+//! Only [`services`] knows the tailnet; every protocol works over any
+//! `AsyncRead + AsyncWrite` byte stream ([`ssh::SshServer::serve`], [`speedtest::serve`],
 //! [`forward::forward_tcp`]), so tests drive them over loopback or in memory. The agent
 //! deliberately lacks user authentication (the tailnet authenticated the peer), privilege
 //! switching (programs run as the agent's user), X11 forwarding, the reconnecting PTY and
@@ -24,11 +27,13 @@
 
 pub mod forward;
 pub mod pty;
+pub mod services;
 pub mod signal;
 pub mod speedtest;
 pub mod ssh;
 pub mod user;
 
 pub use forward::{ForwardError, forward_tcp, forward_udp};
+pub use services::{Service, Services};
 pub use speedtest::SpeedtestError;
 pub use ssh::{SshError, SshServer};
