@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinate;
 pub mod derpmap;
 pub mod listen;
+pub mod site;
 pub mod state;
 
 use std::sync::{Arc, RwLock};
@@ -182,7 +183,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         block_direct: config.block_direct_connections,
         derp_map_status,
     };
-    let mut app = api::router(state);
+    let mut app = api::router(state).merge(site::router(&access_url));
     if let Some(derp) = &derp {
         app = app.merge(tether_derp::http::router(derp.clone()));
     }

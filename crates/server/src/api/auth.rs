@@ -1,8 +1,14 @@
 //! Request authentication: a user's session token or a workspace agent's token, from
-//! our header or `Authorization: Bearer`. Tokens are looked up by their SHA-256 hash.
+//! our header, `Authorization: Bearer`, or (sessions only) the dashboard's cookie.
+//! Tokens are looked up by their SHA-256 hash.
+//!
+//! A cookie is an ambient credential: the browser attaches it to requests other sites
+//! make it send. So a request authenticated by the cookie that changes state, or opens a
+//! WebSocket, must come from the dashboard's own origin (the access URL's).
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use chrono::Utc;
 use tether_store::{User, Workspace, secret};
 
@@ -10,19 +16,82 @@ use super::error::ApiError;
 use super::types::{AGENT_TOKEN_HEADER, SESSION_TOKEN_HEADER};
 use crate::state::AppState;
 
-fn token_from(parts: &Parts, header: &str) -> Option<String> {
-    if let Some(v) = parts.headers.get(header).and_then(|v| v.to_str().ok()) {
-        return Some(v.trim().to_string());
+/// The dashboard's session cookie (HttpOnly; page scripts never see the token).
+pub const SESSION_COOKIE: &str = "tether_session_token";
+
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Our own header (`Tether-Session-Token` / `Tether-Agent-Token`).
+    Header,
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The dashboard's cookie.
+    Cookie,
+}
+
+/// The token of a request from `header`, then `Authorization: Bearer`, then (when
+/// `cookie` is given) that cookie.
+fn token_from(
+    headers: &HeaderMap,
+    header: &str,
+    cookie: Option<&str>,
+) -> Option<(String, TokenSource)> {
+    if let Some(v) = headers.get(header).and_then(|v| v.to_str().ok()) {
+        return Some((v.trim().to_string(), TokenSource::Header));
     }
-    let auth = parts
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string());
+    if let Some(token) = bearer {
+        return Some((token, TokenSource::Bearer));
+    }
+    let name = cookie?;
+    cookie_value(headers, name).map(|v| (v.to_string(), TokenSource::Cookie))
+}
+
+/// The first non-empty value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+/// Whether a cookie-authenticated request may go ahead: safe methods may, except a
+/// WebSocket upgrade; everything else needs `Origin` equal to the access URL's origin.
+fn same_origin_required(parts: &Parts) -> bool {
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let upgrade = parts
         .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    !safe || upgrade
+}
+
+/// Refuses a cookie-authenticated request that needs the dashboard's origin and lacks it.
+pub fn check_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    if !same_origin_required(parts) {
+        return Ok(());
+    }
+    let ours = state.access_url.origin().ascii_serialization();
+    let theirs = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if theirs == Some(ours.as_str()) {
+        return Ok(());
+    }
+    tracing::debug!(origin = ?theirs, expected = %ours, method = %parts.method, path = %parts.uri.path(), "cross-site cookie request refused");
+    Err(ApiError::forbidden("Cross-site request refused."))
 }
 
 /// The session of a request: its user and the hash of the token it presented.
@@ -31,24 +100,39 @@ pub struct Session {
     pub user: User,
     /// SHA-256 of the session token (what the store keys sessions by).
     pub token_hash: [u8; 32],
+    /// Where the token came from.
+    pub source: TokenSource,
 }
 
 impl FromRequestParts<AppState> for Session {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_from(parts, SESSION_TOKEN_HEADER).ok_or_else(|| {
+        let (token, source) = token_from(
+            &parts.headers,
+            SESSION_TOKEN_HEADER,
+            Some(SESSION_COOKIE),
+        )
+        .ok_or_else(|| {
             ApiError::unauthorized(
                 "You are not logged in; run `tether login <url>` or set TETHER_SESSION_TOKEN.",
             )
         })?;
         let token_hash = secret::hash_token(&token);
-        match state.store.session_user(token_hash, Utc::now()).await? {
-            Some(user) => Ok(Self { user, token_hash }),
-            None => Err(ApiError::unauthorized(
-                "Your session token is invalid or expired; run `tether login <url>` again.",
-            )),
+        let Some(user) = state.store.session_user(token_hash, Utc::now()).await? else {
+            return Err(ApiError::unauthorized(match source {
+                TokenSource::Cookie => "Your session has expired; log in again.",
+                _ => "Your session token is invalid or expired; run `tether login <url>` again.",
+            }));
+        };
+        if source == TokenSource::Cookie {
+            check_origin(parts, state)?;
         }
+        Ok(Self {
+            user,
+            token_hash,
+            source,
+        })
     }
 }
 
@@ -85,7 +169,7 @@ impl FromRequestParts<AppState> for AgentAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = token_from(parts, AGENT_TOKEN_HEADER).ok_or_else(|| {
+        let (token, _) = token_from(&parts.headers, AGENT_TOKEN_HEADER, None).ok_or_else(|| {
             ApiError::unauthorized("An agent token is required (--token or TETHER_AGENT_TOKEN).")
         })?;
         match state

@@ -2,6 +2,7 @@
 //! call the store or the coordinator, and map results to types in [`types`].
 
 pub mod auth;
+pub mod deployment;
 pub mod error;
 pub mod health;
 pub mod names;
@@ -15,12 +16,14 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-/// All API routes (the DERP routes are merged in by the caller).
+/// All API routes (the DERP routes and the dashboard, whose fallback answers unknown
+/// API routes with a JSON 404, are merged in by the caller).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "OK" }))
         .route("/api/v2/buildinfo", get(health::buildinfo))
         .route("/api/v2/debug/health", get(health::report))
+        .route("/api/v2/deployment", get(deployment::get))
         .route(
             "/api/v2/users/first",
             get(users::first_exists).post(users::create_first),
@@ -51,6 +54,5 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/workspaceagents/me/connection",
             get(tailnet::agent_connection_info),
         )
-        .fallback(|| async { error::ApiError::not_found("No such API route.") })
         .with_state(state)
 }

@@ -182,3 +182,28 @@ pub struct HealthReport {
     /// Coordinator section.
     pub coordinator: HealthSection,
 }
+
+/// A fresh dashboard session (`"set_cookie": true`): the token went into the
+/// `tether_session_token` cookie and is deliberately absent here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BrowserSession {
+    /// When the session expires.
+    pub expires_at: DateTime<Utc>,
+    /// Who logged in.
+    pub user: User,
+}
+
+/// `GET /api/v2/deployment`: public facts the dashboard needs before anyone logs in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The access URL.
+    pub access_url: String,
+    /// Only browser connections are allowed (no CLI tailnet connections).
+    pub browser_only: bool,
+    /// The wildcard URL for subdomain apps, when configured.
+    pub wildcard_access_url: Option<String>,
+    /// Path-based apps are turned off.
+    pub disable_path_apps: bool,
+    /// Server version.
+    pub version: String,
+}

@@ -1,15 +1,21 @@
 //! Users and sessions: first-user setup, login, logout, admin user creation.
+//!
+//! The CLI gets its session token in the JSON answer. The dashboard asks for
+//! `"set_cookie": true` instead and gets the token only as an HttpOnly cookie.
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use chrono::{Duration, Utc};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
 use tether_store::{NewUser, secret};
 
-use super::auth::{AdminUser, Session, SessionUser};
+use super::auth::{AdminUser, SESSION_COOKIE, Session, SessionUser};
 use super::error::{ApiError, ApiJson};
 use super::names;
-use super::types::{CreateUserRequest, LoginRequest, LoginResponse, User};
+use super::types::{BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User};
 use crate::state::AppState;
 
 /// How long a session token lives.
@@ -101,26 +107,86 @@ pub async fn first_exists(State(state): State<AppState>) -> Result<StatusCode, A
     }
 }
 
+/// A login or first-user body with the dashboard's `set_cookie` option beside it.
+#[derive(Deserialize)]
+pub struct WithCookie<T> {
+    /// The request proper.
+    #[serde(flatten)]
+    pub req: T,
+    /// Put the token in a cookie instead of the body.
+    #[serde(default)]
+    pub set_cookie: bool,
+}
+
+/// The `Set-Cookie` value for the session cookie: `token` for `max_age` seconds, or
+/// cleared (`""`, 0 s). `Secure` when the dashboard is served over https.
+pub fn session_cookie(
+    state: &AppState,
+    token: &str,
+    max_age: i64,
+) -> Result<HeaderValue, ApiError> {
+    let secure = if state.access_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let value = format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        max_age.max(0)
+    );
+    HeaderValue::from_str(&value).map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The session token cannot be put into a cookie.",
+        )
+    })
+}
+
+/// The answer to a fresh session: the token in the body for the CLI, or only in a
+/// cookie for the dashboard.
+fn session_response(
+    state: &AppState,
+    status: StatusCode,
+    session: LoginResponse,
+    set_cookie: bool,
+) -> Result<Response, ApiError> {
+    if !set_cookie {
+        return Ok((status, Json(session)).into_response());
+    }
+    let max_age = remaining_seconds(session.expires_at, Utc::now());
+    let cookie = session_cookie(state, &session.session_token, max_age)?;
+    let body = BrowserSession {
+        expires_at: session.expires_at,
+        user: session.user,
+    };
+    Ok((status, [(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+fn remaining_seconds(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    (expires_at - now).num_seconds().max(0)
+}
+
 /// `POST /api/v2/users/first`: creates the first (admin) user and logs them in.
 pub async fn create_first(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CreateUserRequest>,
-) -> Result<(StatusCode, Json<LoginResponse>), ApiError> {
+    ApiJson(body): ApiJson<WithCookie<CreateUserRequest>>,
+) -> Result<Response, ApiError> {
     if state.store.user_count().await? > 0 {
         return Err(ApiError::conflict(
             "The first user already exists; log in instead.",
         ));
     }
-    let user = insert_user(&state, &req, true).await?;
+    let user = insert_user(&state, &body.req, true).await?;
     tracing::info!(user = %user.username, "first user created");
-    Ok((StatusCode::CREATED, Json(new_session(&state, &user).await?)))
+    let session = new_session(&state, &user).await?;
+    session_response(&state, StatusCode::CREATED, session, body.set_cookie)
 }
 
 /// `POST /api/v2/users/login`.
 pub async fn login(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
+    ApiJson(WithCookie { req, set_cookie }): ApiJson<WithCookie<LoginRequest>>,
+) -> Result<Response, ApiError> {
     let refused = || ApiError::unauthorized("Incorrect username or password.");
     let user = state.store.user_by_login(req.username.trim()).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
@@ -136,7 +202,10 @@ pub async fn login(
     .await
     .unwrap_or(false);
     match user {
-        Some(user) if ok => Ok(Json(new_session(&state, &user).await?)),
+        Some(user) if ok => {
+            let session = new_session(&state, &user).await?;
+            session_response(&state, StatusCode::OK, session, set_cookie)
+        }
         _ => Err(refused()),
     }
 }
@@ -147,13 +216,34 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| secret::hash_password(&secret::new_token()).unwrap_or_default())
 }
 
-/// `POST /api/v2/users/logout`: revokes the session token used.
+/// The session of a logout: the one presented, or none when it is already gone (a
+/// cross-site request with the cookie is still refused).
+pub struct LogoutSession(Option<Session>);
+
+impl FromRequestParts<AppState> for LogoutSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Session::from_request_parts(parts, state).await {
+            Ok(s) => Ok(Self(Some(s))),
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => Ok(Self(None)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `POST /api/v2/users/logout`: revokes the session presented (cookie or header) and
+/// clears the cookie. Logging out of a session that is already gone (expired, revoked,
+/// or never sent) succeeds too, so a stale page can always log out.
 pub async fn logout(
     State(state): State<AppState>,
-    session: Session,
-) -> Result<StatusCode, ApiError> {
-    state.store.delete_session(session.token_hash).await?;
-    Ok(StatusCode::NO_CONTENT)
+    LogoutSession(session): LogoutSession,
+) -> Result<Response, ApiError> {
+    if let Some(session) = session {
+        state.store.delete_session(session.token_hash).await?;
+    }
+    let clear = [(header::SET_COOKIE, session_cookie(&state, "", 0)?)];
+    Ok((StatusCode::NO_CONTENT, clear).into_response())
 }
 
 /// `GET /api/v2/users/me`.

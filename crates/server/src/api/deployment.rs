@@ -1,0 +1,20 @@
+//! `GET /api/v2/deployment`: public facts about this deployment that the dashboard needs
+//! before anyone logs in (where it lives, which ways in are allowed).
+
+use axum::Json;
+use axum::extract::State;
+
+use super::types::Deployment;
+use crate::state::AppState;
+
+/// `GET /api/v2/deployment` (no login).
+pub async fn get(State(state): State<AppState>) -> Json<Deployment> {
+    Json(Deployment {
+        access_url: state.access_url.as_str().trim_end_matches('/').to_string(),
+        // Neither browser-only mode nor apps exist yet; these report their defaults.
+        browser_only: false,
+        wildcard_access_url: None,
+        disable_path_apps: false,
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
