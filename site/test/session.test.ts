@@ -103,7 +103,7 @@ describe("ReconnectingPty", () => {
     t.last().open();
     t.last().output("$ ");
     t.last().drop(1006);
-    expect(t.pty.current).toMatchObject({ state: "waiting", retry: 1, maxRetries: 6, delayMs: 1000 });
+    expect(t.pty.current).toMatchObject({ state: "waiting", retry: 1, maxRetries: 6, delayMs: 1000, lost: true });
     expect(t.timers.pending).toHaveLength(1);
     t.size.cols = 132;
     expect(t.timers.fire()).toBe(1000);
@@ -111,11 +111,16 @@ describe("ReconnectingPty", () => {
     expect(t.last().url).toBe("ws://h/pty?reconnect=ID&width=132&height=24");
     // Refused again and again: the delays double.
     const delays: number[] = [];
+    // Those sockets never open: refused, not lost.
+    const lost: boolean[] = [];
     for (let i = 0; i < 5; i++) {
       t.last().drop(1006);
+      const s = t.pty.current;
+      lost.push(s.state === "waiting" && s.lost);
       delays.push(t.timers.fire());
     }
     expect(delays).toEqual([2000, 4000, 8000, 16000, 30000]);
+    expect(lost).toEqual([false, false, false, false, false]);
     t.last().drop(1006, "dial workspace agent: timed out");
     expect(t.pty.current).toEqual({
       state: "failed",

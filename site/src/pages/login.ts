@@ -63,7 +63,7 @@ export function login(root: HTMLElement, ctx: PageContext): void {
 /** `/setup`: creates the first user (an admin) on a new server. */
 export function setup(root: HTMLElement, ctx: PageContext): void {
   ctx.title("Set up");
-  const username = h("input", { name: "username", autocomplete: "username", required: true, autofocus: true, pattern: "[a-z0-9]([a-z0-9-]*[a-z0-9])?" });
+  const username = h("input", { name: "username", autocomplete: "username", required: true, autofocus: true, pattern: "[a-z0-9]([a-z0-9\\-]*[a-z0-9])?", title: "Lower-case letters, digits and dashes" });
   const email = h("input", { name: "email", type: "email", autocomplete: "email", required: true });
   const password = h("input", { name: "password", type: "password", autocomplete: "new-password", required: true, minlength: 8 });
   const confirm = h("input", { name: "confirm", type: "password", autocomplete: "new-password", required: true, minlength: 8 });

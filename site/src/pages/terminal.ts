@@ -208,7 +208,11 @@ export function terminal(root: HTMLElement, ctx: PageContext, owner: string, nam
           const why = h("p", { class: "muted" });
           show(
             "warning",
-            h("p", {}, `Connection lost: ${s.reason}. Reconnecting in ${Math.round(s.delayMs / 1000)} s (try ${s.retry} of ${s.maxRetries})…`),
+            h(
+              "p",
+              {},
+              `${s.lost ? "Connection lost" : "Could not connect"}: ${s.reason}. Reconnecting in ${Math.round(s.delayMs / 1000)} s (try ${s.retry} of ${s.maxRetries})…`,
+            ),
             why,
             now,
           );

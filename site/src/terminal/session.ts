@@ -9,7 +9,15 @@ import { inputFrames, resizeFrame } from "./frames";
 export type PtyStatus =
   | { state: "connecting"; retry: number }
   | { state: "connected" }
-  | { state: "waiting"; retry: number; maxRetries: number; delayMs: number; reason: string }
+  | {
+      state: "waiting";
+      retry: number;
+      maxRetries: number;
+      delayMs: number;
+      reason: string;
+      /** The dropped socket had opened (a lost connection, not a refused one). */
+      lost: boolean;
+    }
   | { state: "exited" }
   | { state: "failed"; reason: string };
 
@@ -83,6 +91,7 @@ export class ReconnectingPty {
   private timer: unknown = null;
   private opens = 0;
   private receivedSinceOpen = false;
+  private socketOpened = false;
   private disposed = false;
   private readonly timers: Timers;
   private readonly backoff: Backoff;
@@ -168,7 +177,9 @@ export class ReconnectingPty {
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     this.receivedSinceOpen = false;
+    this.socketOpened = false;
     socket.onopen = () => {
+      this.socketOpened = true;
       this.opens += 1;
       this.opts.onOpen?.(this.opens > 1);
       const size = this.opts.size();
@@ -215,6 +226,7 @@ export class ReconnectingPty {
           maxRetries: this.backoff.maxTries,
           delayMs: delay,
           reason: why,
+          lost: this.socketOpened,
         });
         this.timer = this.timers.setTimeout(() => {
           this.timer = null;
