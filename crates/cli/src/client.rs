@@ -7,8 +7,7 @@ use anyhow::{Result, anyhow};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tether_server::api::error::ErrorBody;
-use tether_server::api::types::SESSION_TOKEN_HEADER;
+use tether_proto::api::{ErrorBody, SESSION_TOKEN_HEADER};
 use url::Url;
 
 /// An API client for one server, optionally authenticated.
@@ -181,4 +180,29 @@ fn describe(e: &reqwest::Error) -> String {
         src = next;
     }
     src.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use tether_proto::api::route;
+
+    use super::*;
+
+    #[test]
+    fn a_workspace_name_cannot_reach_another_route() {
+        let api = ApiClient::new(Url::parse("http://127.0.0.1:3000/").expect("url"), None)
+            .expect("client");
+        for (name, path) in [
+            ("../users/me", "/api/v2/workspaces/..%2Fusers%2Fme"),
+            ("../../healthz", "/api/v2/workspaces/..%2F..%2Fhealthz"),
+            ("dev?x=1", "/api/v2/workspaces/dev%3Fx%3D1"),
+            ("dev", "/api/v2/workspaces/dev"),
+        ] {
+            let url = api.url(&route::workspace(name).expect(name)).expect("join");
+            assert_eq!(url.path(), path, "{name}");
+            assert_eq!(url.query(), None, "{name}");
+        }
+        let e = route::workspace("..").expect_err("a dot segment");
+        assert!(e.to_string().contains("\"..\""), "{e}");
+    }
 }

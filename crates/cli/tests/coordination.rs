@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tether_coord::proto::{Node, PeerUpdateKind, Request, Response};
 use tether_key::NodePrivate;
+use tether_proto::coord::{Node, PeerUpdateKind, Request, Response};
 use uuid::Uuid;
 
 /// A node for peer `id` with a fresh key and home region `derp`.

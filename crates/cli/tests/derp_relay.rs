@@ -9,11 +9,11 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tether_coord::proto::{Request, Response};
 use tether_derp::client::{
     Client, ClientConfig, ClientReceiver, ClientSender, Received, Transport,
 };
 use tether_key::{NodePrivate, NodePublic};
+use tether_proto::coord::{Request, Response};
 
 const PACKETS: u32 = 10_000;
 /// Packets in flight: below the relay's 32-packet per-client queue, so nothing is dropped.

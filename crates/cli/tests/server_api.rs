@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tether_coord::proto::{Request, Response};
+use tether_proto::coord::{Request, Response};
 
 #[test]
 fn first_user_workspaces_and_list() {

@@ -81,13 +81,13 @@ async fn https_serves_the_api_and_the_relay() {
     let alice = first_user(&srv);
     let agent_token = create_workspace(&alice, "dev");
     let mut agent = CoordConn::agent(&srv.url, &agent_token).await.unwrap();
-    let tether_coord::proto::Response::Welcome { id, .. } = agent.recv().await else {
+    let tether_proto::coord::Response::Welcome { id, .. } = agent.recv().await else {
         panic!("welcome")
     };
     let key = tether_key::NodePrivate::generate();
     let node = node_for(id, &key, 999);
     agent
-        .send(&tether_coord::proto::Request::UpdateSelf { node })
+        .send(&tether_proto::coord::Request::UpdateSelf { node })
         .await;
     let mut cfg = tether_derp::client::ClientConfig::new(
         format!("https://{https}/derp").parse().unwrap(),

@@ -18,12 +18,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use tether_derp::map::DerpMap;
 use tether_key::NodePublic;
+use tether_proto::coord::{self as proto, Node, PeerUpdate};
+use tether_proto::derpmap::DerpMap;
 use tracing::{debug, info};
 use uuid::Uuid;
-
-use crate::proto::{self, Node, PeerUpdate};
 
 /// Identifies one socket; assigned by the driver, unique for the driver's lifetime.
 pub type ConnId = u64;

@@ -1,6 +1,6 @@
-//! Coordination for tether: the wire messages peers and the server exchange over the
-//! coordinate WebSocket ([`proto`]), and the coordinator state machine ([`Coordinator`])
-//! that decides who may reach whom and routes node updates between agents and clients.
+//! Coordination for tether: the coordinator state machine ([`Coordinator`]) that decides
+//! who may reach whom and routes node updates between agents and clients. The wire
+//! messages it takes and gives are `tether_proto::coord`'s.
 //!
 //! Deliberately sans-IO: no tokio, no sockets and no clock reads here (clippy's
 //! `disallowed-methods` forbids `Instant::now`/`SystemTime::now` in this crate). The
@@ -9,6 +9,5 @@
 //! [`Coordinator::poll_output`] and routes each message to its socket.
 
 pub mod coordinator;
-pub mod proto;
 
 pub use coordinator::{AgentStatus, Config, ConnId, CoordError, Coordinator, Output, Role, Stats};

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tether_backoff::Backoff;
 use tether_key::{NodePrivate, NodePublic};
+use tether_proto::derpmap::DerpRegion;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -24,7 +25,6 @@ use crate::frame::{
     self, BoxError, ClientInfo, Frame, FrameDecoder, FrameError, FrameType, MAX_PACKET_SIZE,
     MAX_SERVER_KEY_LEN, PeerGoneReason,
 };
-use crate::map::DerpRegion;
 use crate::server::reserve_read;
 use crate::ws::WsIo;
 

@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
+use tether_proto::derpmap::DERP_PATH;
 use tracing::debug;
 
 use crate::frame::PROTOCOL_VERSION;
@@ -28,7 +29,7 @@ pub const WS_PROTOCOL: &str = "derp";
 /// The DERP routes with the server applied as state, ready to `.merge()`.
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
-        .route("/derp", get(derp).post(derp))
+        .route(DERP_PATH, get(derp).post(derp))
         .route("/derp/probe", get(probe).head(probe))
         .route("/derp/latency-check", get(probe).head(probe))
         .route("/generate_204", get(generate_204))

@@ -7,11 +7,10 @@
 //! (WatchConns/ForwardPacket are refused), Derp-Fast-Start, HTTP CONNECT proxies and
 //! per-client rate limits. `tether server` mounts [`http::router`] and drives the
 //! [`server::Server`]; the tailnet's magicsock drives [`client`] connections to each
-//! region it needs. `map` holds the DERP map JSON shared with the coordinator.
+//! region it needs. The DERP map's JSON types are `tether_proto::derpmap`'s.
 
 pub mod client;
 pub mod frame;
 pub mod http;
-pub mod map;
 pub mod server;
 mod ws;

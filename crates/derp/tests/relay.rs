@@ -636,7 +636,7 @@ async fn keepalive_sent_and_client_idle_timeout() {
 
 #[tokio::test]
 async fn region_dial_skips_stun_only_and_dead_nodes() {
-    use tether_derp::map::{DerpNode, DerpRegion};
+    use tether_proto::derpmap::{DerpNode, DerpRegion};
     let srv = start().await;
     let dead_port = {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");

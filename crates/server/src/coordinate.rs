@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tether_coord::proto::{Request, Response};
 use tether_coord::{ConnId, Coordinator, Output, Role};
-use tether_derp::map::DerpMap;
 use tether_key::NodePublic;
+use tether_proto::coord::{Request, Response};
+use tether_proto::derpmap::DerpMap;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use tether_derp::map::{DerpMap, DerpNode, DerpRegion};
+use tether_proto::derpmap::{DerpMap, DerpNode, DerpRegion};
 use url::Url;
 
 /// First region ID used for STUN-only regions, as Coder numbers them.

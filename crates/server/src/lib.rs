@@ -21,8 +21,8 @@ use std::time::Duration;
 pub use config::Config;
 use config::StunListen;
 use state::{AppState, DerpMapStatus, StunInfo};
-use tether_derp::map::DerpMap;
 use tether_key::NodePrivate;
+use tether_proto::derpmap::DerpMap;
 use tether_store::Store;
 
 /// Why the server could not start: always one sentence for the operator.

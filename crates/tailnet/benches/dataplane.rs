@@ -20,8 +20,8 @@ use std::net::SocketAddrV6;
 use std::time::{Duration, Instant};
 
 use smoltcp::socket::tcp;
-use tether_coord::proto::tailnet_ip;
 use tether_key::NodePublic;
+use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::Core;
 use tether_tailnet::netstack::AcceptKey;
 use uuid::Uuid;

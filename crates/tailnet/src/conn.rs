@@ -27,10 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tether_coord::proto::{self, Node};
 use tether_derp::client::ClientConfig;
-use tether_derp::map::DerpMap;
 use tether_key::NodePrivate;
+use tether_proto::coord::{self as proto, Node};
+use tether_proto::derpmap::{DERP_PATH, DerpMap};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -140,7 +140,7 @@ impl Conn {
             }
         };
         let (stun_tx, stun_rx) = mpsc::channel(64);
-        let derp_url = cfg.url("/derp")?;
+        let derp_url = cfg.url(DERP_PATH)?;
         let mut derp_base = ClientConfig::new(derp_url, private.clone());
         derp_base.force_websocket = cfg.force_websockets.unwrap_or(info.derp_force_websockets);
         derp_base.insecure_tls = cfg.insecure_tls;

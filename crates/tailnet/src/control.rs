@@ -34,8 +34,8 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tether_backoff::Backoff;
-use tether_coord::proto::{self, Node, PeerUpdate, PeerUpdateKind, Request, Response};
-use tether_derp::map::DerpMap;
+use tether_proto::coord::{self as proto, Node, PeerUpdate, PeerUpdateKind, Request, Response};
+use tether_proto::derpmap::DerpMap;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 

@@ -502,7 +502,7 @@ impl Core {
     /// Adds a peer or updates it. A changed key starts a fresh tunnel.
     pub fn upsert_peer(&mut self, mut cfg: PeerConfig) {
         if cfg.addresses.is_empty() {
-            cfg.addresses.push(tether_coord::proto::tailnet_ip(cfg.id));
+            cfg.addresses.push(tether_proto::coord::tailnet_ip(cfg.id));
         }
         if cfg.key == self.public {
             debug!(peer = %cfg.id, "ignoring a peer with our own key");
@@ -1044,7 +1044,7 @@ mod tests {
         let mut core = Core::new(&NodePrivate::generate(), Ipv6Addr::LOCALHOST, now, 1);
         let key = NodePrivate::generate().public();
         let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let addr = tether_coord::proto::tailnet_ip(old);
+        let addr = tether_proto::coord::tailnet_ip(old);
         let cfg = |id| PeerConfig {
             id,
             key,
@@ -1086,7 +1086,7 @@ mod tests {
         let now = Instant::now();
         let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
         let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let ip = tether_coord::proto::tailnet_ip;
+        let ip = tether_proto::coord::tailnet_ip;
         let a = Core::new(&pa, ip(ida), now, 1);
         let mut b = Core::new(&pb, ip(idb), now, 2);
         b.upsert_peer(PeerConfig {
@@ -1161,7 +1161,7 @@ mod tests {
         let now = Instant::now();
         let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
         let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let ip = tether_coord::proto::tailnet_ip;
+        let ip = tether_proto::coord::tailnet_ip;
         let mut a = Core::new(&pa, ip(ida), now, 1);
         let mut b = Core::new(&pb, ip(idb), now, 2);
         a.set_home_region(7);

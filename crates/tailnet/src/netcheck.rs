@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
-use tether_derp::map::{DerpMap, DerpNode, DerpRegion};
+use tether_proto::derpmap::{DerpMap, DerpNode, DerpRegion};
 
 pub use probe::{Options, Received, Sockets, StunIo, run, stun_round, stun_targets};
 pub use round::{Probe, StunRound};

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tether_derp::map::DerpMap;
+use tether_proto::derpmap::DerpMap;
 
 use crate::netcheck::{self, Measurements, Report};
 
@@ -142,7 +142,7 @@ pub fn first_home(report: &Report, fallback: u32) -> u32 {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tether_derp::map::{DerpNode, DerpRegion};
+    use tether_proto::derpmap::{DerpNode, DerpRegion};
 
     use super::*;
     use crate::netcheck::StunAnswer;

@@ -31,7 +31,7 @@ use tracing::{debug, trace};
 use crate::core::PacketMap;
 use crate::recovery::{Recovery, RecoveryStats};
 
-use tether_coord::proto::TAILNET_PREFIX;
+use tether_proto::coord::TAILNET_PREFIX;
 
 /// The tailnet MTU, as Tailscale uses: fits a WireGuard packet in 1280-byte paths.
 pub const MTU: usize = 1280;

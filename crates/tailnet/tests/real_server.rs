@@ -258,7 +258,7 @@ async fn echo_through_server(force_websockets: bool) {
         .unwrap()
         .unwrap();
     assert_ne!(agent.ip(), client.ip());
-    assert_eq!(agent.ip(), tether_coord::proto::tailnet_ip(agent.id()));
+    assert_eq!(agent.ip(), tether_proto::coord::tailnet_ip(agent.id()));
 
     // Agent: an echo server on 7, and everything else through accept-any.
     let listener = agent.listen_tcp(7).await.unwrap();

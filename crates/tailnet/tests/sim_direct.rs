@@ -10,8 +10,8 @@ use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use smoltcp::iface::SocketHandle;
-use tether_coord::proto::tailnet_ip;
 use tether_key::NodePublic;
+use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::{Core, Event};
 use tether_tailnet::disco;
 use tether_tailnet::netstack::AcceptKey;

@@ -150,7 +150,7 @@ pub async fn run(g: &Globals, args: ConfigSshArgs) -> Result<()> {
     // Name a workspace in the closing hint, when we can list them.
     let example = match g.client() {
         Ok(api) => api
-            .get::<Vec<tether_server::api::types::Workspace>>("/api/v2/workspaces")
+            .get::<Vec<tether_proto::api::Workspace>>(tether_proto::api::route::WORKSPACES)
             .await
             .ok()
             .and_then(|l| l.first().map(|w| w.name.clone())),

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
-use tether_server::api::types::{CreateUserRequest, LoginRequest, LoginResponse};
+use tether_proto::api::{CreateUserRequest, LoginRequest, LoginResponse, route};
 use url::Url;
 
 use super::{prompt, prompt_password};
@@ -43,7 +43,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
         },
     };
     let api = ApiClient::new(url.clone(), None)?;
-    let first = api.get_status("/api/v2/users/first").await?;
+    let first = api.get_status(route::USERS_FIRST).await?;
     let resp: LoginResponse = if first == StatusCode::NOT_FOUND {
         eprintln!("This server has no users yet; creating the first (admin) user.");
         let username = match args.first_user_username.or(args.username) {
@@ -65,7 +65,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             }
         };
         api.post(
-            "/api/v2/users/first",
+            route::USERS_FIRST,
             &CreateUserRequest {
                 username,
                 email,
@@ -83,11 +83,12 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             Some(p) => p,
             None => prompt_password("Password", "--password")?,
         };
-        api.post("/api/v2/users/login", &LoginRequest { username, password })
+        api.post(route::USERS_LOGIN, &LoginRequest { username, password })
             .await?
     } else {
         bail!(
-            "{url} does not look like a tether server (GET /api/v2/users/first answered {first})"
+            "{url} does not look like a tether server (GET {} answered {first})",
+            route::USERS_FIRST
         );
     };
     g.config
@@ -110,7 +111,7 @@ pub async fn logout(g: &Globals) -> Result<()> {
     };
     if let Some(url) = g.url.clone().or(g.config.url()?)
         && let Err(e) = ApiClient::new(url, Some(token))?
-            .post_empty("/api/v2/users/logout")
+            .post_empty(route::USERS_LOGOUT)
             .await
     {
         eprintln!("warning: the server did not revoke the token ({e}); removing it locally anyway");

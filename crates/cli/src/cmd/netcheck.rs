@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tether_server::api::types::ConnectionInfo;
+use tether_proto::api::{ConnectionInfo, route};
 use tether_tailnet::netcheck::{self, Options, Report, Sockets};
 use tokio::net::UdpSocket;
 
@@ -28,7 +28,7 @@ struct Output {
 pub async fn run(g: &Globals, _args: NetcheckArgs) -> Result<()> {
     let api = g.client()?;
     let info: ConnectionInfo = api
-        .get("/api/v2/tailnet/connection")
+        .get(route::TAILNET_CONNECTION)
         .await
         .context("could not get the DERP map")?;
     if info.disable_direct_connections {

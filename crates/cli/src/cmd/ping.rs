@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tether_derp::map::DerpMap;
+use tether_proto::derpmap::DerpMap;
 use tether_tailnet::netcheck::stun_sources;
 use tether_tailnet::{Diagnostics, PathKind, Pong, TailnetError};
 

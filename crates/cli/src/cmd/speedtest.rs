@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tether_agent::speedtest::{self, CHUNK, Direction, Header, MAX_DURATION, SpeedtestError};
-use tether_derp::map::DerpMap;
+use tether_proto::derpmap::DerpMap;
 use tether_tailnet::{PathKind, Pong, TailnetError, TcpStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};

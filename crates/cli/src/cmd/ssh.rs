@@ -7,7 +7,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tether_server::api::types::{AgentStatus, Workspace};
+use tether_proto::api::{AgentStatus, Workspace, route};
 use tether_tailnet::{Auth, Conn, ConnConfig, NODE_WAIT, TcpStream};
 
 use crate::Globals;
@@ -48,7 +48,7 @@ pub struct Tunnel {
 /// Looks the workspace up, joins the tailnet and opens a tunnel to its agent.
 pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
     let api = g.client()?;
-    let workspace: Workspace = api.get(&format!("/api/v2/workspaces/{name}")).await?;
+    let workspace: Workspace = api.get(&route::workspace(name)?).await?;
     if workspace.status != AgentStatus::Connected {
         bail!(
             "workspace {name}'s agent is not connected; last seen {} (start it with `tether agent` inside the workspace)",

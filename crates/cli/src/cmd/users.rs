@@ -1,7 +1,7 @@
 //! `tether users …`.
 
 use anyhow::Result;
-use tether_server::api::types::{CreateUserRequest, User};
+use tether_proto::api::{CreateUserRequest, User, route};
 
 use super::{prompt, prompt_password};
 use crate::Globals;
@@ -55,7 +55,7 @@ pub async fn run(g: &Globals, cmd: UsersCommand) -> Result<()> {
             };
             let user: User = api
                 .post(
-                    "/api/v2/users",
+                    route::USERS,
                     &CreateUserRequest {
                         username,
                         email,

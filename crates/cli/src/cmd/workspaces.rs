@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
-use tether_server::api::types::{
-    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Workspace,
+use tether_proto::api::{
+    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Workspace, route,
 };
 
 use crate::Globals;
@@ -50,7 +50,7 @@ pub async fn create(g: &Globals, args: CreateArgs) -> Result<()> {
     let api = g.client()?;
     let resp: CreateWorkspaceResponse = api
         .post(
-            "/api/v2/workspaces",
+            route::WORKSPACES,
             &CreateWorkspaceRequest { name: args.name },
         )
         .await?;
@@ -119,7 +119,7 @@ pub fn table(list: &[Workspace], now: DateTime<Utc>) -> String {
 
 /// Lists the caller's workspaces.
 pub async fn list(g: &Globals, args: ListArgs) -> Result<()> {
-    let list: Vec<Workspace> = g.client()?.get("/api/v2/workspaces").await?;
+    let list: Vec<Workspace> = g.client()?.get(route::WORKSPACES).await?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
         Output::Table if list.is_empty() => {
@@ -145,8 +145,7 @@ pub async fn delete(g: &Globals, args: DeleteArgs) -> Result<()> {
             bail!("not deleted: the confirmation did not match");
         }
     }
-    api.delete(&format!("/api/v2/workspaces/{}", args.name))
-        .await?;
+    api.delete(&route::workspace(&args.name)?).await?;
     println!("Workspace {} deleted.", args.name);
     Ok(())
 }
@@ -154,7 +153,7 @@ pub async fn delete(g: &Globals, args: DeleteArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tether_server::api::types::Relay;
+    use tether_proto::api::Relay;
 
     #[test]
     fn table_and_ago() {

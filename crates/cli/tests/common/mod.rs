@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tether_coord::proto::{Node, Request, Response, tailnet_ip};
 use tether_key::{DiscoPrivate, NodePrivate};
+use tether_proto::coord::{Node, Request, Response, tailnet_ip};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use uuid::Uuid;

@@ -1,11 +1,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use tether_derp::map::DerpRegion;
 use tether_key::DiscoPublic;
+use tether_proto::coord::{PeerUpdateKind, Request, Response};
+use tether_proto::derpmap::DerpRegion;
 
 use super::*;
-use crate::proto::{PeerUpdateKind, Request, Response};
 
 const USER_A: Uuid = Uuid::from_u128(0xa);
 const USER_B: Uuid = Uuid::from_u128(0xb);

@@ -10,10 +10,10 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use chrono::Utc;
+use tether_proto::api::{AGENT_TOKEN_HEADER, SESSION_TOKEN_HEADER};
 use tether_store::{User, Workspace, secret};
 
 use super::error::ApiError;
-use super::types::{AGENT_TOKEN_HEADER, SESSION_TOKEN_HEADER};
 use crate::state::AppState;
 
 /// The dashboard's session cookie (HttpOnly; page scripts never see the token).

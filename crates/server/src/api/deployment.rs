@@ -4,8 +4,8 @@
 use axum::Json;
 use axum::extract::State;
 
-use super::types::Deployment;
 use crate::state::AppState;
+use tether_proto::api::Deployment;
 
 /// `GET /api/v2/deployment` (no login).
 pub async fn get(State(state): State<AppState>) -> Json<Deployment> {

@@ -3,18 +3,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use tether_proto::api::ErrorBody;
 use tether_store::StoreError;
-
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// One sentence for the user.
-    pub message: String,
-    /// More detail, when there is any.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub detail: String,
-}
 
 /// An error a handler returns.
 #[derive(Debug)]

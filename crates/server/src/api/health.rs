@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use serde_json::json;
+use tether_proto::api::{BuildInfo, HealthReport, HealthSection, Severity};
 
-use super::types::{BuildInfo, HealthReport, HealthSection, Severity};
 use crate::state::AppState;
 
 /// Stable health codes.
@@ -172,6 +172,6 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
 pub async fn buildinfo() -> Json<BuildInfo> {
     Json(BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
-        coordination_version: tether_coord::proto::VERSION.into(),
+        coordination_version: tether_proto::coord::VERSION.into(),
     })
 }

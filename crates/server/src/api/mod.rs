@@ -1,5 +1,5 @@
 //! The HTTP API under `/api/v2`, plus `/healthz`. Handlers are small: they check input,
-//! call the store or the coordinator, and map results to types in [`types`].
+//! call the store or the coordinator, and map results to `tether_proto::api`'s types.
 
 pub mod auth;
 pub mod deployment;
@@ -7,12 +7,12 @@ pub mod error;
 pub mod health;
 pub mod names;
 pub mod tailnet;
-pub mod types;
 pub mod users;
 pub mod workspaces;
 
 use axum::Router;
 use axum::routing::{get, post};
+use tether_proto::api::route;
 
 use crate::state::AppState;
 
@@ -20,39 +20,30 @@ use crate::state::AppState;
 /// API routes with a JSON 404, are merged in by the caller).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "OK" }))
-        .route("/api/v2/buildinfo", get(health::buildinfo))
-        .route("/api/v2/debug/health", get(health::report))
-        .route("/api/v2/deployment", get(deployment::get))
+        .route(route::HEALTHZ, get(|| async { "OK" }))
+        .route(route::BUILDINFO, get(health::buildinfo))
+        .route(route::DEBUG_HEALTH, get(health::report))
+        .route(route::DEPLOYMENT, get(deployment::get))
         .route(
-            "/api/v2/users/first",
+            route::USERS_FIRST,
             get(users::first_exists).post(users::create_first),
         )
-        .route("/api/v2/users/login", post(users::login))
-        .route("/api/v2/users/logout", post(users::logout))
-        .route("/api/v2/users/me", get(users::me))
-        .route("/api/v2/users", post(users::create))
+        .route(route::USERS_LOGIN, post(users::login))
+        .route(route::USERS_LOGOUT, post(users::logout))
+        .route(route::USERS_ME, get(users::me))
+        .route(route::USERS, post(users::create))
         .route(
-            "/api/v2/workspaces",
+            route::WORKSPACES,
             get(workspaces::list).post(workspaces::create),
         )
         .route(
-            "/api/v2/workspaces/{name}",
+            route::WORKSPACE,
             get(workspaces::get).delete(workspaces::delete),
         )
-        .route("/api/v2/derp-map", get(tailnet::derp_map))
-        .route("/api/v2/tailnet/connection", get(tailnet::connection_info))
-        .route(
-            "/api/v2/tailnet/coordinate",
-            get(tailnet::client_coordinate),
-        )
-        .route(
-            "/api/v2/workspaceagents/me/coordinate",
-            get(tailnet::agent_coordinate),
-        )
-        .route(
-            "/api/v2/workspaceagents/me/connection",
-            get(tailnet::agent_connection_info),
-        )
+        .route(route::DERP_MAP, get(tailnet::derp_map))
+        .route(route::TAILNET_CONNECTION, get(tailnet::connection_info))
+        .route(route::TAILNET_COORDINATE, get(tailnet::client_coordinate))
+        .route(route::AGENT_COORDINATE, get(tailnet::agent_coordinate))
+        .route(route::AGENT_CONNECTION, get(tailnet::agent_connection_info))
         .with_state(state)
 }

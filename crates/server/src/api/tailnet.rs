@@ -8,12 +8,12 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::response::Response;
 use chrono::Utc;
 use tether_coord::Role;
-use tether_coord::proto;
-use tether_derp::map::DerpMap;
+use tether_proto::api::ConnectionInfo;
+use tether_proto::coord as proto;
+use tether_proto::derpmap::DerpMap;
 
 use super::auth::{AgentAuth, SessionUser};
 use super::error::ApiError;
-use super::types::ConnectionInfo;
 use crate::coordinate::{Hub, PeerEvent};
 use crate::state::AppState;
 

@@ -10,12 +10,12 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
+use tether_proto::api::{BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User};
 use tether_store::{NewUser, secret};
 
 use super::auth::{AdminUser, SESSION_COOKIE, Session, SessionUser};
 use super::error::{ApiError, ApiJson};
 use super::names;
-use super::types::{BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User};
 use crate::state::AppState;
 
 /// How long a session token lives.

@@ -4,15 +4,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::Utc;
+use tether_proto::api::{
+    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Relay, Workspace,
+};
 use tether_store::{NewWorkspace, secret};
 use uuid::Uuid;
 
 use super::auth::SessionUser;
 use super::error::{ApiError, ApiJson};
 use super::names;
-use super::types::{
-    AgentStatus, CreateWorkspaceRequest, CreateWorkspaceResponse, Relay, Workspace,
-};
 use crate::state::AppState;
 
 /// The API view of a stored workspace, with live status from the coordinator.

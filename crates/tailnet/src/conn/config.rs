@@ -1,11 +1,10 @@
 //! How a node reaches the tether server: who it is ([`Auth`]), what it asks for
-//! ([`ConnConfig`]), and the connection info fetched before it joins.
+//! ([`ConnConfig`]), and the connection info (`tether_proto::api::ConnectionInfo`)
+//! fetched before it joins.
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use tether_coord::proto;
-use tether_derp::map::DerpMap;
+use tether_proto::api::{AGENT_TOKEN_HEADER, ConnectionInfo, SESSION_TOKEN_HEADER, route};
 use url::Url;
 
 use crate::error::TailnetError;
@@ -35,8 +34,8 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     pub(super) fn header(&self) -> (&'static str, &str) {
         match self {
-            Self::Session(t) => ("Tether-Session-Token", t),
-            Self::Agent(t) => ("Tether-Agent-Token", t),
+            Self::Session(t) => (SESSION_TOKEN_HEADER, t),
+            Self::Agent(t) => (AGENT_TOKEN_HEADER, t),
         }
     }
 
@@ -46,11 +45,8 @@ impl Auth {
 
     fn paths(&self) -> (&'static str, &'static str) {
         match self {
-            Self::Session(_) => ("/api/v2/tailnet/connection", "/api/v2/tailnet/coordinate"),
-            Self::Agent(_) => (
-                "/api/v2/workspaceagents/me/connection",
-                "/api/v2/workspaceagents/me/coordinate",
-            ),
+            Self::Session(_) => (route::TAILNET_CONNECTION, route::TAILNET_COORDINATE),
+            Self::Agent(_) => (route::AGENT_CONNECTION, route::AGENT_COORDINATE),
         }
     }
 }
@@ -105,19 +101,9 @@ impl ConnConfig {
         };
         url.set_scheme(scheme)
             .map_err(|()| TailnetError::BadUrl(self.server.to_string()))?;
-        url.set_query(Some(&format!("version={}", proto::VERSION)));
+        url.set_query(Some(&format!("version={}", tether_proto::coord::VERSION)));
         Ok(url)
     }
-}
-
-/// `GET …/connection`: what a node needs before it joins.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct ConnectionInfo {
-    pub(super) derp_map: DerpMap,
-    #[serde(default)]
-    pub(super) derp_force_websockets: bool,
-    #[serde(default)]
-    pub(super) disable_direct_connections: bool,
 }
 
 /// Fetches the connection info, within [`HTTP_TIMEOUT`].

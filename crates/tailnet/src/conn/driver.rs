@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tether_derp::client::ClientConfig;
-use tether_derp::map::DerpMap;
 use tether_key::NodePublic;
+use tether_proto::derpmap::DerpMap;
 use tether_stun::message::{TransactionId, parse_binding_response};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{debug, info, trace};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tether_derp::map::DerpMap;
+use tether_proto::derpmap::DerpMap;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use tether_coord::proto::PeerUpdate;
 use tether_key::{DiscoPublic, NodePublic};
+use tether_proto::coord::PeerUpdate;
 
 use super::*;
 

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tether_derp::map::{DerpMap, DerpRegion};
+use tether_proto::derpmap::{DerpMap, DerpRegion};
 use tether_stun::message::{TransactionId, binding_request, parse_binding_response};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -406,7 +406,7 @@ async fn http_latency(region: &DerpRegion) -> Option<Duration> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use tether_derp::map::DerpNode;
+    use tether_proto::derpmap::DerpNode;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;

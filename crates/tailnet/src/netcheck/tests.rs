@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use tether_derp::map::HomeParams;
+use tether_proto::derpmap::HomeParams;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)

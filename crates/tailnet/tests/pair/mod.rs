@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use tether_coord::proto::tailnet_ip;
 use tether_key::{NodePrivate, NodePublic};
+use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::{Core, PeerConfig};
 use uuid::Uuid;
 

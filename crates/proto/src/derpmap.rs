@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_STUN_PORT: u16 = 3478;
 /// Default DERP (HTTPS) port when a node says 0.
 pub const DEFAULT_DERP_PORT: u16 = 443;
+/// The HTTP path a DERP node serves its relay at (upgrade or WebSocket).
+pub const DERP_PATH: &str = "/derp";
 
 /// A set of DERP regions keyed by region ID.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,7 +55,8 @@ pub struct HomeParams {
         rename = "RegionScore",
         alias = "regionScore",
         alias = "regionscore",
-        default
+        default,
+        deserialize_with = "region_keys"
     )]
     pub region_score: BTreeMap<u32, f64>,
 }
@@ -236,10 +239,10 @@ pub struct DerpNode {
 /// Region IDs are JSON object keys, so strings. serde_json turns them into integers on
 /// its own, but not when the map is nested in a buffered (internally tagged) enum, so
 /// parse them explicitly.
-fn region_keys<'de, D: serde::Deserializer<'de>>(
+fn region_keys<'de, D: serde::Deserializer<'de>, V: Deserialize<'de>>(
     d: D,
-) -> Result<BTreeMap<u32, DerpRegion>, D::Error> {
-    let raw = BTreeMap::<String, DerpRegion>::deserialize(d)?;
+) -> Result<BTreeMap<u32, V>, D::Error> {
+    let raw = BTreeMap::<String, V>::deserialize(d)?;
     raw.into_iter()
         .map(|(k, v)| {
             k.parse::<u32>().map(|id| (id, v)).map_err(|_| {
@@ -306,56 +309,9 @@ impl DerpNode {
         } else {
             self.host_name.clone()
         };
-        format!("{scheme}://{host}:{}/derp", self.derp_port())
+        format!("{scheme}://{host}:{}{DERP_PATH}", self.derp_port())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A trimmed copy of the shape of Tailscale's published default map.
-    const TAILSCALE_SHAPE: &str = r#"{
-      "Regions": {
-        "1": {"RegionID": 1, "RegionCode": "nyc", "RegionName": "New York City",
-              "Latitude": 40.71, "Longitude": -74.0,
-              "Nodes": [{"Name": "1f", "RegionID": 1, "HostName": "derp1f.example.net",
-                         "IPv4": "192.0.2.1", "IPv6": "2001:db8::1", "CanPort80": true}]},
-        "2": {"RegionID": 2, "RegionCode": "sfo", "RegionName": "San Francisco",
-              "Nodes": [{"Name": "2d", "RegionID": 2, "HostName": "derp2d.example.net", "STUNPort": -1}]}
-      },
-      "HomeParams": {"RegionScore": {"2": 1.5}},
-      "SomeFutureField": true
-    }"#;
-
-    #[test]
-    fn parses_tailscale_shape() {
-        let m = DerpMap::from_json(TAILSCALE_SHAPE.as_bytes()).expect("parse");
-        assert_eq!(m.regions.len(), 2);
-        let nyc = &m.regions[&1];
-        assert_eq!(nyc.region_code, "nyc");
-        assert_eq!(nyc.nodes[0].stun_port(), Some(3478));
-        assert_eq!(
-            nyc.nodes[0].derp_url(),
-            "https://derp1f.example.net:443/derp"
-        );
-        assert_eq!(m.regions[&2].nodes[0].stun_port(), None);
-        assert_eq!(
-            m.home_params.as_ref().map(|h| h.region_score[&2]),
-            Some(1.5)
-        );
-    }
-
-    #[test]
-    fn accepts_other_key_casings_and_roundtrips() {
-        let m: DerpMap = serde_json::from_str(
-            r#"{"regions":{"999":{"regionID":999,"regionCode":"tether","nodes":[{"name":"999b","hostName":"127.0.0.1","derpPort":3000,"forceHTTP":true,"stunPort":-1}]}}}"#,
-        )
-        .expect("parse");
-        let n = &m.regions[&999].nodes[0];
-        assert_eq!(n.derp_url(), "http://127.0.0.1:3000/derp");
-        let back: DerpMap =
-            serde_json::from_str(&serde_json::to_string(&m).expect("ser")).expect("de");
-        assert_eq!(back, m);
-    }
-}
+pub(crate) mod tests;

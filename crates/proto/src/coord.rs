@@ -4,14 +4,18 @@
 //! peer updates NODE / DISCONNECTED / LOST / READY_FOR_HANDSHAKE) but carried as JSON
 //! rather than protobuf over dRPC. The server speaks first with [`Response::Welcome`].
 //! Unknown fields are ignored so that later minor versions can add them.
+//!
+//! Also here: the protocol version and its check, and how a peer's tailnet address
+//! derives from its id ([`tailnet_ip`]), which both ends compute the same way.
 
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
 use serde::{Deserialize, Serialize};
-use tether_derp::map::DerpMap;
 use tether_key::{DiscoPublic, NodePublic};
 use uuid::Uuid;
+
+use crate::derpmap::DerpMap;
 
 /// Protocol major version: a peer with another major is refused at connect.
 pub const VERSION_MAJOR: u16 = 1;
@@ -214,73 +218,4 @@ pub enum Response {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tailnet_ip_uses_prefix_and_uuid_tail() {
-        let id = Uuid::from_bytes([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]);
-        assert_eq!(
-            tailnet_ip(id).to_string(),
-            "fd7a:115c:a1e0:607:809:a0b:c0d:e0f"
-        );
-    }
-
-    #[test]
-    fn version_check() {
-        assert!(check_version("1.0").is_ok());
-        assert!(check_version("1.7").is_ok());
-        assert!(check_version("2.0").is_err());
-        assert!(check_version("one").is_err());
-    }
-
-    #[test]
-    fn request_json_shape() {
-        let id = Uuid::nil();
-        let j = serde_json::to_string(&Request::AddTunnel { id }).expect("ser");
-        assert_eq!(
-            j,
-            r#"{"type":"add_tunnel","id":"00000000-0000-0000-0000-000000000000"}"#
-        );
-        let d: Request = serde_json::from_str(r#"{"type":"disconnect","extra":1}"#).expect("de");
-        assert_eq!(d, Request::Disconnect);
-    }
-
-    #[test]
-    fn hard_nat_verdict_is_optional_on_the_wire() {
-        let mut node = Node {
-            id: Uuid::nil(),
-            key: NodePublic::from_bytes([1; 32]),
-            disco: DiscoPublic::from_bytes([2; 32]),
-            preferred_derp: 999,
-            derp_latency: BTreeMap::new(),
-            addresses: vec![],
-            allowed_ips: vec![],
-            endpoints: vec![],
-            mapping_varies_by_dest_ip: None,
-        };
-        // Unknown: not sent at all, so older peers see the node they know.
-        let j = serde_json::to_value(&node).expect("ser");
-        assert!(j.get("mapping_varies_by_dest_ip").is_none(), "{j}");
-        let back: Node = serde_json::from_value(j).expect("de");
-        assert_eq!(back, node);
-        node.mapping_varies_by_dest_ip = Some(true);
-        let j = serde_json::to_value(&node).expect("ser");
-        assert_eq!(j["mapping_varies_by_dest_ip"], true);
-        assert_eq!(serde_json::from_value::<Node>(j).expect("de"), node);
-    }
-
-    #[test]
-    fn derp_map_survives_the_tagged_response() {
-        let map: DerpMap = serde_json::from_str(
-            r#"{"Regions":{"999":{"RegionID":999,"RegionCode":"tether","Nodes":[{"Name":"999b","HostName":"127.0.0.1"}]}}}"#,
-        )
-        .expect("map");
-        let text = serde_json::to_string(&Response::DerpMap {
-            derp_map: map.clone(),
-        })
-        .expect("ser");
-        let back: Response = serde_json::from_str(&text).expect("de");
-        assert_eq!(back, Response::DerpMap { derp_map: map });
-    }
-}
+mod tests;

@@ -1,14 +1,28 @@
-//! Request and response bodies of the HTTP API, shared with the CLI.
+//! The HTTP API under `/api/v2`: request and response bodies, the error body, the
+//! authentication header names, and (in [`route`]) the paths.
+
+pub mod route;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tether_derp::map::DerpMap;
 use uuid::Uuid;
+
+use crate::derpmap::DerpMap;
 
 /// Header carrying a user's session token (Coder calls it `Coder-Session-Token`).
 pub const SESSION_TOKEN_HEADER: &str = "Tether-Session-Token";
 /// Header carrying a workspace agent's token.
 pub const AGENT_TOKEN_HEADER: &str = "Tether-Agent-Token";
+
+/// The JSON body of every error response: `{"message": "...", "detail": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One sentence for the user.
+    pub message: String,
+    /// More detail, when there is any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
 
 /// A user as the API shows it (never with a password hash).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,9 +137,11 @@ pub struct CreateWorkspaceResponse {
 pub struct ConnectionInfo {
     /// The effective DERP map.
     pub derp_map: DerpMap,
-    /// Reach DERP over WebSocket only.
+    /// Reach DERP over WebSocket only (false when a server leaves it out).
+    #[serde(default)]
     pub derp_force_websockets: bool,
-    /// The server forbids direct paths.
+    /// The server forbids direct paths (false when a server leaves it out).
+    #[serde(default)]
     pub disable_direct_connections: bool,
 }
 
@@ -207,3 +223,6 @@ pub struct Deployment {
     /// Server version.
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! The API's paths, as the server mounts them and clients request them.
+//!
+//! A path with a parameter is built by a function here, never by `format!` at a call
+//! site: the parameter is percent-encoded as one path segment, so a name such as
+//! `../users/me` stays inside its route instead of being resolved into another one.
+
+use std::fmt::Write as _;
+
+/// Liveness probe, outside `/api/v2` and without authentication.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: server and coordination versions.
+pub const BUILDINFO: &str = "/api/v2/buildinfo";
+/// Public deployment facts for the dashboard.
+pub const DEPLOYMENT: &str = "/api/v2/deployment";
+/// `GET`: the health report.
+pub const DEBUG_HEALTH: &str = "/api/v2/debug/health";
+/// `GET`: 200 when a first user exists, 404 while setup is pending; `POST`: create it.
+pub const USERS_FIRST: &str = "/api/v2/users/first";
+/// `POST`: log in with a password.
+pub const USERS_LOGIN: &str = "/api/v2/users/login";
+/// `POST`: revoke the session token used.
+pub const USERS_LOGOUT: &str = "/api/v2/users/logout";
+/// `GET`: the logged-in user.
+pub const USERS_ME: &str = "/api/v2/users/me";
+/// `POST`: create a user (admins only).
+pub const USERS: &str = "/api/v2/users";
+/// `GET`: the caller's workspaces; `POST`: create one.
+pub const WORKSPACES: &str = "/api/v2/workspaces";
+/// `GET`/`DELETE` one workspace by name: the server's route pattern (see [`workspace`]).
+pub const WORKSPACE: &str = "/api/v2/workspaces/{name}";
+/// `GET`: the effective DERP map.
+pub const DERP_MAP: &str = "/api/v2/derp-map";
+/// `GET`: a client's connection info.
+pub const TAILNET_CONNECTION: &str = "/api/v2/tailnet/connection";
+/// WebSocket: a client's coordination (`?version=MAJOR.MINOR`).
+pub const TAILNET_COORDINATE: &str = "/api/v2/tailnet/coordinate";
+/// `GET`: an agent's connection info.
+pub const AGENT_CONNECTION: &str = "/api/v2/workspaceagents/me/connection";
+/// WebSocket: an agent's coordination (`?version=MAJOR.MINOR`).
+pub const AGENT_COORDINATE: &str = "/api/v2/workspaceagents/me/coordinate";
+
+/// A value that cannot be carried as one URL path segment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} cannot be sent as a name in a URL path")]
+pub struct BadSegment(pub String);
+
+/// The path of the workspace named `name` ([`WORKSPACE`] with the name filled in).
+pub fn workspace(name: &str) -> Result<String, BadSegment> {
+    Ok(format!("{WORKSPACES}/{}", segment(name)?))
+}
+
+/// `value` percent-encoded as exactly one path segment: every byte but RFC 3986's
+/// unreserved characters is escaped, `/`, `?`, `#` and `%` included.
+///
+/// The empty value, `.` and `..` are refused: URL resolution drops or climbs on them
+/// (also when their dots are escaped), so no encoding keeps them in place.
+pub fn segment(value: &str) -> Result<String, BadSegment> {
+    if value.is_empty() || value == "." || value == ".." {
+        return Err(BadSegment(value.to_owned()));
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use url::Url;
+
+    use super::*;
+
+    /// Where a client that joins `path` onto `base` (as the CLI and tailnet do) ends up:
+    /// the decoded path segments, and whether a query or fragment slipped in.
+    fn resolve(base: &str, path: &str) -> (Vec<String>, bool) {
+        let url = Url::parse(base).and_then(|b| b.join(path)).expect("join");
+        let segments = url
+            .path_segments()
+            .expect("a path")
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .expect("utf-8")
+                    .into_owned()
+            })
+            .collect();
+        (segments, url.query().is_some() || url.fragment().is_some())
+    }
+
+    #[test]
+    fn a_traversing_name_stays_in_the_workspace_route() {
+        for base in ["http://127.0.0.1:3000", "https://tether.example/"] {
+            for name in [
+                "../users/me",
+                "..%2Fusers%2Fme",
+                "%2e%2e/users/me",
+                "a/../../users/me",
+                "dev?x=1#f",
+                "dev\\..\\users",
+            ] {
+                let path = workspace(name).expect(name);
+                assert_eq!(
+                    resolve(base, &path),
+                    (
+                        vec!["api".into(), "v2".into(), "workspaces".into(), name.into()],
+                        false
+                    ),
+                    "{name} as {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_the_empty_name_are_refused() {
+        for name in ["", ".", ".."] {
+            assert_eq!(workspace(name), Err(BadSegment(name.into())));
+        }
+        assert_eq!(workspace("...").as_deref(), Ok("/api/v2/workspaces/..."));
+    }
+
+    #[test]
+    fn builders_agree_with_the_route_patterns() {
+        assert_eq!(
+            workspace("dev").as_deref(),
+            Ok(WORKSPACE.replace("{name}", "dev").as_str())
+        );
+        assert_eq!(
+            workspace("my box").as_deref(),
+            Ok("/api/v2/workspaces/my%20box")
+        );
+        assert_eq!(segment("é/"), Ok("%C3%A9%2F".to_owned()));
+    }
+
+    proptest! {
+        #[test]
+        fn any_name_is_one_segment_of_its_route(name in "(?s).{1,24}") {
+            prop_assume!(name != "." && name != "..");
+            let path = workspace(&name).expect("encodes");
+            let (segments, extra) = resolve("http://h/", &path);
+            prop_assert!(!extra, "{} leaked a query or fragment", path);
+            prop_assert_eq!(segments, vec!["api".to_owned(), "v2".into(), "workspaces".into(), name]);
+        }
+    }
+}
