@@ -39,6 +39,15 @@ pub const AGENT_CONNECTION: &str = "/api/v2/workspaceagents/me/connection";
 /// WebSocket: an agent's coordination (`?version=MAJOR.MINOR`).
 pub const AGENT_COORDINATE: &str = "/api/v2/workspaceagents/me/coordinate";
 
+/// The query parameter of both coordinate routes that carries the peer's protocol
+/// version (`MAJOR.MINOR`); the server refuses another major with 400.
+pub const VERSION_PARAM: &str = "version";
+
+/// The query string of a coordinate request: our protocol version, `version=1.0`.
+pub fn coordinate_query() -> String {
+    format!("{VERSION_PARAM}={}", crate::coord::VERSION)
+}
+
 /// A value that cannot be carried as one URL path segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} cannot be sent as a name in a URL path")]
@@ -137,6 +146,7 @@ mod tests {
             Ok("/api/v2/workspaces/my%20box")
         );
         assert_eq!(segment("é/"), Ok("%C3%A9%2F".to_owned()));
+        assert_eq!(coordinate_query(), "version=1.0");
     }
 
     proptest! {

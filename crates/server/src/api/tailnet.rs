@@ -8,7 +8,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::response::Response;
 use chrono::Utc;
 use tether_coord::Role;
-use tether_proto::api::ConnectionInfo;
+use tether_proto::api::{ConnectionInfo, route};
 use tether_proto::coord as proto;
 use tether_proto::derpmap::DerpMap;
 
@@ -47,7 +47,7 @@ pub async fn agent_connection_info(
 }
 
 fn check_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
-    let v = q.get("version").ok_or_else(|| {
+    let v = q.get(route::VERSION_PARAM).ok_or_else(|| {
         ApiError::bad_request(format!(
             "The coordination request lacks ?version=; this server speaks {}.",
             proto::VERSION

@@ -101,7 +101,7 @@ impl ConnConfig {
         };
         url.set_scheme(scheme)
             .map_err(|()| TailnetError::BadUrl(self.server.to_string()))?;
-        url.set_query(Some(&format!("version={}", tether_proto::coord::VERSION)));
+        url.set_query(Some(&route::coordinate_query()));
         Ok(url)
     }
 }
