@@ -17,7 +17,7 @@ use smoltcp::wire::{
     IpProtocol, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
 };
 
-use super::FlowKey;
+use super::segment::FlowKey;
 use crate::core::PacketMap;
 
 /// An update goes out once the window has grown by 1/`GROWTH_DIVISOR` of the buffer.
