@@ -19,11 +19,10 @@
 use std::net::SocketAddrV6;
 use std::time::{Duration, Instant};
 
-use smoltcp::socket::tcp;
 use tether_key::NodePublic;
 use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::Core;
-use tether_tailnet::netstack::AcceptKey;
+use tether_tailnet::netstack::{AcceptKey, TcpState};
 use uuid::Uuid;
 
 #[path = "../tests/pair/mod.rs"]
@@ -95,10 +94,10 @@ fn transfer(pair: &mut Pair, total: u64) -> Duration {
     while received < total {
         let now = Instant::now();
         assert!(now < limit, "no progress: {received} of {total} bytes");
-        let s = pair.nodes[0].netstack().tcp(client);
-        if s.may_send() && sent < total {
+        let s = pair.nodes[0].netstack();
+        if s.tcp_may_send(client) && sent < total {
             let n = (total - sent).min(chunk.len() as u64) as usize;
-            sent += s.send_slice(&chunk[..n]).unwrap() as u64;
+            sent += s.tcp_write(client, &chunk[..n]).unwrap() as u64;
         }
         pair.flush(0, now);
         pair.flush(1, now);
@@ -109,11 +108,15 @@ fn transfer(pair: &mut Pair, total: u64) -> Duration {
                 .map(|a| a.handle);
         }
         if let Some(h) = server {
-            let s = pair.nodes[1].netstack().tcp(h);
-            while s.can_recv() {
-                received += s.recv_slice(&mut buf).unwrap() as u64;
+            let s = pair.nodes[1].netstack();
+            loop {
+                let n = s.tcp_read(h, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                received += n as u64;
             }
-            assert_ne!(s.state(), tcp::State::Closed, "the connection died");
+            assert_ne!(s.tcp_state(h), TcpState::Closed, "the connection died");
             pair.nodes[1].netstack().tcp_consumed(h);
         }
     }

@@ -313,10 +313,7 @@ impl Conn {
                 .await;
         let local_port = {
             let mut core = self.shared.lock();
-            core.netstack()
-                .tcp(handle)
-                .local_endpoint()
-                .map_or(0, |e| e.port)
+            core.netstack().tcp_local_port(handle)
         };
         let stream = TcpStream::new(
             self.shared.clone(),
@@ -332,7 +329,7 @@ impl Conn {
             Ok(Ok(false)) => Err(TailnetError::ConnectionRefused(remote)),
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                self.shared.lock().netstack().tcp(handle).abort();
+                self.shared.lock().netstack().tcp_abort(handle);
                 Err(TailnetError::Timeout {
                     what: format!("TCP connect to {remote}"),
                     after: DIAL_TIMEOUT,

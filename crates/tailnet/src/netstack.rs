@@ -38,7 +38,8 @@ mod udp;
 use accept::AcceptQueue;
 pub use accept::{AcceptKey, Accepted, UdpAccepted};
 use device::QueueDevice;
-pub use tcp::SEND_LOW_WATER;
+pub use tcp::{SEND_LOW_WATER, TcpHandle, TcpState};
+pub use udp::UdpHandle;
 
 /// The tailnet MTU, as Tailscale uses: fits a WireGuard packet in 1280-byte paths.
 pub const MTU: usize = 1280;
@@ -74,6 +75,18 @@ pub enum NetstackError {
     /// smoltcp refused the connect (bad address or port 0).
     #[error("cannot connect to {0}: {1}")]
     Connect(SocketAddrV6, String),
+    /// The TCP connection was reset (or is gone), so nothing can be written.
+    #[error("the TCP connection was reset")]
+    Reset,
+    /// The TCP connection is closed for writing (we sent our FIN).
+    #[error("the TCP connection is closed for writing")]
+    WriteClosed,
+    /// smoltcp refused a TCP read or write.
+    #[error("{0}")]
+    Socket(String),
+    /// A UDP send or receive failed.
+    #[error("{0}")]
+    Udp(String),
 }
 
 /// Wakes (and forgets) the waiters whose socket is `ready`.

@@ -8,14 +8,34 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
-use smoltcp::wire::{IpAddress, IpEndpoint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::conn::Shared;
 use crate::error::TailnetError;
-use crate::netstack::{AcceptKey, Accepted, SEND_LOW_WATER};
+use crate::netstack::{AcceptKey, Accepted, NetstackError, TcpHandle, UdpHandle};
+
+/// A netstack error as the `io::Error` a TCP reader or writer expects.
+fn io_error(e: NetstackError) -> io::Error {
+    match e {
+        NetstackError::Reset => io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "the TCP connection is closed for writing",
+        ),
+        NetstackError::WriteClosed => io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the TCP connection is closed for writing",
+        ),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// A netstack error of a UDP socket as the tailnet error its caller expects.
+fn udp_error(e: NetstackError) -> TailnetError {
+    match e {
+        NetstackError::Udp(m) => TailnetError::Udp(m),
+        other => other.into(),
+    }
+}
 
 fn closed_err() -> io::Error {
     io::Error::new(
@@ -27,7 +47,7 @@ fn closed_err() -> io::Error {
 /// A TCP connection over the tailnet. `shutdown` sends FIN; dropping closes it.
 pub struct TcpStream {
     shared: Arc<Shared>,
-    handle: SocketHandle,
+    handle: TcpHandle,
     local: SocketAddrV6,
     peer: SocketAddrV6,
 }
@@ -44,7 +64,7 @@ impl std::fmt::Debug for TcpStream {
 impl TcpStream {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        handle: SocketHandle,
+        handle: TcpHandle,
         local: SocketAddrV6,
         peer: SocketAddrV6,
     ) -> Self {
@@ -82,27 +102,23 @@ impl AsyncRead for TcpStream {
             return Poll::Ready(Err(closed_err()));
         }
         let mut core = self.shared.lock();
-        let s = core.netstack().tcp(self.handle);
-        if s.can_recv() {
-            let n = s
-                .recv_slice(buf.initialize_unfilled())
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            buf.advance(n);
-            core.netstack().tcp_consumed(self.handle);
-            drop(core);
-            // The window opened: let the driver tell the peer.
-            self.shared.wake_driver();
-            return Poll::Ready(Ok(()));
+        let unfilled = buf.initialize_unfilled();
+        match core
+            .netstack()
+            .tcp_poll_read(self.handle, unfilled, cx.waker())
+        {
+            Poll::Ready(Ok(n)) => {
+                drop(core);
+                buf.advance(n);
+                if n > 0 {
+                    // The window opened: let the driver tell the peer.
+                    self.shared.wake_driver();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(e))),
+            Poll::Pending => Poll::Pending,
         }
-        if !s.may_recv() {
-            // FIN received, or the connection is gone: end of stream.
-            return Poll::Ready(Ok(()));
-        }
-        // Woken by the driver once its poll is done, not by smoltcp at the first of a
-        // batch of segments while the driver still holds the lock (4-14 % more
-        // throughput in the NAT lab).
-        core.netstack().wait_recv(self.handle, cx.waker());
-        Poll::Pending
     }
 }
 
@@ -115,33 +131,15 @@ impl AsyncWrite for TcpStream {
         if self.shared.is_closed() {
             return Poll::Ready(Err(closed_err()));
         }
-        let mut core = self.shared.lock();
-        let s = core.netstack().tcp(self.handle);
-        if !s.may_send() {
-            let kind = if s.state() == tcp::State::Closed {
-                io::ErrorKind::ConnectionReset
-            } else {
-                io::ErrorKind::BrokenPipe
-            };
-            return Poll::Ready(Err(io::Error::new(
-                kind,
-                "the TCP connection is closed for writing",
-            )));
-        }
-        // A write that fits goes in at once; a larger one waits for a good share of the
-        // buffer to be free rather than copying a few segments' worth per ACK
-        // (port-forward 12-20 % faster in the NAT lab).
-        let room = s.send_capacity() - s.send_queue();
-        if s.can_send() && room >= data.len().min(SEND_LOW_WATER) {
-            let n = s
-                .send_slice(data)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            drop(core);
+        let r = self
+            .shared
+            .lock()
+            .netstack()
+            .tcp_poll_write(self.handle, data, cx.waker());
+        if let Poll::Ready(Ok(_)) = r {
             self.shared.wake_driver();
-            return Poll::Ready(Ok(n));
         }
-        core.netstack().wait_send_room(self.handle, cx.waker());
-        Poll::Pending
+        r.map_err(io_error)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -149,7 +147,7 @@ impl AsyncWrite for TcpStream {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.shared.lock().netstack().tcp(self.handle).close();
+        self.shared.lock().netstack().tcp_shutdown(self.handle);
         self.shared.wake_driver();
         Poll::Ready(Ok(()))
     }
@@ -157,7 +155,7 @@ impl AsyncWrite for TcpStream {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        self.shared.lock().netstack().tcp_release(self.handle);
+        self.shared.lock().netstack().tcp_close(self.handle);
         self.shared.wake_driver();
     }
 }
@@ -165,23 +163,17 @@ impl Drop for TcpStream {
 /// Waits until a connecting socket is established (Ok(true)) or closed (Ok(false)).
 pub(crate) async fn wait_established(
     shared: &Shared,
-    handle: SocketHandle,
+    handle: TcpHandle,
 ) -> Result<bool, TailnetError> {
     poll_fn(|cx| {
         if shared.is_closed() {
             return Poll::Ready(Err(TailnetError::Closed));
         }
-        let mut core = shared.lock();
-        let s = core.netstack().tcp(handle);
-        match s.state() {
-            tcp::State::SynSent | tcp::State::SynReceived => {
-                s.register_send_waker(cx.waker());
-                s.register_recv_waker(cx.waker());
-                Poll::Pending
-            }
-            tcp::State::Closed | tcp::State::Listen => Poll::Ready(Ok(false)),
-            _ => Poll::Ready(Ok(true)),
-        }
+        shared
+            .lock()
+            .netstack()
+            .tcp_poll_established(handle, cx.waker())
+            .map(Ok)
     })
     .await
 }
@@ -264,7 +256,7 @@ pub(crate) async fn accept_any_udp(shared: &Arc<Shared>) -> Result<(UdpSocket, u
 /// A UDP socket on the tailnet.
 pub struct UdpSocket {
     shared: Arc<Shared>,
-    handle: SocketHandle,
+    handle: UdpHandle,
     port: u16,
 }
 
@@ -277,7 +269,7 @@ impl std::fmt::Debug for UdpSocket {
 }
 
 impl UdpSocket {
-    pub(crate) fn new(shared: Arc<Shared>, handle: SocketHandle, port: u16) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, handle: UdpHandle, port: u16) -> Self {
         Self {
             shared,
             handle,
@@ -292,22 +284,15 @@ impl UdpSocket {
 
     /// Sends one datagram to `dst`; waits while the send buffer is full.
     pub async fn send_to(&self, data: &[u8], dst: SocketAddrV6) -> Result<usize, TailnetError> {
-        let ep = IpEndpoint::new(IpAddress::Ipv6(*dst.ip()), dst.port());
         let n = poll_fn(|cx| {
             if self.shared.is_closed() {
                 return Poll::Ready(Err(TailnetError::Closed));
             }
-            let mut core = self.shared.lock();
-            let s = core.netstack().udp(self.handle);
-            if s.can_send() {
-                let r = s
-                    .send_slice(data, ep)
-                    .map(|()| data.len())
-                    .map_err(|e| TailnetError::Udp(e.to_string()));
-                return Poll::Ready(r);
-            }
-            s.register_send_waker(cx.waker());
-            Poll::Pending
+            self.shared
+                .lock()
+                .netstack()
+                .udp_poll_send_to(self.handle, data, dst, cx.waker())
+                .map_err(udp_error)
         })
         .await?;
         self.shared.wake_driver();
@@ -320,28 +305,11 @@ impl UdpSocket {
             if self.shared.is_closed() {
                 return Poll::Ready(Err(TailnetError::Closed));
             }
-            let mut core = self.shared.lock();
-            let s = core.netstack().udp(self.handle);
-            match s.recv() {
-                Ok((d, meta)) => {
-                    let n = d.len().min(buf.len());
-                    buf[..n].copy_from_slice(&d[..n]);
-                    #[allow(unreachable_patterns)]
-                    let from = match meta.endpoint.addr {
-                        IpAddress::Ipv6(a) => SocketAddrV6::new(a, meta.endpoint.port, 0, 0),
-                        _ => {
-                            return Poll::Ready(Err(TailnetError::Udp(
-                                "datagram from a non-IPv6 source".into(),
-                            )));
-                        }
-                    };
-                    Poll::Ready(Ok((n, from)))
-                }
-                Err(_) => {
-                    s.register_recv_waker(cx.waker());
-                    Poll::Pending
-                }
-            }
+            self.shared
+                .lock()
+                .netstack()
+                .udp_poll_recv_from(self.handle, buf, cx.waker())
+                .map_err(udp_error)
         })
         .await
     }
@@ -349,6 +317,6 @@ impl UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
-        self.shared.lock().netstack().udp_release(self.handle);
+        self.shared.lock().netstack().udp_close(self.handle);
     }
 }

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use smoltcp::socket::tcp;
 use tether_key::{NodePrivate, NodePublic};
 use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::{Core, Transmit};
-use tether_tailnet::netstack::AcceptKey;
+use tether_tailnet::netstack::{AcceptKey, TcpState};
 use tether_tailnet::path::PathKind;
 use uuid::Uuid;
 
@@ -208,8 +207,8 @@ fn transfer_timed(sim: &mut Sim, seed: u64, total: usize) -> (Duration, Duration
         steps += 1;
         assert!(steps < 2_000_000, "simulation made no progress");
         if sim.now >= deadline {
-            let st = sim.nodes[0].netstack().tcp(client).state();
-            let st1 = server.map(|h| sim.nodes[1].netstack().tcp(h).state());
+            let st = sim.nodes[0].netstack().tcp_state(client);
+            let st1 = server.map(|h| sim.nodes[1].netstack().tcp_state(h));
             eprintln!(
                 "client {st:?} server {st1:?} paths {:?} {:?} sent {sent}",
                 sim.nodes[0].path(sim.ids[1]),
@@ -223,19 +222,19 @@ fn transfer_timed(sim: &mut Sim, seed: u64, total: usize) -> (Duration, Duration
         );
         sim.step();
         // Application on node 0: write as much as the socket takes, then FIN.
-        let s = sim.nodes[0].netstack().tcp(client);
+        let s = sim.nodes[0].netstack();
         if sent < total {
             assert_ne!(
-                s.state(),
-                tcp::State::Closed,
+                s.tcp_state(client),
+                TcpState::Closed,
                 "client connection died after {sent} bytes sent, {} received",
                 received.len()
             );
         }
-        if s.may_send() && sent < total {
-            sent += s.send_slice(&data[sent..]).unwrap();
+        if s.tcp_may_send(client) && sent < total {
+            sent += s.tcp_write(client, &data[sent..]).unwrap();
             if sent == total {
-                s.close();
+                s.tcp_shutdown(client);
             }
         }
         // Application on node 1: accept, read everything until EOF.
@@ -249,16 +248,19 @@ fn transfer_timed(sim: &mut Sim, seed: u64, total: usize) -> (Duration, Duration
                 });
         }
         if let Some(h) = server {
-            let s = sim.nodes[1].netstack().tcp(h);
+            let s = sim.nodes[1].netstack();
             let mut buf = [0u8; 65536];
-            while s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap();
+            loop {
+                let n = s.tcp_read(h, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
                 received.extend_from_slice(&buf[..n]);
             }
             if received.len() == total {
                 all_data.get_or_insert(sim.now - start);
             }
-            if !s.may_recv() && received.len() == total {
+            if s.tcp_at_eof(h) && received.len() == total {
                 eof = true;
             }
             // As a `TcpStream` reader does: the stack may advertise the room at once.
@@ -359,18 +361,16 @@ fn relay_sees_no_plaintext() {
     let mut udp_sent = false;
     for _ in 0..10_000 {
         sim.step();
-        let s = sim.nodes[0].netstack().tcp(c);
-        if !wrote && s.may_send() {
-            s.send_slice(CANARY).unwrap();
+        let s = sim.nodes[0].netstack();
+        if !wrote && s.tcp_may_send(c) {
+            s.tcp_write(c, CANARY).unwrap();
             wrote = true;
         }
         if !udp_sent {
-            let dst = smoltcp::wire::IpEndpoint::new(sim.ip(0).into(), 5353);
-
+            let dst = SocketAddrV6::new(sim.ip(0), 5353, 0, 0);
             sim.nodes[1]
                 .netstack()
-                .udp(u1)
-                .send_slice(CANARY, dst)
+                .udp_send_to(u1, CANARY, dst)
                 .unwrap();
             udp_sent = true;
         }
@@ -382,16 +382,19 @@ fn relay_sees_no_plaintext() {
         }
         if let Some(h) = server {
             let mut buf = [0u8; 256];
-            let s = sim.nodes[1].netstack().tcp(h);
-            while s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap();
+            let s = sim.nodes[1].netstack();
+            loop {
+                let n = s.tcp_read(h, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
                 tcp_got.extend_from_slice(&buf[..n]);
             }
         }
-        let u = sim.nodes[0].netstack().udp(u0);
-        while let Ok((d, meta)) = u.recv() {
-            assert_eq!(meta.endpoint.port, 5353);
-            udp_got = d.to_vec();
+        let mut buf = [0u8; 256];
+        while let Some((n, from)) = sim.nodes[0].netstack().udp_recv_from(u0, &mut buf).unwrap() {
+            assert_eq!(from.port(), 5353);
+            udp_got = buf[..n].to_vec();
         }
         if tcp_got == CANARY && udp_got == CANARY {
             break;

@@ -9,12 +9,11 @@ use std::collections::BinaryHeap;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::SocketHandle;
 use tether_key::NodePublic;
 use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::{Core, Event};
 use tether_tailnet::disco;
-use tether_tailnet::netstack::AcceptKey;
+use tether_tailnet::netstack::{AcceptKey, TcpHandle, TcpState};
 use tether_tailnet::path::PathKind;
 use uuid::Uuid;
 
@@ -167,8 +166,8 @@ fn byte_at(i: usize) -> u8 {
 /// A TCP stream from node 0 to node 1: the sender writes the `byte_at` pattern, the
 /// receiver checks every byte in order (a loss, duplicate or reorder fails at once).
 struct Stream {
-    client: SocketHandle,
-    server: Option<SocketHandle>,
+    client: TcpHandle,
+    server: Option<TcpHandle>,
     sent: usize,
     received: usize,
     closing: bool,
@@ -193,17 +192,17 @@ impl Stream {
     /// One simulation step plus the applications' reads and writes.
     fn step(&mut self, net: &mut Net) {
         net.step();
-        let s = net.nodes[0].netstack().tcp(self.client);
+        let s = net.nodes[0].netstack();
         if !self.closing {
             assert_ne!(
-                s.state(),
-                smoltcp::socket::tcp::State::Closed,
+                s.tcp_state(self.client),
+                TcpState::Closed,
                 "client died after {} bytes",
                 self.sent
             );
-            if s.may_send() {
+            if s.tcp_may_send(self.client) {
                 let chunk: Vec<u8> = (self.sent..self.sent + 65536).map(byte_at).collect();
-                self.sent += s.send_slice(&chunk).unwrap();
+                self.sent += s.tcp_write(self.client, &chunk).unwrap();
             }
         }
         if self.server.is_none() {
@@ -213,17 +212,20 @@ impl Stream {
                 .map(|a| a.handle);
         }
         if let Some(h) = self.server {
-            let s = net.nodes[1].netstack().tcp(h);
+            let s = net.nodes[1].netstack();
             let mut buf = [0u8; 65536];
-            while s.can_recv() {
-                let n = s.recv_slice(&mut buf).unwrap();
+            loop {
+                let n = s.tcp_read(h, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
                 for (k, b) in buf[..n].iter().enumerate() {
                     let at = self.received + k;
                     assert_eq!(*b, byte_at(at), "stream corrupted at byte {at}");
                 }
                 self.received += n;
             }
-            if self.closing && !s.may_recv() {
+            if self.closing && s.tcp_at_eof(h) {
                 self.eof = true;
             }
             // As a `TcpStream` reader does: the stack may advertise the room at once.
@@ -313,7 +315,7 @@ fn stream_moves_to_direct_falls_back_to_derp_and_returns() {
 
     // Finish: every byte sent arrived exactly once, in order.
     st.closing = true;
-    net.nodes[0].netstack().tcp(st.client).close();
+    net.nodes[0].netstack().tcp_shutdown(st.client);
     st.run_until(&mut net, Duration::from_secs(30), "EOF", |_, s| s.eof);
     assert_eq!(st.received, st.sent, "bytes lost or duplicated");
     eprintln!(

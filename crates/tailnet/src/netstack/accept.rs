@@ -9,7 +9,10 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{AnySocket, tcp};
 use tracing::{debug, trace};
 
-use super::{ACCEPT_BACKLOG, MAX_SOCKETS, MAX_UDP_ACCEPT_ANY, Netstack, NetstackError, v6};
+use super::{
+    ACCEPT_BACKLOG, MAX_SOCKETS, MAX_UDP_ACCEPT_ANY, Netstack, NetstackError, TcpHandle, UdpHandle,
+    v6,
+};
 
 /// Where an accepted connection is queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,7 +27,7 @@ pub enum AcceptKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     /// The socket.
-    pub handle: SocketHandle,
+    pub handle: TcpHandle,
     /// Our port the peer connected to.
     pub local_port: u16,
     /// The peer's address.
@@ -41,7 +44,7 @@ pub(super) struct AcceptQueue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpAccepted {
     /// The socket.
-    pub handle: SocketHandle,
+    pub handle: UdpHandle,
     /// The port it is bound to (the first datagram's destination port).
     pub local_port: u16,
 }
@@ -103,7 +106,7 @@ impl Netstack {
                 return;
             }
         };
-        self.udp_any.insert(h);
+        self.udp_any.insert(h.0);
         self.udp_any_ready.push_back(UdpAccepted {
             handle: h,
             local_port: port,
@@ -127,7 +130,7 @@ impl Netstack {
                         Some(remote) => moved.push((
                             key,
                             Accepted {
-                                handle: h,
+                                handle: TcpHandle(h),
                                 local_port,
                                 remote,
                             },
@@ -143,12 +146,12 @@ impl Netstack {
             self.sockets.remove(h);
         }
         for (key, acc) in moved {
-            self.pending.remove(&acc.handle);
+            self.pending.remove(&acc.handle.0);
             let q = self.queues.entry(key).or_default();
             if q.ready.len() >= ACCEPT_BACKLOG {
                 debug!(remote = %acc.remote, port = acc.local_port, "accept backlog full; resetting connection");
-                self.sockets.get_mut::<tcp::Socket>(acc.handle).abort();
-                self.orphans.insert(acc.handle);
+                self.sockets.get_mut::<tcp::Socket>(acc.handle.0).abort();
+                self.orphans.insert(acc.handle.0);
                 continue;
             }
             debug!(remote = %acc.remote, port = acc.local_port, "inbound TCP connection established");
@@ -206,8 +209,8 @@ impl Netstack {
     fn drop_queue(&mut self, key: AcceptKey) {
         if let Some(q) = self.queues.remove(&key) {
             for a in q.ready {
-                self.sockets.get_mut::<tcp::Socket>(a.handle).abort();
-                self.orphans.insert(a.handle);
+                self.sockets.get_mut::<tcp::Socket>(a.handle.0).abort();
+                self.orphans.insert(a.handle.0);
             }
         }
         let half: Vec<SocketHandle> = self
@@ -241,7 +244,7 @@ impl Netstack {
         self.udp_accept_any = on;
         if !on {
             for a in std::mem::take(&mut self.udp_any_ready) {
-                self.udp_release(a.handle);
+                self.udp_close(a.handle);
             }
         }
     }
@@ -252,7 +255,7 @@ impl Netstack {
     }
 
     /// Takes the next UDP socket bound by "accept any", or registers `waker`. The
-    /// caller owns it from then on and frees its port with [`Netstack::udp_release`].
+    /// caller owns it from then on and frees its port with [`Netstack::udp_close`].
     pub fn udp_accept_any(&mut self, waker: Option<&Waker>) -> Option<UdpAccepted> {
         let got = self.udp_any_ready.pop_front();
         if got.is_none()

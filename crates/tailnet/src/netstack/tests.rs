@@ -2,7 +2,6 @@
 //! updates, UDP accept any and its cap.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 use super::*;
-use smoltcp::socket::tcp;
 
 /// Moves every outbound packet of `a` into `b` and vice versa until both are quiet.
 fn pump(a: &mut Netstack, b: &mut Netstack, now: Instant) {
@@ -39,7 +38,7 @@ fn accept_any_creates_listeners_per_syn_and_unlistened_ports_are_refused() {
     // Nobody listens on b: the connect is reset.
     let refused = a.tcp_connect(SocketAddrV6::new(ip(2), 4444, 0, 0)).unwrap();
     pump(&mut a, &mut b, now);
-    assert_eq!(a.tcp(refused).state(), tcp::State::Closed);
+    assert_eq!(a.tcp_state(refused), TcpState::Closed);
 
     b.set_accept_any(true);
     let c1 = a.tcp_connect(SocketAddrV6::new(ip(2), 4444, 0, 0)).unwrap();
@@ -47,7 +46,7 @@ fn accept_any_creates_listeners_per_syn_and_unlistened_ports_are_refused() {
     let c3 = a.tcp_connect(SocketAddrV6::new(ip(2), 5555, 0, 0)).unwrap();
     pump(&mut a, &mut b, now);
     for c in [c1, c2, c3] {
-        assert_eq!(a.tcp(c).state(), tcp::State::Established);
+        assert_eq!(a.tcp_state(c), TcpState::Established);
     }
     let mut ports = Vec::new();
     while let Some(acc) = b.tcp_accept(AcceptKey::Any, None) {
@@ -83,7 +82,7 @@ impl CountingWaker {
 
 /// Two stacks with one established connection from `a` to port 7 of `b`: the
 /// stacks, `a`'s handle and `b`'s.
-fn connected(now: Instant) -> (Netstack, Netstack, SocketHandle, SocketHandle) {
+fn connected(now: Instant) -> (Netstack, Netstack, TcpHandle, TcpHandle) {
     let mut a = Netstack::new(ip(1), now, 1);
     let mut b = Netstack::new(ip(2), now, 2);
     b.tcp_listen(7).unwrap();
@@ -100,7 +99,7 @@ fn a_waiting_writer_is_woken_at_the_low_water_mark() {
     let now = Instant::now();
     let (mut a, mut b, c, accepted) = connected(now);
     let chunk = vec![7u8; 64 << 10];
-    while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
+    while a.tcp_write(c, &chunk).unwrap() > 0 {}
     let (count, waker) = CountingWaker::new();
     a.wait_send_room(c, &waker);
     a.poll(now);
@@ -111,10 +110,10 @@ fn a_waiting_writer_is_woken_at_the_low_water_mark() {
     assert_eq!(count.count(), 1, "woken twice for one wait");
 
     // A released handle is forgotten (its socket goes away later); closing wakes the rest.
-    while a.tcp(c).send_slice(&chunk).unwrap() > 0 {}
+    while a.tcp_write(c, &chunk).unwrap() > 0 {}
     a.wait_send_room(c, &waker);
-    a.tcp_release(c);
-    b.tcp_release(accepted);
+    a.tcp_close(c);
+    b.tcp_close(accepted);
     pump(&mut a, &mut b, now);
     let c2 = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
     a.wait_send_room(c2, &waker);
@@ -132,16 +131,16 @@ fn a_waiting_reader_is_woken_by_data_and_by_the_end() {
     b.wait_recv(r, &waker);
     pump(&mut a, &mut b, now);
     assert_eq!(count.count(), 0, "woken without data");
-    a.tcp(c).send_slice(b"hello").unwrap();
+    a.tcp_write(c, b"hello").unwrap();
     pump(&mut a, &mut b, now);
     assert_eq!(count.count(), 1, "not woken by data");
     let mut buf = [0u8; 16];
-    assert_eq!(b.tcp(r).recv_slice(&mut buf).unwrap(), 5);
+    assert_eq!(b.tcp_read(r, &mut buf).unwrap(), 5);
     b.wait_recv(r, &waker);
-    a.tcp(c).close();
+    a.tcp_shutdown(c);
     pump(&mut a, &mut b, now);
     assert_eq!(count.count(), 2, "not woken by the FIN");
-    assert!(!b.tcp(r).may_recv());
+    assert!(b.tcp_at_eof(r));
 }
 
 /// A connection released with unread data, or sent data after its release, is
@@ -152,21 +151,21 @@ fn data_nobody_will_read_resets_the_connection() {
     for data_before_release in [true, false] {
         let (mut a, mut b, c, accepted) = connected(now);
         if data_before_release {
-            a.tcp(c).send_slice(b"unread").unwrap();
+            a.tcp_write(c, b"unread").unwrap();
             pump(&mut a, &mut b, now);
-            assert!(b.tcp(accepted).recv_queue() > 0);
+            assert!(b.tcp_unread(accepted) > 0);
         }
-        b.tcp_release(accepted);
+        b.tcp_close(accepted);
         pump(&mut a, &mut b, now);
         if !data_before_release {
             // A graceful close: FIN, and the half-open side may still send.
-            assert_eq!(a.tcp(c).state(), tcp::State::CloseWait);
-            a.tcp(c).send_slice(b"too late").unwrap();
+            assert_eq!(a.tcp_state(c), TcpState::CloseWait);
+            a.tcp_write(c, b"too late").unwrap();
             pump(&mut a, &mut b, now);
         }
         assert_eq!(
-            a.tcp(c).state(),
-            tcp::State::Closed,
+            a.tcp_state(c),
+            TcpState::Closed,
             "data before release: {data_before_release}"
         );
     }
@@ -180,12 +179,12 @@ fn a_drained_receive_buffer_is_advertised_before_its_window_doubles() {
     for tell in [false, true] {
         let (mut a, mut b, c, accepted) = connected(now);
         let data = vec![7u8; TCP_BUFFER * 3 / 4];
-        assert_eq!(a.tcp(c).send_slice(&data).unwrap(), data.len());
+        assert_eq!(a.tcp_write(c, &data).unwrap(), data.len());
         pump(&mut a, &mut b, now);
-        assert_eq!(b.tcp(accepted).recv_queue(), data.len());
+        assert_eq!(b.tcp_unread(accepted), data.len());
         // The last ACK advertised a quarter of the buffer; drain a fifth more.
         let mut buf = vec![0u8; TCP_BUFFER / 5];
-        assert_eq!(b.tcp(accepted).recv_slice(&mut buf).unwrap(), buf.len());
+        assert_eq!(b.tcp_read(accepted, &mut buf).unwrap(), buf.len());
         if tell {
             b.tcp_consumed(accepted);
         }
@@ -216,28 +215,27 @@ fn explicit_listener_gets_its_port_only() {
     let c = a.tcp_connect(SocketAddrV6::new(ip(2), 7, 0, 0)).unwrap();
     let other = a.tcp_connect(SocketAddrV6::new(ip(2), 8, 0, 0)).unwrap();
     pump(&mut a, &mut b, now);
-    assert_eq!(a.tcp(c).state(), tcp::State::Established);
-    assert_eq!(a.tcp(other).state(), tcp::State::Closed);
+    assert_eq!(a.tcp_state(c), TcpState::Established);
+    assert_eq!(a.tcp_state(other), TcpState::Closed);
     let acc = b.tcp_accept(AcceptKey::Port(7), None).unwrap();
     assert_eq!(acc.local_port, 7);
-    a.tcp(c).send_slice(b"ping").unwrap();
+    a.tcp_write(c, b"ping").unwrap();
     pump(&mut a, &mut b, now);
     let mut buf = [0u8; 8];
-    let n = b.tcp(acc.handle).recv_slice(&mut buf).unwrap();
+    let n = b.tcp_read(acc.handle, &mut buf).unwrap();
     assert_eq!(&buf[..n], b"ping");
 }
 
-fn udp_send(a: &mut Netstack, h: SocketHandle, to: u16, data: &[u8]) {
-    a.udp(h)
-        .send_slice(data, (IpAddress::Ipv6(ip(2)), to))
+fn udp_send(a: &mut Netstack, h: UdpHandle, to: u16, data: &[u8]) {
+    a.udp_send_to(h, data, SocketAddrV6::new(ip(2), to, 0, 0))
         .unwrap();
 }
 
-fn udp_recv(b: &mut Netstack, h: SocketHandle) -> Option<(Vec<u8>, u16)> {
-    b.udp(h)
-        .recv()
-        .ok()
-        .map(|(d, m)| (d.to_vec(), m.endpoint.port))
+fn udp_recv(b: &mut Netstack, h: UdpHandle) -> Option<(Vec<u8>, u16)> {
+    let mut buf = [0u8; 2048];
+    b.udp_recv_from(h, &mut buf)
+        .unwrap()
+        .map(|(n, from)| (buf[..n].to_vec(), from.port()))
 }
 
 #[test]
@@ -275,8 +273,7 @@ fn udp_accept_any_binds_unbound_ports_and_leaves_bound_ones_alone() {
         udp_recv(&mut b, acc.handle),
         Some((b"again".to_vec(), from))
     );
-    b.udp(acc.handle)
-        .send_slice(b"reply", (IpAddress::Ipv6(ip(1)), from))
+    b.udp_send_to(acc.handle, b"reply", SocketAddrV6::new(ip(1), from, 0, 0))
         .unwrap();
     pump(&mut a, &mut b, now);
     assert_eq!(udp_recv(&mut a, ua), Some((b"reply".to_vec(), 5353)));
@@ -289,7 +286,7 @@ fn udp_accept_any_binds_unbound_ports_and_leaves_bound_ones_alone() {
     assert_eq!(b.udp_bind(5353), Err(NetstackError::AddrInUse(5353)));
 
     // Releasing the accepted socket frees the port: the next datagram binds afresh.
-    b.udp_release(acc.handle);
+    b.udp_close(acc.handle);
     udp_send(&mut a, ua, 5353, b"fresh");
     pump(&mut a, &mut b, now);
     let acc2 = b.udp_accept_any(None).unwrap();
@@ -305,7 +302,7 @@ fn udp_accept_any_binds_unbound_ports_and_leaves_bound_ones_alone() {
     b.set_udp_accept_any(false);
     assert_eq!(b.udp_accept_any(None), None);
     let h = b.udp_bind(6000).unwrap();
-    b.udp_release(h);
+    b.udp_close(h);
 }
 
 #[test]
@@ -329,7 +326,7 @@ fn udp_accept_any_is_capped() {
     }
     assert_eq!(got.len(), MAX_UDP_ACCEPT_ANY);
     // Freeing one makes room for one more.
-    b.udp_release(got[0].handle);
+    b.udp_close(got[0].handle);
     udp_send(&mut a, ua, 2000, b"y");
     pump(&mut a, &mut b, now);
     assert_eq!(b.udp_accept_any(None).map(|a| a.local_port), Some(2000));
