@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
 use tether_derp::client::ClientConfig;
 use tether_key::NodePrivate;
 use tether_proto::coord::{self as proto, Node};
@@ -40,7 +39,7 @@ pub use config::{Auth, ConnConfig};
 pub(crate) use driver::Shared;
 
 use crate::control;
-use crate::core::Core;
+use crate::core::{Core, Seed};
 use crate::error::TailnetError;
 use crate::netinfo::StunVerdict;
 use crate::path::{PathInfo, PeerStatus, Pong};
@@ -121,7 +120,7 @@ impl Conn {
         info!(%id, %ip, home_region = home, agent = cfg.auth.is_agent(), "joined the coordinator");
 
         let t0 = now();
-        let mut core = Core::new(&private, ip, t0, rand::thread_rng().r#gen());
+        let mut core = Core::new(&private, ip, t0, Seed::random());
         core.set_home_region(home);
         let blocked = cfg.disable_direct || info.disable_direct_connections;
         if blocked {

@@ -16,14 +16,31 @@
 //! discovery sent before the peer added us is repeated when it says it is ready).
 //! WireGuard over UDP belongs to the peer that proved its source address with disco.
 //!
-//! One caveat about time: gotatun's `Tunn` keeps its own monotonic clock for the
-//! WireGuard protocol timers (rekey, keepalive, session expiry), which it reads when
-//! [`Core::poll`] calls `update_timers`. The retransmission of our handshake
-//! initiations, which is what matters for getting a session up over a lossy path, is
-//! driven here by the time passed in, so simulations on a virtual clock recover from
-//! lost handshakes deterministically.
+//! Randomness is injected too: every random choice here and below (disco key, nonces
+//! and TxIDs, WireGuard session indices and retry jitter, TCP sequence numbers and
+//! ports, map hashers) derives from the [`Seed`] given to [`Core::new`], so two runs with
+//! one seed and the same inputs emit the same bytes, except where gotatun reads its own:
+//!
+//! - **Handshake keys.** gotatun draws each handshake's ephemeral key from the OS RNG
+//!   (`noise::handshake`, initiation and response), so the ephemeral public key, the
+//!   encrypted static key and timestamp and MAC1 of every handshake message differ
+//!   between runs, and so do the session keys: the ciphertext and tag of every
+//!   transport datagram. What stays reproducible of WireGuard's bytes is the message
+//!   type, the session indices (from our seeded index table), the counters and the
+//!   lengths. Its cookie secret (`noise::rate_limiter`) also comes from the OS RNG; it
+//!   only shows in cookie replies, sent above [`HANDSHAKE_RATE_LIMIT`] handshakes a
+//!   second.
+//! - **Clocks.** gotatun stamps initiations with TAI64N from `SystemTime` and keeps its
+//!   own monotonic clock (CLOCK_BOOTTIME) for the WireGuard timers: rekey after 120 s,
+//!   keepalive after 10 s, session expiry, and its own retry of an unanswered
+//!   initiation after 5 s plus jitter (`noise::timers`, read when [`Core::poll`] calls
+//!   `update_timers` once per [`WG_TICK`] of the time passed in); the rate limiter
+//!   counts handshakes per real second. The retries that matter for getting a session
+//!   up over a lossy path are driven here by the time passed in, so simulations on a
+//!   virtual clock recover from lost handshakes deterministically; gotatun's own timers
+//!   only fire in a simulation that runs that long in real time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +52,10 @@ use gotatun::noise::rate_limiter::RateLimiter;
 use gotatun::packet::{Packet, WgKind};
 use gotatun::tun::MtuWatcher;
 use gotatun::x25519;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use rand_09::SeedableRng as _;
+use rand_09::rngs::StdRng as GotatunRng;
 use tether_key::{DiscoPrivate, DiscoPublic, NodePrivate, NodePublic};
 use tracing::{debug, trace};
 use uuid::Uuid;
@@ -47,6 +68,9 @@ use crate::pathsel::Via;
 mod discovery;
 mod handshake;
 mod peer;
+mod seed;
+
+pub use seed::Seed;
 
 use discovery::UserPing;
 use peer::{Peer, push_transmit};
@@ -129,10 +153,35 @@ pub enum Event {
     },
 }
 
-/// A map looked up for every packet. foldhash, seeded per map, costs a fraction of
-/// SipHash on these short keys; the keys come from authenticated peers, and every such
-/// map is bounded.
-pub(crate) type PacketMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A map looked up for every packet. foldhash, seeded per map (from the node's
+/// [`Seed`], so that iteration order repeats too), costs a fraction of SipHash on these
+/// short keys; the keys come from authenticated peers, and every such map is bounded.
+pub(crate) type PacketMap<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A set hashed as a [`PacketMap`].
+pub(crate) type PacketSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
+/// An empty [`PacketMap`] hashed with `seed`.
+pub(crate) fn packet_map<K, V>(seed: u64) -> PacketMap<K, V> {
+    HashMap::with_hasher(foldhash::fast::FixedState::with_seed(seed))
+}
+
+/// An empty [`PacketSet`] hashed with `seed`.
+pub(crate) fn packet_set<K>(seed: u64) -> PacketSet<K> {
+    HashSet::with_hasher(foldhash::fast::FixedState::with_seed(seed))
+}
+
+/// Which way a plaintext IP packet crossed WireGuard at a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapDirection {
+    /// From the netstack, about to be encrypted.
+    Outbound,
+    /// Decrypted, about to enter the netstack.
+    Inbound,
+}
+
+/// Sees every plaintext IP packet at the WireGuard boundary (see [`Core::set_packet_tap`]).
+pub type PacketTap = Box<dyn FnMut(Instant, TapDirection, &[u8]) + Send>;
 
 /// The node's data plane state.
 pub struct Core {
@@ -150,18 +199,20 @@ pub struct Core {
     mtu: MtuWatcher,
     next_wg_tick: Instant,
     disco: DiscoPrivate,
-    by_disco: HashMap<DiscoPublic, Uuid>,
+    by_disco: PacketMap<DiscoPublic, Uuid>,
     by_udp: PacketMap<SocketAddr, Uuid>,
     direct_blocked: bool,
     local_endpoints: Vec<SocketAddr>,
     local_endpoints_at: Option<Instant>,
     need_endpoints: bool,
-    seed: u64,
-    pathsel_count: u64,
-    /// The latest time passed in, for calls that take none.
-    last_now: Instant,
+    /// Draws the seeds of what is made later (a peer's path selection and jitter).
+    rng: StdRng,
+    /// Disco nonces.
+    nonces: StdRng,
     /// Pings of [`Core::ping`] awaiting their pong.
-    user_pings: HashMap<TxId, UserPing>,
+    user_pings: PacketMap<TxId, UserPing>,
+    /// Sees plaintext packets, for tests that compare runs.
+    tap: Option<PacketTap>,
 }
 
 impl std::fmt::Debug for Core {
@@ -189,39 +240,58 @@ fn ipv6_src_dst(packet: &[u8]) -> Option<(Ipv6Addr, Ipv6Addr)> {
 }
 
 impl Core {
-    /// A node with this key and tailnet address; `seed` drives the netstack's choices.
-    pub fn new(private: &NodePrivate, ip: Ipv6Addr, now: Instant, seed: u64) -> Self {
+    /// A node with this key and tailnet address, started at `now`; every random choice
+    /// it makes derives from `seed` (see [`Seed`]).
+    pub fn new(private: &NodePrivate, ip: Ipv6Addr, now: Instant, seed: Seed) -> Self {
         let public = private.public();
         let rate_limiter = Arc::new(RateLimiter::new(
             &x25519::PublicKey::from(*public.as_bytes()),
             HANDSHAKE_RATE_LIMIT,
         ));
+        // Sub-seeds in a fixed order: adding a consumer goes at the end.
+        let mut rng = seed.rng();
+        let mut bytes = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        let disco = DiscoPrivate::from_bytes(bytes());
+        let index_table = IndexTable::from_rng(GotatunRng::from_seed(bytes()));
+        let nonces = StdRng::from_seed(bytes());
+        let mut rng = StdRng::from_seed(bytes());
         Self {
             private: private.to_bytes(),
             public,
             home_region: 0,
-            peers: PacketMap::default(),
-            by_key: PacketMap::default(),
-            by_ip: PacketMap::default(),
-            index_table: IndexTable::from_os_rng(),
+            peers: packet_map(rng.next_u64()),
+            by_key: packet_map(rng.next_u64()),
+            by_ip: packet_map(rng.next_u64()),
+            index_table,
             rate_limiter,
-            netstack: Netstack::new(ip, now, seed),
+            netstack: Netstack::new(ip, now, rng.next_u64()),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             mtu: MtuWatcher::new(MTU as u16),
             next_wg_tick: now + WG_TICK,
-            disco: DiscoPrivate::generate(),
-            by_disco: HashMap::new(),
-            by_udp: PacketMap::default(),
+            disco,
+            by_disco: packet_map(rng.next_u64()),
+            by_udp: packet_map(rng.next_u64()),
             direct_blocked: false,
             local_endpoints: Vec::new(),
             local_endpoints_at: None,
             need_endpoints: false,
-            seed,
-            pathsel_count: 0,
-            last_now: now,
-            user_pings: HashMap::new(),
+            user_pings: packet_map(rng.next_u64()),
+            rng,
+            nonces,
+            tap: None,
         }
+    }
+
+    /// Hands every plaintext IP packet to `tap` as it crosses WireGuard: each one the
+    /// netstack sends (before encryption) and each one accepted for it (after
+    /// decryption and the source check). For tests that compare runs byte for byte.
+    pub fn set_packet_tap(&mut self, tap: Option<PacketTap>) {
+        self.tap = tap;
     }
 
     /// Our disco public key (publish it in our node).
@@ -328,7 +398,6 @@ impl Core {
 
     /// A datagram arrived over DERP `region` from node `src`: WireGuard or disco.
     pub fn handle_derp(&mut self, now: Instant, region: u32, src: NodePublic, data: &[u8]) {
-        self.last_now = now;
         let Some(&id) = self.by_key.get(&src) else {
             trace!(key = %src.short(), region, "dropping packet from an unknown node");
             return;
@@ -344,7 +413,6 @@ impl Core {
     /// A datagram arrived on our UDP socket from `src` (STUN answers are the driver's
     /// business and are ignored here).
     pub fn handle_udp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
-        self.last_now = now;
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         match disco::classify(data) {
             PacketKind::Disco => {
@@ -404,7 +472,11 @@ impl Core {
                     match ipv6_src_dst(&ip) {
                         Some((src_ip, _)) if peer.cfg.addresses.contains(&src_ip) => {
                             let mut ip = ip.into_bytes();
-                            self.netstack.push_inbound(std::mem::take(ip.buf_mut()));
+                            let ip = std::mem::take(ip.buf_mut());
+                            if let Some(tap) = self.tap.as_mut() {
+                                tap(now, TapDirection::Inbound, &ip);
+                            }
+                            self.netstack.push_inbound(ip);
                         }
                         other => {
                             debug!(peer = %id, src = ?other.map(|a| a.0), "dropping packet with a source address the peer does not own");
@@ -423,7 +495,6 @@ impl Core {
     /// Runs everything due at `now`: the netstack, encryption of what it sent, WireGuard
     /// timers and handshake retries.
     pub fn poll(&mut self, now: Instant) {
-        self.last_now = now;
         self.netstack.poll(now);
         while let Some(p) = self.netstack.pop_outbound() {
             self.route_outbound(now, p);
@@ -433,6 +504,9 @@ impl Core {
     }
 
     fn route_outbound(&mut self, now: Instant, packet: BytesMut) {
+        if let Some(tap) = self.tap.as_mut() {
+            tap(now, TapDirection::Outbound, &packet);
+        }
         let Some((_, dst)) = ipv6_src_dst(&packet) else {
             trace!("dropping outbound packet that is not IPv6");
             return;

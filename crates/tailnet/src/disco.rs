@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crypto_box::SalsaBox;
 use crypto_box::aead::{Aead, AeadCore, OsRng};
+use rand::{CryptoRng, RngCore};
 use tether_key::{DiscoPrivate, DiscoPublic, KEY_LEN, NodePublic};
 
 /// The 6-byte magic that opens every disco packet: `"TS💬"`.
@@ -306,10 +307,19 @@ impl PeerBox {
         self.peer
     }
 
-    /// Seals a message to the peer with a fresh random nonce.
+    /// Seals a message to the peer with a fresh random nonce from the OS.
     pub fn seal(&self, msg: &Message) -> Vec<u8> {
         let nonce = SalsaBox::generate_nonce(&mut OsRng);
         self.seal_with_nonce(msg, nonce.into())
+    }
+
+    /// Seals a message to the peer with a nonce drawn from `rng`, a cryptographic
+    /// generator of this node's own (the peer seals with the same key, so two nodes must
+    /// never draw from equal generators).
+    pub fn seal_with_rng(&self, msg: &Message, rng: &mut (impl RngCore + CryptoRng)) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        self.seal_with_nonce(msg, nonce)
     }
 
     /// Seals with the given nonce. Never reuse a nonce; this exists for exact-byte tests.

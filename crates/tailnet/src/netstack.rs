@@ -11,12 +11,13 @@
 //! that socket (with its port) for [`Netstack::udp_accept_any`]. Later datagrams to the
 //! port land in the same socket until the application releases it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rand::RngCore;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use smoltcp::iface::{Config, Interface, Route, SocketHandle, SocketSet};
@@ -25,7 +26,7 @@ use smoltcp::wire::{
 };
 use tracing::trace;
 
-use crate::core::PacketMap;
+use crate::core::{PacketMap, PacketSet, packet_map, packet_set};
 use crate::recovery::{Recovery, RecoveryStats};
 
 use tether_proto::coord::TAILNET_PREFIX;
@@ -112,17 +113,17 @@ pub struct Netstack {
     device: QueueDevice,
     sockets: SocketSet<'static>,
     /// Explicitly listened ports.
-    listening: HashSet<u16>,
+    listening: PacketSet<u16>,
     accept_any: bool,
-    queues: HashMap<AcceptKey, AcceptQueue>,
+    queues: PacketMap<AcceptKey, AcceptQueue>,
     /// Sockets created for inbound SYNs, not yet handed out, and where they go.
-    pending: HashMap<SocketHandle, AcceptKey>,
+    pending: PacketMap<SocketHandle, AcceptKey>,
     /// Sockets the application dropped; removed once closed.
-    orphans: HashSet<SocketHandle>,
-    udp_ports: HashMap<u16, SocketHandle>,
+    orphans: PacketSet<SocketHandle>,
+    udp_ports: PacketMap<u16, SocketHandle>,
     udp_accept_any: bool,
     /// UDP sockets bound on the fly by "accept any", queued or handed out.
-    udp_any: HashSet<SocketHandle>,
+    udp_any: PacketSet<SocketHandle>,
     /// Those not yet handed out, in arrival order.
     udp_any_ready: VecDeque<UdpAccepted>,
     /// Writers waiting for send room (see [`Netstack::wait_send_room`]).
@@ -197,7 +198,8 @@ fn v6(ep: IpEndpoint) -> Option<SocketAddrV6> {
 }
 
 impl Netstack {
-    /// A stack with address `ip/128` and a route to the tailnet /48; `seed` drives port choice.
+    /// A stack with address `ip/128` and a route to the tailnet /48; `seed` drives every
+    /// random choice (TCP initial sequence numbers, ports, map hashers).
     pub fn new(ip: Ipv6Addr, now: Instant, seed: u64) -> Self {
         let mut device = QueueDevice {
             rx: VecDeque::new(),
@@ -205,6 +207,7 @@ impl Netstack {
         };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut iface = Interface::new(config, &mut device, to_smol(now, now));
         iface.update_ip_addrs(|addrs| {
             // One address; the capacity is at least one.
@@ -226,20 +229,20 @@ impl Netstack {
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),
-            listening: HashSet::new(),
+            listening: packet_set(rng.next_u64()),
             accept_any: false,
-            queues: HashMap::new(),
-            pending: HashMap::new(),
-            orphans: HashSet::new(),
-            udp_ports: HashMap::new(),
+            queues: packet_map(rng.next_u64()),
+            pending: packet_map(rng.next_u64()),
+            orphans: packet_set(rng.next_u64()),
+            udp_ports: packet_map(rng.next_u64()),
             udp_accept_any: false,
-            udp_any: HashSet::new(),
+            udp_any: packet_set(rng.next_u64()),
             udp_any_ready: VecDeque::new(),
-            writers: PacketMap::default(),
-            readers: PacketMap::default(),
+            writers: packet_map(rng.next_u64()),
+            readers: packet_map(rng.next_u64()),
             udp_any_waker: None,
-            rng: StdRng::seed_from_u64(seed),
-            recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT),
+            recovery: Recovery::new(PEER_ACK_DELAY, OWN_WINDOW_SHIFT, rng.next_u64()),
+            rng,
             tx_seen: 0,
             resends: Vec::new(),
             consumed: Vec::new(),

@@ -23,13 +23,14 @@
 //! [`PING_BACK_INTERVAL`]): through port-restricted NATs the first ping of each side is
 //! dropped by the other's NAT, and the ping back is what gets through. No MTU probing yet: the "more MTU wins" rule is not modelled.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::core::{PacketMap, packet_map};
 use crate::disco::{TX_ID_LEN, TxId};
 use crate::path::PathKind;
 
@@ -250,7 +251,7 @@ struct SentPing {
 #[derive(Debug)]
 pub struct PathSel {
     candidates: BTreeMap<SocketAddr, Candidate>,
-    sent: HashMap<TxId, SentPing>,
+    sent: PacketMap<TxId, SentPing>,
     best: Option<AddrQuality>,
     trust_until: Option<Instant>,
     last_send: Option<Instant>,
@@ -266,11 +267,13 @@ pub struct PathSel {
 }
 
 impl PathSel {
-    /// A peer with no candidates, on DERP; `seed` drives the TxIDs.
+    /// A peer with no candidates, on DERP; `seed` drives the TxIDs (and the hasher of
+    /// the pings awaiting pongs).
     pub fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
         Self {
             candidates: BTreeMap::new(),
-            sent: HashMap::new(),
+            sent: packet_map(rng.next_u64()),
             best: None,
             trust_until: None,
             last_send: None,
@@ -282,7 +285,7 @@ impl PathSel {
             blocked: false,
             reported_direct: None,
             outputs: VecDeque::new(),
-            rng: StdRng::seed_from_u64(seed),
+            rng,
         }
     }
 

@@ -32,7 +32,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use crate::core::PacketMap;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::core::{PacketMap, packet_map};
 
 mod flow;
 mod inflight;
@@ -116,16 +119,18 @@ fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
 
 impl Recovery {
     /// Recovery for a stack whose peers delay their ACKs by up to `peer_ack_delay` and
-    /// scale their windows by `default_shift` unless their SYN says otherwise.
-    pub fn new(peer_ack_delay: Duration, default_shift: u8) -> Self {
+    /// scale their windows by `default_shift` unless their SYN says otherwise; `seed`
+    /// seeds its maps' hashers.
+    pub fn new(peer_ack_delay: Duration, default_shift: u8, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
         Self {
-            flows: PacketMap::default(),
+            flows: packet_map(rng.next_u64()),
             peer_ack_delay,
             stats: RecoveryStats::default(),
             last_sweep: None,
             spare: Vec::new(),
-            shifts: PacketMap::default(),
-            updates: WindowUpdates::default(),
+            shifts: packet_map(rng.next_u64()),
+            updates: WindowUpdates::new(rng.next_u64()),
             default_shift,
         }
     }

@@ -227,7 +227,7 @@ fn apply_events(shared: &Shared, session: &mut Session) {
     for e in events {
         match e {
             Event::Peer(cfg) => {
-                shared.lock().upsert_peer(cfg);
+                shared.lock().upsert_peer(t, cfg);
                 peers_changed = true;
             }
             Event::PeerGone(id) => {

@@ -31,7 +31,6 @@ impl Core {
     /// no disco key. A ping without a pong is forgotten after [`USER_PING_TTL`] or
     /// with [`Core::cancel_ping`].
     pub fn ping(&mut self, now: Instant, id: Uuid) -> Option<TxId> {
-        self.last_now = now;
         let me = self.public;
         let home = self.home_region;
         let peer = self.peers.get_mut(&id)?;
@@ -43,11 +42,14 @@ impl Core {
                 region: peer.region(home),
             },
         };
-        let data = bx.seal(&Message::Ping(Ping {
-            tx_id,
-            node_key: me,
-            padding: 0,
-        }));
+        let data = bx.seal_with_rng(
+            &Message::Ping(Ping {
+                tx_id,
+                node_key: me,
+                padding: 0,
+            }),
+            &mut self.nonces,
+        );
         debug!(peer = %id, %via, "ping");
         self.transmits.push_back(Transmit {
             peer: id,
@@ -131,10 +133,13 @@ impl Core {
                 // The pong reports the source we saw (for DERP, none: unspecified).
                 let seen = src.unwrap_or(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0));
                 let Some(bx) = &peer.disco_box else { return };
-                let pong = bx.seal(&Message::Pong(Pong {
-                    tx_id: ping.tx_id,
-                    src: seen,
-                }));
+                let pong = bx.seal_with_rng(
+                    &Message::Pong(Pong {
+                        tx_id: ping.tx_id,
+                        src: seen,
+                    }),
+                    &mut self.nonces,
+                );
                 trace!(peer = %id, ?via, "answering a disco ping");
                 self.transmits.push_back(Transmit {
                     peer: id,
@@ -183,11 +188,14 @@ impl Core {
                 match out {
                     Output::SendPing { addr, txid } => {
                         let Some(bx) = &peer.disco_box else { continue };
-                        let data = bx.seal(&Message::Ping(Ping {
-                            tx_id: txid,
-                            node_key: me,
-                            padding: 0,
-                        }));
+                        let data = bx.seal_with_rng(
+                            &Message::Ping(Ping {
+                                tx_id: txid,
+                                node_key: me,
+                                padding: 0,
+                            }),
+                            &mut self.nonces,
+                        );
                         trace!(peer = %peer.cfg.id, %addr, "disco ping");
                         self.transmits.push_back(Transmit {
                             peer: peer.cfg.id,
@@ -199,7 +207,10 @@ impl Core {
                     Output::SendCallMeMaybe { endpoints } => {
                         let Some(bx) = &peer.disco_box else { continue };
                         debug!(peer = %peer.cfg.id, endpoints = endpoints.len(), "sending CallMeMaybe over DERP");
-                        let data = bx.seal(&Message::CallMeMaybe(disco::CallMeMaybe { endpoints }));
+                        let data = bx.seal_with_rng(
+                            &Message::CallMeMaybe(disco::CallMeMaybe { endpoints }),
+                            &mut self.nonces,
+                        );
                         self.transmits.push_back(Transmit {
                             peer: peer.cfg.id,
                             dst: peer.cfg.key,

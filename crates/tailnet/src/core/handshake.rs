@@ -17,7 +17,6 @@ impl Core {
     /// dropped. Also with a session up: a peer that re-added us (say we rejoined under a
     /// new id) has a fresh tunnel and rejects that session.
     pub fn initiate_handshake(&mut self, id: Uuid, now: Instant) {
-        self.last_now = now;
         let home = self.home_region;
         let Some(p) = self.peers.get_mut(&id) else {
             return;
@@ -35,7 +34,6 @@ impl Core {
     /// down, or while the relay did not admit us yet, was lost. Starts one now with every
     /// peer that has no session, instead of waiting for the retry timer (5 s).
     pub fn retry_handshakes(&mut self, now: Instant) {
-        self.last_now = now;
         let home = self.home_region;
         for p in self.peers.values_mut() {
             if p.tunn.has_active_session() {

@@ -8,6 +8,9 @@ use std::time::Instant;
 use gotatun::noise::Tunn;
 use gotatun::packet::{Packet, WgKind};
 use gotatun::x25519;
+use rand::RngCore;
+use rand_09::SeedableRng;
+use rand_09::rngs::StdRng as GotatunRng;
 use tracing::{debug, info};
 use uuid::Uuid;
 
@@ -122,9 +125,7 @@ pub(super) fn note_udp_source(
 
 impl Core {
     fn new_pathsel(&mut self, now: Instant) -> PathSel {
-        self.pathsel_count += 1;
-        let mut ps =
-            PathSel::new(self.seed ^ self.pathsel_count.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut ps = PathSel::new(self.rng.next_u64());
         if self.direct_blocked {
             ps.set_blocked(now, true);
         }
@@ -134,8 +135,8 @@ impl Core {
         ps
     }
 
-    /// Adds a peer or updates it. A changed key starts a fresh tunnel.
-    pub fn upsert_peer(&mut self, mut cfg: PeerConfig) {
+    /// Adds a peer or updates it at `now`. A changed key starts a fresh tunnel.
+    pub fn upsert_peer(&mut self, now: Instant, mut cfg: PeerConfig) {
         if cfg.addresses.is_empty() {
             cfg.addresses.push(tether_proto::coord::tailnet_ip(cfg.id));
         }
@@ -152,7 +153,6 @@ impl Core {
             self.remove_peer(owner);
         }
         let id = cfg.id;
-        let now = self.last_now;
         match self.peers.get_mut(&id) {
             Some(p) if p.cfg.key == cfg.key => {
                 if p.cfg.home_region != cfg.home_region {
@@ -175,13 +175,16 @@ impl Core {
             }
             _ => {
                 self.remove_peer(id);
-                let tunn = Tunn::new(
+                let mut jitter = [0u8; 32];
+                self.rng.fill_bytes(&mut jitter);
+                let tunn = Tunn::new_with_rng(
                     x25519::StaticSecret::from(self.private),
                     x25519::PublicKey::from(*cfg.key.as_bytes()),
                     None,
                     None,
                     self.index_table.clone(),
                     self.rate_limiter.clone(),
+                    GotatunRng::from_seed(jitter),
                 );
                 info!(peer = %id, key = %cfg.key.short(), region = cfg.home_region, endpoints = cfg.endpoints.len(), "peer added");
                 self.by_key.insert(cfg.key, id);

@@ -17,7 +17,12 @@ fn node_key_is_the_wireguard_static_key() {
 #[allow(clippy::disallowed_methods)]
 fn a_key_reappearing_under_a_new_id_replaces_the_old_peer() {
     let now = Instant::now();
-    let mut core = Core::new(&NodePrivate::generate(), Ipv6Addr::LOCALHOST, now, 1);
+    let mut core = Core::new(
+        &NodePrivate::generate(),
+        Ipv6Addr::LOCALHOST,
+        now,
+        Seed::from_u64(1),
+    );
     let key = NodePrivate::generate().public();
     let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let addr = tether_proto::coord::tailnet_ip(old);
@@ -30,9 +35,9 @@ fn a_key_reappearing_under_a_new_id_replaces_the_old_peer() {
         endpoints: Vec::new(),
         mapping_varies_by_dest_ip: None,
     };
-    core.upsert_peer(cfg(old));
+    core.upsert_peer(now, cfg(old));
     assert_eq!(core.peer_by_ip(addr), Some(old));
-    core.upsert_peer(cfg(new));
+    core.upsert_peer(now, cfg(new));
     assert!(!core.has_peer(old));
     assert_eq!(core.peer_by_ip(addr), Some(new));
     assert_eq!(
@@ -41,15 +46,18 @@ fn a_key_reappearing_under_a_new_id_replaces_the_old_peer() {
     );
     // Our own key is never a peer.
     let mine = core.public_key();
-    core.upsert_peer(PeerConfig {
-        id: Uuid::from_u128(3),
-        key: mine,
-        home_region: 7,
-        addresses: vec![],
-        disco: None,
-        endpoints: Vec::new(),
-        mapping_varies_by_dest_ip: None,
-    });
+    core.upsert_peer(
+        now,
+        PeerConfig {
+            id: Uuid::from_u128(3),
+            key: mine,
+            home_region: 7,
+            addresses: vec![],
+            disco: None,
+            endpoints: Vec::new(),
+            mapping_varies_by_dest_ip: None,
+        },
+    );
     assert!(!core.has_peer(Uuid::from_u128(3)));
     assert!(core.remove_peer(new));
     assert!(!core.remove_peer(new));
@@ -63,17 +71,20 @@ fn disco_call_me_maybe_only_over_derp_and_pongs_take_the_ping_path() {
     let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
     let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let ip = tether_proto::coord::tailnet_ip;
-    let a = Core::new(&pa, ip(ida), now, 1);
-    let mut b = Core::new(&pb, ip(idb), now, 2);
-    b.upsert_peer(PeerConfig {
-        id: ida,
-        key: pa.public(),
-        home_region: 7,
-        addresses: vec![],
-        disco: Some(a.disco_public()),
-        endpoints: vec![],
-        mapping_varies_by_dest_ip: None,
-    });
+    let a = Core::new(&pa, ip(ida), now, Seed::from_u64(1));
+    let mut b = Core::new(&pb, ip(idb), now, Seed::from_u64(2));
+    b.upsert_peer(
+        now,
+        PeerConfig {
+            id: ida,
+            key: pa.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(a.disco_public()),
+            endpoints: vec![],
+            mapping_varies_by_dest_ip: None,
+        },
+    );
     let a_to_b = PeerBox::new(&a.disco, b.disco_public());
     let ep: SocketAddr = "192.0.2.9:41641".parse().unwrap();
     let cmm = a_to_b.seal(&Message::CallMeMaybe(disco::CallMeMaybe {
@@ -138,29 +149,35 @@ fn a_user_ping_over_derp_reports_its_pong_by_txid() {
     let (pa, pb) = (NodePrivate::generate(), NodePrivate::generate());
     let (ida, idb) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let ip = tether_proto::coord::tailnet_ip;
-    let mut a = Core::new(&pa, ip(ida), now, 1);
-    let mut b = Core::new(&pb, ip(idb), now, 2);
+    let mut a = Core::new(&pa, ip(ida), now, Seed::from_u64(1));
+    let mut b = Core::new(&pb, ip(idb), now, Seed::from_u64(2));
     a.set_home_region(7);
     b.set_home_region(7);
     let ep: SocketAddr = "192.0.2.9:41641".parse().unwrap();
-    a.upsert_peer(PeerConfig {
-        id: idb,
-        key: pb.public(),
-        home_region: 7,
-        addresses: vec![],
-        disco: Some(b.disco_public()),
-        endpoints: vec![ep],
-        mapping_varies_by_dest_ip: None,
-    });
-    b.upsert_peer(PeerConfig {
-        id: ida,
-        key: pa.public(),
-        home_region: 7,
-        addresses: vec![],
-        disco: Some(a.disco_public()),
-        endpoints: vec![],
-        mapping_varies_by_dest_ip: None,
-    });
+    a.upsert_peer(
+        now,
+        PeerConfig {
+            id: idb,
+            key: pb.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(b.disco_public()),
+            endpoints: vec![ep],
+            mapping_varies_by_dest_ip: None,
+        },
+    );
+    b.upsert_peer(
+        now,
+        PeerConfig {
+            id: ida,
+            key: pa.public(),
+            home_region: 7,
+            addresses: vec![],
+            disco: Some(a.disco_public()),
+            endpoints: vec![],
+            mapping_varies_by_dest_ip: None,
+        },
+    );
     assert_eq!(a.ping(now, Uuid::from_u128(9)), None, "unknown peer");
     let tx = a.ping(now, idb).expect("a ping");
     let sent: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();

@@ -144,7 +144,7 @@ impl Bed {
     #[allow(clippy::disallowed_methods)] // the tests' epoch; every later time is explicit
     fn new() -> Self {
         Self {
-            r: Recovery::new(Duration::from_micros(500), 0),
+            r: Recovery::new(Duration::from_micros(500), 0, 1),
             t0: Instant::now(),
             out: Vec::new(),
         }

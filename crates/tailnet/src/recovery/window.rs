@@ -18,7 +18,7 @@ use smoltcp::wire::{
 };
 
 use super::segment::FlowKey;
-use crate::core::PacketMap;
+use crate::core::{PacketMap, packet_map};
 
 /// An update goes out once the window has grown by 1/`GROWTH_DIVISOR` of the buffer.
 const GROWTH_DIVISOR: u64 = 8;
@@ -39,12 +39,19 @@ struct Told {
 }
 
 /// Per-connection record of our last advertisement, and the updates it calls for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct WindowUpdates {
     told: PacketMap<FlowKey, Told>,
 }
 
 impl WindowUpdates {
+    /// No connection known yet; `seed` seeds the map's hasher.
+    pub(super) fn new(seed: u64) -> Self {
+        Self {
+            told: packet_map(seed),
+        }
+    }
+
     /// Notes one of our outbound segments (the window as sent: its scale is applied
     /// only when an update is due, off the per-packet path).
     pub(super) fn on_outbound(&mut self, key: FlowKey, tcp: &TcpPacket<&[u8]>) {
