@@ -91,6 +91,11 @@ pub struct Config {
     /// Seconds of silence after which the coordinator reports a peer LOST.
     #[arg(long, env = "TETHER_COORDINATOR_LOST_AFTER", default_value = "15s", value_parser = parse_duration, hide = true)]
     pub coordinator_lost_after: Duration,
+
+    /// Once every listener is bound, write the bound addresses as JSON to this file
+    /// (atomically), for scripts that start the server and wait for it.
+    #[arg(long, env = "TETHER_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// What `--stun-address` resolved to.

@@ -53,11 +53,18 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
-/// Serves `app` on `listener` forever, optionally behind TLS.
+/// Serves `app` on `listener` forever, optionally behind TLS. The connections are tasks
+/// of this future: dropping (or aborting) it closes them too, except those already
+/// handed off by an upgrade.
 pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (stream, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (stream, remote) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends are transient; back off instead of spinning.
@@ -69,7 +76,7 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let svc = TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
