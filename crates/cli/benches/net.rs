@@ -21,14 +21,14 @@
 //! runs some parts only).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/lab/mod.rs"]
-mod lab;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::{HOST_A, HOST_B, Lab, Nat, Out};
+use tether_testing::lab::{self, HOST_A, HOST_B, Lab, Nat};
+use tether_testing::{Out, Tether, run_with_input};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// Port of the iperf3 server on the agent's host.
 const IPERF_PORT: u16 = 5201;
@@ -61,7 +61,7 @@ fn in_ns(lab: &Lab, role: &str, program: &str, args: &[&str]) -> Command {
 /// Runs a command to completion within `limit`; panics with its output on failure.
 fn must(cmd: Command, limit: Duration) -> Out {
     let what = format!("{cmd:?}");
-    let out = lab::run_with_input(cmd, b"", limit);
+    let out = run_with_input(cmd, b"", limit);
     assert_eq!(
         out.code, 0,
         "{what} failed:\n{}\n{}",
@@ -73,7 +73,7 @@ fn must(cmd: Command, limit: Duration) -> Out {
 fn nft(lab: &Lab, role: &str, script: &str) {
     let mut c = in_ns(lab, role, "nft", &["-f", "-"]);
     c.stdin(Stdio::piped());
-    let out = lab::run_with_input(c, script.as_bytes(), Duration::from_secs(10));
+    let out = run_with_input(c, script.as_bytes(), Duration::from_secs(10));
     assert_eq!(out.code, 0, "nft failed: {}\n{script}", out.stderr);
 }
 
@@ -162,7 +162,7 @@ fn start_sshd(lab: &Lab, dir: &Path) -> Sshd {
     // Ready when a command runs.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = lab::run_with_input(ssh_cmd(lab, &sshd, &["true"]), b"", Duration::from_secs(20));
+        let out = run_with_input(ssh_cmd(lab, &sshd, &["true"]), b"", Duration::from_secs(20));
         if out.code == 0 {
             return sshd;
         }
@@ -245,7 +245,7 @@ fn iperf(lab: &Lab, host: &str, port: u16, secs: u64, way: Way) -> f64 {
     if way == Way::Down {
         args.push("-R");
     }
-    let out = lab::run_with_input(
+    let out = run_with_input(
         in_ns(lab, HOST_A, "iperf3", &args),
         b"",
         Duration::from_secs(secs + 30),
@@ -288,7 +288,7 @@ fn wait_listening(lab: &Lab, port: u16) {
     let probe =
         format!("import socket; socket.create_connection(('127.0.0.1',{port}),timeout=1).close()");
     loop {
-        let out = lab::run_with_input(
+        let out = run_with_input(
             in_ns(lab, HOST_A, "python3", &["-c", &probe]),
             b"",
             Duration::from_secs(10),
@@ -441,7 +441,12 @@ fn push(rows: &mut Vec<Row>, r: Row) {
 fn main() {
     let secs = env_count("TETHER_BENCH_SECONDS", 5);
     let runs = env_count("TETHER_BENCH_RUNS", 3) as usize;
-    let mut lab = Lab::new("bench", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    let mut lab = Lab::new(
+        TETHER,
+        "bench",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+    );
     let cfg = lab.workspace(&[]);
     expose_tcp(&lab);
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tether_testing::{ServerProcess, Tether};
+
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -18,9 +20,7 @@ impl Drop for Proc {
     }
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tether")
-}
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// A sink that counts bytes until EOF, then answers with the count.
 fn sink() -> (u16, std::thread::JoinHandle<()>) {
@@ -72,39 +72,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000_000);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("cfg");
-    let mut server = Command::new(bin())
-        .args([
-            "server",
-            "--http-address",
-            "127.0.0.1:0",
-            "--stun-address",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("TETHER_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(server.stdout.take().unwrap());
-    let server = Proc(server);
-    // Keep draining the server's stdout so it never writes into a closed pipe.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in out.lines().map_while(Result::ok) {
-            if let Some(u) = line.strip_prefix("tether server listening on ") {
-                let _ = tx.send(u.trim().to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server did not start");
+    // A process of its own, as in production: the relayed legs run through its relay.
+    let mut server_cmd = Command::new(TETHER.bin());
+    server_cmd.env("TETHER_LOG", "warn").stderr(Stdio::null());
+    let server = ServerProcess::spawn(tempfile::tempdir().unwrap(), server_cmd, &[]);
+    let url = server.url.clone();
+    let cfg = server.config_dir("bench");
     let run = |args: &[&str]| {
-        let o = Command::new(bin())
+        let o = Command::new(TETHER.bin())
             .arg("--global-config")
             .arg(&cfg)
             .args(args)
@@ -130,7 +105,7 @@ fn main() {
     let created = run(&["create", "dev"]);
     let token = created.split("--token ").nth(1).unwrap().trim().to_string();
     let _agent = Proc(
-        Command::new(bin())
+        Command::new(TETHER.bin())
             .args(["agent", "--url", &url, "--token", &token])
             .env("TETHER_LOG", "warn")
             .stdout(Stdio::null())
@@ -163,7 +138,7 @@ fn main() {
             .local_addr()
             .unwrap()
             .port();
-        let mut pf = Command::new(bin());
+        let mut pf = Command::new(TETHER.bin());
         pf.arg("--global-config").arg(&cfg).args(extra);
         let mut pf = pf
             .args([
@@ -194,7 +169,7 @@ fn main() {
         drop(pf);
 
         // ssh: stream the bytes into `cat > /dev/null` on the agent, session setup included.
-        let mut ssh = Command::new(bin());
+        let mut ssh = Command::new(TETHER.bin());
         ssh.arg("--global-config").arg(&cfg).args(extra);
         let mut ssh = ssh
             .args(["ssh", "dev", "--", "cat > /dev/null"])

@@ -1,14 +1,12 @@
-//! The real `tether` binary as a browser meets it: login with the session cookie, the
+//! The real server as a browser meets it: login with the session cookie, the
 //! cross-site checks on cookie requests and WebSocket upgrades, logout, the public
 //! deployment facts, and the embedded dashboard with its SPA routes.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, SET_COOKIE};
 use serde_json::{Value, json};
+use tether_testing::{TestServer, free_tcp_port};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PASSWORD: &str = "correct horse battery";

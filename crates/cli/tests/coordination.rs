@@ -2,16 +2,16 @@
 //! silent or vanished peer, DISCONNECTED, agent status in `tether list`, DERP map push.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use tether_key::NodePrivate;
 use tether_proto::coord::{Node, PeerUpdateKind, Request, Response};
+use tether_testing::{CoordConn, TestServer, Tether, node_for, session_token, welcome};
 use uuid::Uuid;
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// A node for peer `id` with a fresh key and home region `derp`.
 fn node(id: Uuid, derp: u32) -> (Node, NodePrivate) {
@@ -26,9 +26,9 @@ fn is_update(r: &Response, id: Uuid, kind: PeerUpdateKind) -> bool {
 #[tokio::test]
 async fn tunnels_nodes_lost_and_status() {
     let srv = TestServer::start(&["--coordinator-lost-after", "1s"]);
-    let alice = first_user(&srv);
-    let agent_token = create_workspace(&alice, "dev");
-    let out = tether(
+    let alice = TETHER.first_user(&srv);
+    let agent_token = TETHER.create_workspace(&alice, "dev");
+    let out = TETHER.run(
         &alice,
         &[
             "users",
@@ -43,7 +43,7 @@ async fn tunnels_nodes_lost_and_status() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let bob = srv.config_dir("bob");
-    let out = tether(
+    let out = TETHER.run(
         &bob,
         &[
             "login",
@@ -69,7 +69,7 @@ async fn tunnels_nodes_lost_and_status() {
     // processed the update; the coordinator does not acknowledge, so poll briefly).
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let list = tether(&alice, &["list"]);
+        let list = TETHER.run(&alice, &["list"]);
         let row: Vec<String> = list
             .stdout
             .lines()
@@ -173,7 +173,7 @@ async fn tunnels_nodes_lost_and_status() {
     drop(agent);
 
     // Status flips to disconnected and keeps the relay it last had.
-    let list = tether(&alice, &["list", "-o", "json"]);
+    let list = TETHER.run(&alice, &["list", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(v[0]["status"], "disconnected");
     assert_eq!(v[0]["relay"]["region_id"], 999);
@@ -226,7 +226,7 @@ async fn tunnels_nodes_lost_and_status() {
     );
 
     // Deleting the workspace revokes the agent token.
-    let out = tether(&alice, &["delete", "dev", "--yes"]);
+    let out = TETHER.run(&alice, &["delete", "dev", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         CoordConn::agent(&srv.url, &agent_token)
@@ -270,7 +270,7 @@ async fn derp_map_url_is_merged_and_changes_are_pushed() {
     let body = Arc::new(Mutex::new(region_json(1, "one")));
     let url = map_server(body.clone());
     let srv = TestServer::start(&["--derp-config-url", &url, "--derp-config-refresh", "300ms"]);
-    let alice = first_user(&srv);
+    let alice = TETHER.first_user(&srv);
     let mut client = CoordConn::client(&srv.url, &session_token(&alice))
         .await
         .unwrap();

@@ -4,16 +4,16 @@
 //! the coordinator forgets loses its relay connection.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use tether_derp::client::{
     Client, ClientConfig, ClientReceiver, ClientSender, Received, Transport,
 };
 use tether_key::{NodePrivate, NodePublic};
 use tether_proto::coord::{Request, Response};
+use tether_testing::{CoordConn, TestServer, Tether, node_for, session_token, welcome};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 const PACKETS: u32 = 10_000;
 /// Packets in flight: below the relay's 32-packet per-client queue, so nothing is dropped.
@@ -94,8 +94,8 @@ async fn relay_between_registered_keys_only() {
     // The test's coordinator sockets are not read while packets flow, so they answer no
     // heartbeats; a long LOST bound keeps a slow (loaded) run from losing its keys.
     let srv = TestServer::start(&["--coordinator-lost-after", "600s"]);
-    let alice = first_user(&srv);
-    let agent_token = create_workspace(&alice, "dev");
+    let alice = TETHER.first_user(&srv);
+    let agent_token = TETHER.create_workspace(&alice, "dev");
 
     // Register both keys through the coordinator.
     let agent_key = NodePrivate::generate();

@@ -1,14 +1,15 @@
 //! The NAT lab: real `tether` processes in network namespaces behind nftables NAT
-//! (see `lab/mod.rs` for the topology). Needs root, `ip` (iproute2) and `nft` (nftables);
+//! (see `tether_testing::lab` for the topology). Needs root, `ip` (iproute2) and `nft` (nftables);
 //! without them the tests fail and say what to install.
 #![allow(clippy::unwrap_used)]
-
-mod lab;
 
 use std::path::Path;
 use std::time::Duration;
 
-use lab::{HOST_A, HOST_B, Lab, Nat, elapsed, first_after, now_of_day, strip_ansi};
+use tether_testing::Tether;
+use tether_testing::lab::{HOST_A, HOST_B, Lab, Nat, elapsed, first_after, now_of_day, strip_ansi};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// How long the agent's path may take to become direct after it learned of the client
 /// (the bound). Milliseconds in practice: whichever side's first ping is dropped
@@ -149,7 +150,7 @@ fn assert_mapping_varies(lab: &Lab, role: &str, cfg: &Path, varies: bool) {
 /// Hard NAT on site A (against `site_b`) keeps the session relayed, and it works.
 /// `tether ping` names the side(s) behind a hard NAT.
 fn hard_nat_stays_relayed(tag: &str, site_b: Nat, scenario: &str) {
-    let mut lab = Lab::new(tag, Nat::Symmetric, site_b);
+    let mut lab = Lab::new(TETHER, tag, Nat::Symmetric, site_b);
     let cfg = lab.workspace(&[]);
     ssh_echo_works(&lab, &cfg);
     let log = long_session(&lab, &cfg);
@@ -171,7 +172,12 @@ fn hard_nat_stays_relayed(tag: &str, site_b: Nat, scenario: &str) {
 
 #[test]
 fn both_port_restricted_cone_goes_direct() {
-    let mut lab = Lab::new("cone", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    let mut lab = Lab::new(
+        TETHER,
+        "cone",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+    );
     let cfg = lab.workspace(&[]);
     assert_mapping_varies(&lab, HOST_A, &cfg, false);
     ssh_echo_works(&lab, &cfg);
@@ -200,7 +206,7 @@ fn both_port_restricted_cone_goes_direct() {
 
 #[test]
 fn udp_dropped_at_site_a_stays_relayed() {
-    let mut lab = Lab::new("noudp", Nat::UdpDropped, Nat::PortRestrictedCone);
+    let mut lab = Lab::new(TETHER, "noudp", Nat::UdpDropped, Nat::PortRestrictedCone);
     let cfg = lab.workspace(&[]);
     ssh_echo_works(&lab, &cfg);
     let log = long_session(&lab, &cfg);
@@ -220,7 +226,12 @@ fn udp_dropped_at_site_a_stays_relayed() {
 
 #[test]
 fn server_blocking_direct_connections_stays_relayed() {
-    let mut lab = Lab::new("block", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    let mut lab = Lab::new(
+        TETHER,
+        "block",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+    );
     let cfg = lab.workspace(&["--block-direct-connections"]);
     ssh_echo_works(&lab, &cfg);
     let log = long_session(&lab, &cfg);
@@ -242,7 +253,7 @@ fn server_blocking_direct_connections_stays_relayed() {
 /// both see the same. (The port-restricted cone: `both_port_restricted_cone_goes_direct`.)
 #[test]
 fn netcheck_tells_symmetric_from_cone() {
-    let mut lab = Lab::new("kinds", Nat::Symmetric, Nat::FullCone);
+    let mut lab = Lab::new(TETHER, "kinds", Nat::Symmetric, Nat::FullCone);
     let url = lab.start_server(&[]);
     let cfg = lab.login(&url);
     assert_mapping_varies(&lab, HOST_A, &cfg, true);
@@ -252,7 +263,7 @@ fn netcheck_tells_symmetric_from_cone() {
 
 #[test]
 fn symmetric_to_full_cone_goes_direct() {
-    let mut lab = Lab::new("symfull", Nat::Symmetric, Nat::FullCone);
+    let mut lab = Lab::new(TETHER, "symfull", Nat::Symmetric, Nat::FullCone);
     let cfg = lab.workspace(&[]);
     ssh_echo_works(&lab, &cfg);
     let log = long_session(&lab, &cfg);
@@ -293,7 +304,12 @@ const CUT_FOR: Duration = Duration::from_secs(8);
 /// flows again.
 #[test]
 fn direct_path_cut_mid_session_falls_back_and_returns() {
-    let mut lab = Lab::new("cut", Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    let mut lab = Lab::new(
+        TETHER,
+        "cut",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+    );
     let cfg = lab.workspace(&[]);
     let count =
         format!("i=1; while [ $i -le {CUT_LINES} ]; do echo $i; i=$((i+1)); sleep 0.02; done");
@@ -369,7 +385,7 @@ fn direct_path_cut_mid_session_falls_back_and_returns() {
 /// find each other through their interface addresses.
 #[test]
 fn same_lan_without_stun_goes_direct() {
-    let mut lab = Lab::same_lan("lan");
+    let mut lab = Lab::same_lan(TETHER, "lan");
     let cfg = lab.workspace(&[
         "--stun-address",
         "disable",

@@ -2,15 +2,15 @@
 //! loopback, and hard-NAT detection with two extra STUN servers the test runs.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{TestServer, first_user, tether};
 use serde_json::Value;
+use tether_testing::{TestServer, Tether};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// Runs `tether netcheck` and parses its JSON.
 fn netcheck(srv: &TestServer) -> Value {
-    let cfg = first_user(srv);
-    let out = tether(&cfg, &["netcheck"]);
+    let cfg = TETHER.first_user(srv);
+    let out = TETHER.run(&cfg, &["netcheck"]);
     assert_eq!(out.code, 0, "netcheck failed: {}", out.stderr);
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("netcheck printed no JSON ({e}): {}", out.stdout))

@@ -3,9 +3,9 @@
 //! relayed and the verdict names the server as the reason.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use tether_testing::Tether;
 
-use common::*;
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 fn pong_lines(stdout: &str) -> Vec<&str> {
     stdout
@@ -16,8 +16,8 @@ fn pong_lines(stdout: &str) -> Vec<&str> {
 
 #[test]
 fn ping_on_loopback_goes_p2p() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let out = tether(&cfg, &["ping", "dev", "-n", "5"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let out = TETHER.run(&cfg, &["ping", "dev", "-n", "5"]);
     println!("{}", out.stdout);
     assert_eq!(
         out.code, 0,
@@ -68,8 +68,8 @@ fn ping_on_loopback_goes_p2p() {
 
 #[test]
 fn ping_with_direct_blocked_by_the_server_stays_on_derp_and_says_why() {
-    let (_srv, cfg, _agent) = dev_workspace(&["--block-direct-connections"]);
-    let out = tether(&cfg, &["ping", "dev", "-n", "3", "-t", "5s"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&["--block-direct-connections"]);
+    let out = TETHER.run(&cfg, &["ping", "dev", "-n", "3", "-t", "5s"]);
     println!("{}", out.stdout);
     assert_eq!(
         out.code, 0,
@@ -102,8 +102,8 @@ fn ping_with_direct_blocked_by_the_server_stays_on_derp_and_says_why() {
 
 #[test]
 fn ping_with_direct_disabled_on_the_client_names_the_client() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let out = tether(
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let out = TETHER.run(
         &cfg,
         &[
             "ping",
@@ -133,8 +133,8 @@ fn ping_with_direct_disabled_on_the_client_names_the_client() {
 
 #[test]
 fn ping_an_unknown_workspace_fails() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let out = tether(&cfg, &["ping", "nope", "-n", "1"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let out = TETHER.run(&cfg, &["ping", "nope", "-n", "1"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
 }

@@ -1,24 +1,25 @@
 //! The real `tether` binary: first user, users, workspaces, tokens, health, start-up errors.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use tether_proto::coord::{Request, Response};
+use tether_testing::{CoordConn, ServerProcess, TestServer, Tether, session_token};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 #[test]
 fn first_user_workspaces_and_list() {
-    let srv = TestServer::start(&[]);
+    // The binary itself, for its banner.
+    let srv = TETHER.server_process(&[]);
+    let banner = srv.banner();
     assert!(
-        srv.banner
+        banner
             .iter()
             .any(|l| l.contains(&format!("tether login {}", srv.url))),
-        "{:?}",
-        srv.banner
+        "{banner:?}"
     );
-    let cfg = first_user(&srv);
+    let cfg = TETHER.first_user(&srv);
 
     // The token is stored with mode 0600.
     #[cfg(unix)]
@@ -31,7 +32,7 @@ fn first_user_workspaces_and_list() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    let out = tether(&cfg, &["create", "dev"]);
+    let out = TETHER.run(&cfg, &["create", "dev"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout
@@ -40,7 +41,7 @@ fn first_user_workspaces_and_list() {
         out.stdout
     );
 
-    let out = tether(&cfg, &["create", "Bad_Name"]);
+    let out = TETHER.run(&cfg, &["create", "Bad_Name"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("Invalid workspace name \"Bad_Name\""),
@@ -48,7 +49,7 @@ fn first_user_workspaces_and_list() {
         out.stderr
     );
 
-    let out = tether(&cfg, &["create", "dev"]);
+    let out = TETHER.run(&cfg, &["create", "dev"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("already has a workspace named dev"),
@@ -56,7 +57,7 @@ fn first_user_workspaces_and_list() {
         out.stderr
     );
 
-    let out = tether(&cfg, &["list"]);
+    let out = TETHER.run(&cfg, &["list"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
@@ -68,18 +69,18 @@ fn first_user_workspaces_and_list() {
         ["dev", "disconnected", "never", "-"]
     );
 
-    let out = tether(&cfg, &["list", "-o", "json"]);
+    let out = TETHER.run(&cfg, &["list", "-o", "json"]);
     let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(list[0]["name"], "dev");
     assert_eq!(list[0]["status"], "disconnected");
 
     // Deleting needs confirmation without a terminal, then works with --yes.
-    let out = tether(&cfg, &["delete", "dev"]);
+    let out = TETHER.run(&cfg, &["delete", "dev"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
-    let out = tether(&cfg, &["delete", "dev", "--yes"]);
+    let out = TETHER.run(&cfg, &["delete", "dev", "--yes"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = tether(&cfg, &["delete", "dev", "--yes"]);
+    let out = TETHER.run(&cfg, &["delete", "dev", "--yes"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("no workspace named \"dev\""),
@@ -89,9 +90,9 @@ fn first_user_workspaces_and_list() {
 
     // Logout revokes the token on the server.
     let token = session_token(&cfg);
-    let out = tether(&cfg, &["logout"]);
+    let out = TETHER.run(&cfg, &["logout"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = tether_env(
+    let out = TETHER.run_env(
         &cfg,
         &["list"],
         &[("TETHER_URL", &srv.url), ("TETHER_SESSION_TOKEN", &token)],
@@ -100,11 +101,117 @@ fn first_user_workspaces_and_list() {
     assert!(out.stderr.contains("invalid or expired"), "{}", out.stderr);
 }
 
+/// The binary's `--ready-file` names what it bound, the same addresses its banner
+/// prints, and the server answers once it is there.
+#[test]
+fn ready_file_names_every_bound_address() {
+    let srv = TETHER.server_process(&[]);
+    let ready = &srv.ready;
+    let banner = srv.banner();
+    let printed = |prefix: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {banner:?}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        ready.http_address.to_string(),
+        printed("tether server listening on http://")
+    );
+    let stun = ready.stun_address.expect("the built-in STUN server runs");
+    assert_eq!(stun.to_string(), printed("STUN:        built in, udp "));
+    assert_eq!(
+        ready.url.as_str(),
+        format!("http://{}/", ready.http_address)
+    );
+    assert_eq!(ready.tls_address, None);
+    assert_eq!(ready.data_dir, srv.dir.path().join("data"));
+    assert_eq!(ready.pid, srv.pid());
+    assert_eq!(ready.version, env!("CARGO_PKG_VERSION"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let health = rt.block_on(async {
+        reqwest::get(format!("{}/healthz", srv.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert_eq!(health, "OK");
+}
+
+/// `TETHER_READY_FILE` works like the flag; a file left by an earlier run is replaced,
+/// never read as this run's; STUN turned off shows as `null`; and a ready file that
+/// cannot be written stops the server with one sentence.
+#[test]
+fn ready_file_from_the_environment_replaces_a_stale_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ready.json");
+    std::fs::write(&path, "{\"stale\": true}").unwrap();
+    let mut child = std::process::Command::new(TETHER.bin())
+        .args([
+            "server",
+            "--http-address",
+            "127.0.0.1:0",
+            "--stun-address",
+            "disable",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("TETHER_READY_FILE", &path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = tether_testing::wait_ready_file(&path, &mut child, Duration::from_secs(30));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(ready.stun_address, None);
+    assert_eq!(ready.pid, child.id());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for key in [
+        "url",
+        "http_address",
+        "tls_address",
+        "stun_address",
+        "data_dir",
+        "pid",
+        "version",
+    ] {
+        assert!(json.get(key).is_some(), "no {key} in {json}");
+    }
+    assert!(json["stun_address"].is_null(), "{json}");
+
+    let out = std::process::Command::new(TETHER.bin())
+        .args([
+            "server",
+            "--http-address",
+            "127.0.0.1:0",
+            "--stun-address",
+            "disable",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--ready-file")
+        .arg(dir.path().join("no-such-dir").join("ready.json"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("could not write the ready file") && err.contains("--ready-file"),
+        "{err}"
+    );
+}
+
 #[test]
 fn users_second_login_and_admin_only() {
     let srv = TestServer::start(&[]);
-    let alice = first_user(&srv);
-    let out = tether(
+    let alice = TETHER.first_user(&srv);
+    let out = TETHER.run(
         &alice,
         &[
             "users",
@@ -121,7 +228,7 @@ fn users_second_login_and_admin_only() {
 
     // A second first-user attempt logs in instead (and fails with the wrong password).
     let bob = srv.config_dir("bob");
-    let out = tether(
+    let out = TETHER.run(
         &bob,
         &[
             "login",
@@ -138,7 +245,7 @@ fn users_second_login_and_admin_only() {
         "{}",
         out.stderr
     );
-    let out = tether(
+    let out = TETHER.run(
         &bob,
         &[
             "login",
@@ -152,7 +259,7 @@ fn users_second_login_and_admin_only() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // Bob is not an admin.
-    let out = tether(
+    let out = TETHER.run(
         &bob,
         &[
             "users",
@@ -169,7 +276,7 @@ fn users_second_login_and_admin_only() {
     assert!(out.stderr.contains("Only an admin"), "{}", out.stderr);
 
     // Without a terminal, missing login fields are named, never prompted for.
-    let out = tether(&srv.config_dir("nobody"), &["login", &srv.url]);
+    let out = TETHER.run(&srv.config_dir("nobody"), &["login", &srv.url]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("--username is required"),
@@ -181,7 +288,7 @@ fn users_second_login_and_admin_only() {
 #[tokio::test]
 async fn http_errors_are_clear() {
     let srv = TestServer::start(&[]);
-    let cfg = first_user(&srv);
+    let cfg = TETHER.first_user(&srv);
     let token = session_token(&cfg);
     let http = reqwest::Client::new();
 
@@ -286,7 +393,7 @@ fn unreachable_server_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let start = std::time::Instant::now();
-    let out = tether_env(
+    let out = TETHER.run_env(
         dir.path(),
         &["list"],
         &[("TETHER_URL", &url), ("TETHER_SESSION_TOKEN", "x")],
@@ -299,7 +406,7 @@ fn unreachable_server_fails_fast() {
         out.stderr
     );
     assert!(start.elapsed() < Duration::from_secs(30));
-    let out = tether(dir.path(), &["list"]);
+    let out = TETHER.run(dir.path(), &["list"]);
     assert!(
         out.stderr.contains("you are not logged in"),
         "{}",
@@ -313,7 +420,7 @@ fn startup_refusals_are_one_sentence() {
     let port = busy.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
+        let out = std::process::Command::new(TETHER.bin())
             .args(["server", "--data-dir"])
             .arg(dir.path())
             .args(args)
@@ -349,8 +456,8 @@ fn startup_refusals_are_one_sentence() {
 #[tokio::test]
 async fn coordinator_version_and_tokens() {
     let srv = TestServer::start(&[]);
-    let cfg = first_user(&srv);
-    let token = create_workspace(&cfg, "dev");
+    let cfg = TETHER.first_user(&srv);
+    let token = TETHER.create_workspace(&cfg, "dev");
 
     let refused = CoordConn::agent(&srv.url, "wrong-token")
         .await
@@ -400,9 +507,9 @@ async fn coordinator_version_and_tokens() {
 /// Needs root (it mounts a small tmpfs in a mount namespace of the server's own).
 #[test]
 fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
-    let srv = TestServer::start_on_tmpfs("8m", &[]);
-    let cfg = first_user(&srv);
-    create_workspace(&cfg, "before");
+    let srv = ServerProcess::start_on_tmpfs(TETHER, "8m", &[]);
+    let cfg = TETHER.first_user(&srv);
+    TETHER.create_workspace(&cfg, "before");
 
     // Fill the server's disk.
     let filler = srv.data_dir_seen_by_server().join("filler");
@@ -420,7 +527,7 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
     let mut made = vec!["before".to_string()];
     let failed = (0..50).find_map(|i| {
         let name = format!("full-{i}");
-        let out = tether(&cfg, &["create", &name]);
+        let out = TETHER.run(&cfg, &["create", &name]);
         if out.code == 0 {
             made.push(name);
             None
@@ -437,7 +544,7 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
 
     // Reads and everything stored before still work.
     let list = |cfg: &std::path::Path| -> Vec<String> {
-        let out = tether(cfg, &["list", "-o", "json"]);
+        let out = TETHER.run(cfg, &["list", "-o", "json"]);
         assert_eq!(out.code, 0, "list failed: {}", out.stderr);
         let v: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
         let mut names: Vec<String> = v
@@ -456,7 +563,7 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
 
     // With room again, writes work again and nothing was lost.
     std::fs::remove_file(&filler).unwrap();
-    create_workspace(&cfg, "after");
+    TETHER.create_workspace(&cfg, "after");
     made.push("after".into());
     made.sort();
     assert_eq!(list(&cfg), made);

@@ -4,18 +4,18 @@
 //! blocks direct connections while the relayed test still works.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::Value;
+use tether_testing::{Out, Tether};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// Runs `tether speedtest dev ARGS…` and insists it succeeded.
 fn speedtest(cfg: &std::path::Path, args: &[&str]) -> Out {
     let mut all = vec!["speedtest", "dev"];
     all.extend_from_slice(args);
-    let out = tether(cfg, &all);
+    let out = TETHER.run(cfg, &all);
     println!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(
         out.code, 0,
@@ -119,7 +119,7 @@ fn check_json(stdout: &str, seconds: f64) -> Value {
 
 #[test]
 fn download_json_rows_add_up() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let out = speedtest(&cfg, &["-t", "2s", "-o", "json"]);
     assert!(
         out.stderr.contains("Starting a 2s download test..."),
@@ -131,7 +131,7 @@ fn download_json_rows_add_up() {
 
 #[test]
 fn upload_json_rows_add_up_to_the_agents_count() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let out = speedtest(&cfg, &["--direction", "up", "-t", "2s", "-o", "json"]);
     assert!(
         out.stderr.contains("Starting a 2s upload test..."),
@@ -192,7 +192,7 @@ fn check_table(stdout: &str, seconds: usize) {
 
 #[test]
 fn table_output_has_the_coder_format() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let out = speedtest(&cfg, &["-t", "2s"]);
     check_table(&out.stdout, 2);
     let up = speedtest(&cfg, &["-t", "2s", "--direction", "up", "-o", "table"]);
@@ -201,7 +201,7 @@ fn table_output_has_the_coder_format() {
 
 #[test]
 fn direct_flag_waits_for_a_p2p_path_on_loopback() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let out = speedtest(&cfg, &["-d", "-t", "1s"]);
     let first = out.stdout.lines().next().unwrap();
     assert!(is_path_line(first), "{first:?}");
@@ -211,9 +211,9 @@ fn direct_flag_waits_for_a_p2p_path_on_loopback() {
 
 #[test]
 fn direct_flag_fails_fast_with_the_reason_when_the_server_blocks_direct() {
-    let (_srv, cfg, _agent) = dev_workspace(&["--block-direct-connections"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&["--block-direct-connections"]);
     let started = Instant::now();
-    let out = tether(&cfg, &["speedtest", "dev", "-d", "-t", "1s"]);
+    let out = TETHER.run(&cfg, &["speedtest", "dev", "-d", "-t", "1s"]);
     let took = started.elapsed();
     println!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_ne!(out.code, 0, "{}", out.stdout);
@@ -235,7 +235,7 @@ fn direct_flag_fails_fast_with_the_reason_when_the_server_blocks_direct() {
 #[test]
 fn out_of_range_time_is_refused_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
-    let out = tether(dir.path(), &["speedtest", "dev", "-t", "6m"]);
+    let out = TETHER.run(dir.path(), &["speedtest", "dev", "-t", "6m"]);
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("must be between 1ms and 5m"),

@@ -3,49 +3,37 @@
 //! built-in relay with WireGuard between the CLI and the agent.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
-use sha2::{Digest, Sha256};
+use tether_testing::checksum::sha256_file;
+use tether_testing::{AgentProcess, TestServer, Tether, free_tcp_port, run_with_input};
 
-fn sha256_file(p: &Path) -> String {
-    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
-}
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
-fn setup() -> (TestServer, std::path::PathBuf, String, Agent) {
+fn setup() -> (TestServer, std::path::PathBuf, String, AgentProcess) {
     let srv = TestServer::start(&[]);
-    let cfg = first_user(&srv);
-    let token = create_workspace(&cfg, "dev");
-    let agent = Agent::start(&srv.url, &token);
-    wait_connected(&cfg, "dev", Duration::from_secs(20));
+    let cfg = TETHER.first_user(&srv);
+    let token = TETHER.create_workspace(&cfg, "dev");
+    let agent = TETHER.agent(&srv.url, &token);
+    TETHER.wait_connected(&cfg, "dev", Duration::from_secs(20));
     (srv, cfg, token, agent)
-}
-
-fn tether_cmd(cfg: &Path) -> Command {
-    let mut c = Command::new(bin());
-    c.arg("--global-config").arg(cfg);
-    c.env_remove("TETHER_URL")
-        .env_remove("TETHER_SESSION_TOKEN");
-    c
 }
 
 #[test]
 fn ssh_commands_exit_status_and_stdin() {
     let (_srv, cfg, _token, _agent) = setup();
-    let out = tether(&cfg, &["ssh", "dev", "--", "echo", "hi"]);
+    let out = TETHER.run(&cfg, &["ssh", "dev", "--", "echo", "hi"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (0, "hi\n"),
         "{}",
         out.stderr
     );
-    let out = tether(&cfg, &["ssh", "dev", "--", "sh", "-c", "exit 3"]);
+    let out = TETHER.run(&cfg, &["ssh", "dev", "--", "sh", "-c", "exit 3"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    let mut c = tether_cmd(&cfg);
+    let mut c = TETHER.command(&cfg);
     c.args(["ssh", "dev", "--", "cat"]);
     let out = run_with_input(c, b"data\n", Duration::from_secs(60));
     assert_eq!(
@@ -55,7 +43,7 @@ fn ssh_commands_exit_status_and_stdin() {
         out.stderr
     );
     // stdout and stderr stay apart; env reaches the command.
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "ssh",
@@ -79,7 +67,7 @@ fn openssh_via_config_ssh_scp_and_sftp() {
     let (srv, cfg, _token, _agent) = setup();
     let ssh_config = srv.dir.path().join("ssh_config");
     std::fs::write(&ssh_config, "Host other\n\tUser nobody\n").unwrap();
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "config-ssh",
@@ -96,7 +84,7 @@ fn openssh_via_config_ssh_scp_and_sftp() {
         "{written}"
     );
     // Idempotent.
-    tether(
+    TETHER.run(
         &cfg,
         &[
             "config-ssh",
@@ -222,7 +210,7 @@ fn interactive_pty_resize_and_ctrl_d() {
         &script,
         format!(
             "#!/bin/sh\nexport PS1='$ '\n'{}' --global-config '{}' ssh dev\necho $? > '{}'\nsleep 30\n",
-            bin(),
+            TETHER.bin(),
             cfg.display(),
             status.display()
         ),
@@ -315,7 +303,8 @@ fn port_forward_http_server() {
         .spawn()
         .unwrap();
     let local = free_tcp_port();
-    let mut pf = tether_cmd(&cfg)
+    let mut pf = TETHER
+        .command(&cfg)
         .args([
             "port-forward",
             "dev",
@@ -378,14 +367,16 @@ fn port_forward_http_server() {
 fn agent_restart_and_server_gone() {
     let (mut srv, cfg, token, agent) = setup();
     assert_eq!(
-        tether(&cfg, &["ssh", "dev", "--", "echo", "one"]).stdout,
+        TETHER
+            .run(&cfg, &["ssh", "dev", "--", "echo", "one"])
+            .stdout,
         "one\n"
     );
     agent.kill();
     // While it is gone, ssh says so promptly.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = tether(&cfg, &["ssh", "dev", "--", "true"]);
+        let out = TETHER.run(&cfg, &["ssh", "dev", "--", "true"]);
         if out.stderr.contains("agent is not connected; last seen") {
             break;
         }
@@ -396,10 +387,10 @@ fn agent_restart_and_server_gone() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _agent = Agent::start(&srv.url, &token);
+    let _agent = TETHER.agent(&srv.url, &token);
     let restarted = Instant::now();
     loop {
-        let out = tether(&cfg, &["ssh", "dev", "--", "echo", "two"]);
+        let out = TETHER.run(&cfg, &["ssh", "dev", "--", "echo", "two"]);
         if out.code == 0 && out.stdout == "two\n" {
             break;
         }
@@ -416,7 +407,7 @@ fn agent_restart_and_server_gone() {
     );
     srv.stop();
     let start = Instant::now();
-    let out = tether(&cfg, &["ssh", "dev", "--", "true"]);
+    let out = TETHER.run(&cfg, &["ssh", "dev", "--", "true"]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("could not reach the tether server"),
@@ -447,7 +438,8 @@ fn port_forward_udp_echo() {
         .local_addr()
         .unwrap()
         .port();
-    let mut pf = tether_cmd(&cfg)
+    let mut pf = TETHER
+        .command(&cfg)
         .args([
             "port-forward",
             "dev",

@@ -2,12 +2,12 @@
 //! built-in STUN server answering a stock client (coturn's `turnutils_stunclient`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use tether_testing::{CoordConn, TestServer, Tether, node_for, session_token};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let cert = dir.join("cert.pem");
@@ -54,13 +54,7 @@ async fn https_serves_the_api_and_the_relay() {
         "--tls-key-file",
         key.to_str().unwrap(),
     ]);
-    let https = srv
-        .banner
-        .iter()
-        .find_map(|l| l.strip_prefix("tether server listening on https://"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let https = srv.tls_address().unwrap().to_string();
     // The certificate is self-signed (and marked CA by openssl's defaults), so skip
     // verification; what is tested is that the server speaks TLS with it.
     let client = reqwest::Client::builder()
@@ -78,8 +72,8 @@ async fn https_serves_the_api_and_the_relay() {
     assert_eq!(body, "OK");
 
     // The relay over TLS, with a key registered through the coordinator (also over TLS).
-    let alice = first_user(&srv);
-    let agent_token = create_workspace(&alice, "dev");
+    let alice = TETHER.first_user(&srv);
+    let agent_token = TETHER.create_workspace(&alice, "dev");
     let mut agent = CoordConn::agent(&srv.url, &agent_token).await.unwrap();
     let tether_proto::coord::Response::Welcome { id, .. } = agent.recv().await else {
         panic!("welcome")
@@ -111,7 +105,7 @@ async fn https_serves_the_api_and_the_relay() {
     // A bad key file is one sentence.
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not pem").unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(TETHER.bin())
         .args([
             "server",
             "--http-address",
@@ -137,10 +131,50 @@ async fn https_serves_the_api_and_the_relay() {
     );
 }
 
+/// The binary's `--ready-file` names the HTTPS address its banner prints, and the
+/// server speaks TLS there.
+#[tokio::test]
+async fn ready_file_names_the_https_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let srv = TETHER.server_process(&[
+        "--tls-address",
+        "127.0.0.1:0",
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+    ]);
+    let https = srv
+        .ready
+        .tls_address
+        .expect("a TLS address in the ready file");
+    let banner = srv.banner();
+    assert!(
+        banner
+            .iter()
+            .any(|l| l == &format!("tether server listening on https://{https}")),
+        "{banner:?}"
+    );
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let body = client
+        .get(format!("https://{https}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "OK");
+}
+
 #[tokio::test]
 async fn policy_flags_reach_clients_and_health() {
     let srv = TestServer::start(&["--derp-force-websockets", "--block-direct-connections"]);
-    let cfg = first_user(&srv);
+    let cfg = TETHER.first_user(&srv);
     let info: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/v2/tailnet/connection", srv.url))
         .header("Tether-Session-Token", session_token(&cfg))
@@ -178,13 +212,7 @@ async fn policy_flags_reach_clients_and_health() {
 #[test]
 fn builtin_stun_answers_turnutils_stunclient() {
     let srv = TestServer::start(&[]);
-    let stun = srv
-        .banner
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("STUN:        built in, udp "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let stun = srv.stun_address().unwrap().to_string();
     let (host, port) = stun.rsplit_once(':').unwrap();
     let child = Command::new("turnutils_stunclient")
         .args(["-p", port, host])

@@ -13,91 +13,16 @@
 //! Everything lives inside namespaces named `tlab<pid><tag>-<role>`; the host's own
 //! interfaces, routes and firewall are never touched. [`Lab`] kills the processes it
 //! started and deletes its namespaces on drop, also when a test panics.
-#![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod log;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-// The process helpers of the other CLI tests (the lab is also compiled into the net
-// benchmark, which has no `common` of its own).
-#[path = "../common/mod.rs"]
-mod common;
-pub use common::{Out, bin, run_with_input};
+pub use log::{elapsed, first, first_after, now_of_day, strip_ansi, timestamp};
 
-/// Removes ANSI escape sequences (in case the log is colored anyway).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Seconds since midnight of a tracing log line (`2026-01-02T03:04:05.678901Z  INFO …`).
-pub fn timestamp(line: &str) -> Option<f64> {
-    let time = line.split_whitespace().next()?.split('T').nth(1)?;
-    let time = time.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let s: f64 = parts.next()?.parse().ok()?;
-    Some(h * 3600.0 + m * 60.0 + s)
-}
-
-/// The time and text of the first log line containing every one of `what`.
-pub fn first(log: &str, what: &[&str]) -> Option<(f64, String)> {
-    log.lines()
-        .find(|l| what.iter().all(|w| l.contains(w)))
-        .and_then(|l| Some((timestamp(l)?, l.to_string())))
-}
-
-/// Seconds from the first line matching `from` to the first matching `to`, and the
-/// second line.
-pub fn elapsed(log: &str, from: &[&str], to: &[&str]) -> Option<(f64, String)> {
-    let (start, _) = first(log, from)?;
-    let (end, line) = first(log, to)?;
-    let mut took = end - start;
-    if took < -43_200.0 {
-        took += 86_400.0; // across midnight
-    }
-    Some((took, line))
-}
-
-/// Seconds since midnight UTC now, as [`timestamp`] reads log lines.
-pub fn now_of_day() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        % 86_400.0
-}
-
-/// The first line at or after `since` (seconds of day) containing `what`, and how long
-/// after `since` it was logged.
-pub fn first_after(log: &str, since: f64, what: &str) -> Option<(f64, String)> {
-    log.lines().filter(|l| l.contains(what)).find_map(|l| {
-        let mut took = timestamp(l)? - since;
-        if took < -43_200.0 {
-            took += 86_400.0; // across midnight
-        }
-        (took >= 0.0).then(|| (took, l.to_string()))
-    })
-}
+use crate::{Out, Tether, run_with_input, wait_ready_file};
 
 /// The server's address on the lab internet.
 pub const SERVER_IP: &str = "198.18.0.1";
@@ -284,6 +209,7 @@ fn remove_stale() {
 
 /// A built lab; dropping it tears everything down.
 pub struct Lab {
+    tether: Tether,
     prefix: String,
     namespaces: Vec<String>,
     /// Every started process, by name; killed on drop.
@@ -311,12 +237,13 @@ const CUT_UDP: &str = "table ip cut {
 ";
 
 impl Lab {
-    /// Builds the topology with NAT kinds for site A and site B. `tag` keeps the names
-    /// of tests in one process apart.
-    pub fn new(tag: &str, site_a: Nat, site_b: Nat) -> Self {
+    /// Builds the topology with NAT kinds for site A and site B, to run the `tether`
+    /// binary in. `tag` keeps the names of tests in one process apart.
+    pub fn new(tether: Tether, tag: &str, site_a: Nat, site_b: Nat) -> Self {
         require_tools();
         remove_stale();
         let mut lab = Self {
+            tether,
             prefix: format!("tlab{}{tag}", std::process::id()),
             namespaces: Vec::new(),
             children: Vec::new(),
@@ -363,8 +290,13 @@ impl Lab {
     /// Like [`Lab::new`] with both sites port-restricted cones, plus [`HOST_A2`] on
     /// site A's LAN, where [`Lab::workspace`] then runs the agent: client and agent on
     /// one LAN.
-    pub fn same_lan(tag: &str) -> Self {
-        let mut lab = Self::new(tag, Nat::PortRestrictedCone, Nat::PortRestrictedCone);
+    pub fn same_lan(tether: Tether, tag: &str) -> Self {
+        let mut lab = Self::new(
+            tether,
+            tag,
+            Nat::PortRestrictedCone,
+            Nat::PortRestrictedCone,
+        );
         lab.add_lan_host(1, HOST_A2, 3);
         lab.agent_host = HOST_A2;
         lab
@@ -431,7 +363,7 @@ impl Lab {
     /// `ip netns exec NS tether --global-config CFG ARGS…`, with a clean environment.
     pub fn tether_cmd(&self, role: &str, cfg: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(role), bin()])
+        c.args(["netns", "exec", &self.ns(role), self.tether.bin()])
             .arg("--global-config")
             .arg(cfg)
             .args(args);
@@ -494,35 +426,28 @@ impl Lab {
         if !extra.contains(&"--stun-address") {
             args.extend(["--stun-address", &stun]);
         }
+        let ready_file = self.dir.path().join(format!("{name}.ready.json"));
+        let ready_arg = ready_file.display().to_string();
+        args.extend(["--ready-file", &ready_arg]);
         args.extend_from_slice(extra);
-        let mut child = self
+        let stdout = std::fs::File::create(self.dir.path().join(format!("{name}.out"))).unwrap();
+        let child = self
             .tether_cmd("inet", &cfg, &args)
             .env("TETHER_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        // Registered first, so a server that never gets ready is still killed.
         self.children.push((name.to_string(), child));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut banner = Vec::new();
-        while !banner.iter().any(|l: &String| l.contains("tether login")) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => banner.push(line),
-                Err(_) => panic!("the lab server {name} did not become ready; printed: {banner:?}"),
-            }
-        }
+        let (_, child) = self.children.last_mut().unwrap();
+        let ready = wait_ready_file(&ready_file, child, Duration::from_secs(30));
+        assert_eq!(
+            ready.url.as_str().trim_end_matches('/'),
+            url,
+            "the lab server {name} has another access URL"
+        );
         url
     }
 
