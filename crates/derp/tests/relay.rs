@@ -1,12 +1,9 @@
 //! End-to-end relay tests against a real HTTP server on 127.0.0.1:0.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use tether_derp::client::{
     Client, ClientConfig, ClientError, ClientReceiver, ClientSender, Event, Received,
     ReconnectingClient, Transport,
@@ -14,6 +11,9 @@ use tether_derp::client::{
 use tether_derp::frame::{self, ClientInfo, DISCO_MAGIC, Frame, FrameDecoder, PeerGoneReason};
 use tether_derp::server::{AllowAll, Server, ServerConfig};
 use tether_key::{NodePrivate, NodePublic};
+use tether_testing::relay::{
+    Relay, WAIT, connect, next_packet, raw_upgrade, read_head, serve_router, start, start_with,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -78,7 +78,7 @@ async fn exchange(
 type Half = (ClientSender, ClientReceiver, NodePublic);
 
 /// Two clients; `ws` forces WebSocket, and `want` is the transport they must end up on.
-async fn pair_via(srv: &TestServer, ws: bool, want: Transport) -> (Half, Half) {
+async fn pair_via(srv: &Relay, ws: bool, want: Transport) -> (Half, Half) {
     let (ka, kb) = (NodePrivate::generate(), NodePrivate::generate());
     let a = connect(srv, &ka, ws).await;
     let b = connect(srv, &kb, ws).await;
@@ -90,7 +90,7 @@ async fn pair_via(srv: &TestServer, ws: bool, want: Transport) -> (Half, Half) {
     ((at, ar, ka.public()), (bt, br, kb.public()))
 }
 
-async fn pair(srv: &TestServer, ws: bool) -> (Half, Half) {
+async fn pair(srv: &Relay, ws: bool) -> (Half, Half) {
     pair_via(
         srv,
         ws,
@@ -153,7 +153,7 @@ async fn admission_refuses_unknown_key() {
 }
 
 /// Logs in over a raw TCP connection so the test can then write arbitrary bytes.
-async fn raw_login(srv: &TestServer, key: &NodePrivate) -> (TcpStream, FrameDecoder) {
+async fn raw_login(srv: &Relay, key: &NodePrivate) -> (TcpStream, FrameDecoder) {
     let (mut s, status) = raw_upgrade(srv.addr, "GET /derp HTTP/1.1", "").await;
     assert!(status.contains("101"), "{status}");
     let mut dec = FrameDecoder::new();

@@ -2,11 +2,9 @@
 //! plain-HTTP upgrade (sent the way ts_derp sends it: POST, absolute-form target,
 //! host without port) and exchanges packets both ways with a tether client.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use tether_key::{NodePrivate, NodePublic};
+use tether_testing::relay::{WAIT, connect, next_packet, raw_upgrade, start};
 use tokio::time::timeout;
 
 #[tokio::test]
