@@ -1,14 +1,12 @@
 //! `forward_tcp` / `forward_udp` against local servers.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::echo_server;
 use tether_agent::ForwardError;
 use tether_agent::forward::{ChannelDatagrams, forward_tcp, forward_udp};
+use tether_testing::openssh::echo_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 

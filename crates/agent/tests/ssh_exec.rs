@@ -1,11 +1,9 @@
 //! `ssh` against the agent's server: exec, exit status, stdin, stderr, env, PTY.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{run, setup, stderr, stdout};
+use tether_testing::openssh::{run, setup, stderr, stdout};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,9 @@
 //! `scp` and `sftp` against the agent's SFTP subsystem.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{run, setup, sha256_file, stderr, stdout};
 use rand::RngCore;
+use tether_testing::checksum::sha256_file;
+use tether_testing::openssh::{run, setup, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scp_10mb_both_ways() {

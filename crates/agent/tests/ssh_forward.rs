@@ -1,12 +1,10 @@
 //! Port and agent forwarding through the agent's SSH server with OpenSSH's client.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{echo_roundtrip, echo_server, run, setup, stderr, stdout};
+use tether_testing::openssh::{echo_roundtrip, echo_server, run, setup, stderr, stdout};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

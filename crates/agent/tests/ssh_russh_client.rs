@@ -2,8 +2,6 @@
 //! what OpenSSH's CLI cannot send (`signal`) or hides (`exit-signal`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +23,7 @@ impl russh::client::Handler for AcceptAny {
 }
 
 async fn connect() -> russh::client::Handle<AcceptAny> {
-    common::init_tracing();
+    tether_testing::init_tracing_with("warn");
     let server = SshServer::new().unwrap();
     let (client_end, server_end) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move { server.serve(server_end).await });
