@@ -1,210 +1,17 @@
-//! Two `Conn`s (an agent and a client) through the real `tether server`: coordination,
-//! DERP (plain upgrade and WebSocket), WireGuard and the netstack end to end.
-//!
-//! Needs the `tether` binary (`cargo build -p tether-cli`); if it is missing the test
-//! builds it, and fails with that instruction if it cannot.
+//! Two `Conn`s (an agent and a client) through the real tether server (in this process,
+//! `tether_testing::TestServer`): coordination, DERP (plain upgrade and WebSocket),
+//! WireGuard and the netstack end to end.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tether_tailnet::{Auth, Conn, ConnConfig, PathKind, TcpStream};
+use tether_testing::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
-fn tether_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let bin = target.join("debug/tether");
-    if !bin.exists() {
-        let cargo = option_env!("CARGO").unwrap_or("cargo");
-        eprintln!(
-            "{} is missing; running `cargo build -p tether-cli`",
-            bin.display()
-        );
-        let _ = Command::new(cargo)
-            .args(["build", "-p", "tether-cli"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status();
-    }
-    assert!(
-        bin.exists(),
-        "the tether binary is missing at {}: build it with `cargo build -p tether-cli`",
-        bin.display()
-    );
-    bin
-}
-
-/// A running `tether server`, killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    extra: Vec<String>,
-}
-
-impl Server {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
-
-    /// Starts a server with extra flags.
-    fn start_with(extra: &[&str]) -> Self {
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        Self::spawn(
-            tether_bin(),
-            tempfile::tempdir().unwrap(),
-            "127.0.0.1:0",
-            extra,
-        )
-    }
-
-    /// Stops the server and starts it again on the same address with the same data.
-    fn restart(mut self) -> Self {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let addr = self
-            .url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let dir = std::mem::replace(&mut self.dir, dir);
-        let extra = std::mem::take(&mut self.extra);
-        Self::spawn(self.bin.clone(), dir, &addr, extra)
-    }
-
-    fn spawn(bin: PathBuf, dir: tempfile::TempDir, addr: &str, extra: Vec<String>) -> Self {
-        let mut child = Command::new(&bin)
-            .args([
-                "server",
-                "--http-address",
-                addr,
-                "--stun-address",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .args(&extra)
-            .env("TETHER_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut url = None;
-        let mut seen = Vec::new();
-        while url.is_none() || !seen.iter().any(|l: &String| l.contains("tether login")) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("server did not become ready; printed: {seen:?}");
-            };
-            if let Some(rest) = line.strip_prefix("tether server listening on ") {
-                url = Some(rest.trim().to_string());
-            }
-            seen.push(line);
-        }
-        Self {
-            child,
-            url: url.unwrap(),
-            bin,
-            dir,
-            extra,
-        }
-    }
-
-    /// Runs the CLI with a config dir; 60 s cap.
-    fn cli(&self, cfg: &Path, args: &[&str]) -> String {
-        let mut child = Command::new(&self.bin)
-            .arg("--global-config")
-            .arg(cfg)
-            .args(args)
-            .env_remove("TETHER_URL")
-            .env_remove("TETHER_SESSION_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("tether {args:?} did not finish within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "tether {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Logs in the first user and creates a workspace: (session token, agent token).
-    fn user_and_workspace(&self) -> (String, String) {
-        let cfg = self.dir.path().join("cfg-alice");
-        self.cli(
-            &cfg,
-            &[
-                "login",
-                &self.url,
-                "--first-user-username",
-                "alice",
-                "--first-user-email",
-                "alice@example.com",
-                "--first-user-password",
-                "correct horse battery",
-            ],
-        );
-        let out = self.cli(&cfg, &["create", "dev"]);
-        let line = out
-            .lines()
-            .find(|l| l.contains("tether agent --url"))
-            .expect("agent command printed");
-        let agent_token = line.split("--token ").nth(1).unwrap().trim().to_string();
-        let session = std::fs::read_to_string(cfg.join("session"))
-            .unwrap()
-            .trim()
-            .to_string();
-        (session, agent_token)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TETHER_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("tether_tailnet=debug,info")
-            }),
-        )
-        .with_test_writer()
-        .try_init();
+    tether_testing::init_tracing_with("tether_tailnet=debug,info");
 }
 
 async fn echo(mut s: TcpStream) {
@@ -238,8 +45,8 @@ async fn round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
 
 async fn echo_through_server(force_websockets: bool) {
     init_logs();
-    let srv = Server::start();
-    let (session, agent_token) = srv.user_and_workspace();
+    let srv = TestServer::start(&[]);
+    let (session, agent_token) = srv.user_and_workspace().await;
     let base = Url::parse(&srv.url).unwrap();
     // These tests are about the DERP transports: keep the traffic on DERP.
     let mut acfg = ConnConfig::new(base.clone(), Auth::Agent(agent_token));
@@ -396,7 +203,7 @@ async fn agent_and_client_echo_over_derp_websocket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_sides_come_back_after_a_server_restart() {
     init_logs();
-    let srv = Server::start();
+    let srv = TestServer::start(&[]);
     // Echo on port 7 works before the restart.
     let (agent, client) = joined_pair(&srv).await;
 
@@ -441,8 +248,8 @@ async fn both_sides_come_back_after_a_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_errors_are_bounded_and_clear() {
     init_logs();
-    let srv = Server::start();
-    let (session, agent_token) = srv.user_and_workspace();
+    let srv = TestServer::start(&[]);
+    let (session, agent_token) = srv.user_and_workspace().await;
     let base = Url::parse(&srv.url).unwrap();
     let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
         .await
@@ -483,8 +290,8 @@ async fn dial_errors_are_bounded_and_clear() {
 }
 
 /// Joins an agent and a client, tunnels them, and checks one TCP echo: (agent, client).
-async fn joined_pair(srv: &Server) -> (Conn, Conn) {
-    let (session, agent_token) = srv.user_and_workspace();
+async fn joined_pair(srv: &TestServer) -> (Conn, Conn) {
+    let (session, agent_token) = srv.user_and_workspace().await;
     let base = Url::parse(&srv.url).unwrap();
     let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
         .await
@@ -530,12 +337,12 @@ async fn home_region_is_the_lowest_latency_one() {
         ),
     )
     .unwrap();
-    let srv = Server::spawn(
-        tether_bin(),
-        tempfile::tempdir().unwrap(),
+    let srv = TestServer::start(&[
+        "--http-address",
         &format!("127.0.0.1:{port}"),
-        vec!["--derp-config-path".into(), map.display().to_string()],
-    );
+        "--derp-config-path",
+        map.to_str().unwrap(),
+    ]);
     let (agent, client) = joined_pair(&srv).await;
     for (who, conn) in [("agent", &agent), ("client", &client)] {
         assert_eq!(
@@ -557,7 +364,7 @@ async fn home_region_is_the_lowest_latency_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_on_loopback_go_direct() {
     init_logs();
-    let srv = Server::start();
+    let srv = TestServer::start(&[]);
     let (agent, client) = joined_pair(&srv).await;
     // Usually milliseconds: endpoints that arrive after the first packet are pinged at
     // once, and a ping from the peer is pinged back at once.
@@ -595,7 +402,7 @@ async fn peers_on_loopback_go_direct() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_direct_connections_stay_on_derp() {
     init_logs();
-    let srv = Server::start_with(&["--block-direct-connections"]);
+    let srv = TestServer::start(&["--block-direct-connections"]);
     let (agent, client) = joined_pair(&srv).await;
     // Keep traffic flowing for a while: the path must never leave DERP.
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -616,8 +423,8 @@ async fn blocked_direct_connections_stay_on_derp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_agent_tunnels_waits_and_dials_in_one_call() {
     init_logs();
-    let srv = Server::start();
-    let (session, agent_token) = srv.user_and_workspace();
+    let srv = TestServer::start(&[]);
+    let (session, agent_token) = srv.user_and_workspace().await;
     let base = Url::parse(&srv.url).unwrap();
     let agent = Conn::join(ConnConfig::new(base.clone(), Auth::Agent(agent_token)))
         .await
