@@ -1,4 +1,4 @@
-//! The built-in DERP relay of the real binary: two clients holding the agent's and the
+//! The built-in DERP relay of the real server: two clients holding the agent's and the
 //! client's node keys (registered through the coordinator) exchange 10,000 packets each
 //! way without loss, by plain upgrade and over WebSocket; unknown keys are refused; a key
 //! the coordinator forgets loses its relay connection.

@@ -1,6 +1,6 @@
-//! End to end with real processes on loopback: `tether server`, `tether agent`, and the
-//! CLI (`tether ssh`, `config-ssh` + OpenSSH's ssh/scp/sftp, `port-forward`), through the
-//! built-in relay with WireGuard between the CLI and the agent.
+//! End to end on loopback: the server (in the test process), `tether agent` and the
+//! CLI (`tether ssh`, `config-ssh` + OpenSSH's ssh/scp/sftp, `port-forward`) as real
+//! processes, through the built-in relay with WireGuard between the CLI and the agent.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
