@@ -19,7 +19,6 @@ pub mod site;
 pub mod state;
 
 pub use config::Config;
-pub use ready::Ready;
 pub use server::Server;
 
 /// Why the server could not start: always one sentence for the operator.
@@ -41,12 +40,12 @@ pub enum StartError {
 pub async fn run(config: Config) -> Result<(), StartError> {
     let ready_file = config.ready_file.clone();
     if let Some(path) = &ready_file {
-        Ready::remove_stale(path).map_err(StartError::Config)?;
+        ready::remove_stale(path).map_err(StartError::Config)?;
     }
     let server = Server::build(config).await?;
     banner::print(&server);
     if let Some(path) = &ready_file {
-        Ready::of(&server).write(path).map_err(StartError::Config)?;
+        ready::write(&ready::of(&server), path).map_err(StartError::Config)?;
     }
     server.serve(shutdown_signal()).await;
     Ok(())

@@ -1,84 +1,61 @@
-//! The readiness file (`--ready-file`): one JSON object written once every listener is
-//! bound, so scripts and tests learn the bound addresses without parsing the banner.
-//! It is written to a temporary file beside the target and renamed over it, so a reader
-//! never sees half of it.
+//! The readiness file (`--ready-file`): [`tether_proto::ready::Ready`] as JSON, written
+//! once every listener is bound, so scripts and tests learn the bound addresses without
+//! parsing the banner. It is written to a temporary file beside the target and renamed
+//! over it, so a reader never sees half of it.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-use url::Url;
+use tether_proto::ready::Ready;
 
 use crate::Server;
 
-/// What `--ready-file` holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ready {
-    /// The access URL.
-    pub url: Url,
-    /// The bound HTTP address.
-    pub http_address: SocketAddr,
-    /// The bound HTTPS address, if HTTPS is on.
-    pub tls_address: Option<SocketAddr>,
-    /// The bound UDP address of the built-in STUN server, if it runs.
-    pub stun_address: Option<SocketAddr>,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// The server's process id.
-    pub pid: u32,
-    /// The server's version.
-    pub version: String,
+/// The facts of a built server.
+pub fn of(server: &Server) -> Ready {
+    Ready {
+        url: server.access_url().to_string(),
+        http_address: server.http_address(),
+        tls_address: server.tls_address(),
+        stun_address: server.stun_address(),
+        data_dir: server.data_dir().to_path_buf(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
 }
 
-impl Ready {
-    /// The facts of a built server.
-    pub fn of(server: &Server) -> Self {
-        Self {
-            url: server.access_url().clone(),
-            http_address: server.http_address(),
-            tls_address: server.tls_address(),
-            stun_address: server.stun_address(),
-            data_dir: server.data_dir().to_path_buf(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        }
-    }
+/// Writes `ready` as JSON to `path` atomically (a temporary file beside it, renamed).
+pub fn write(ready: &Ready, path: &Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "could not write the ready file {} (--ready-file): {e}",
+            path.display()
+        )
+    };
+    let mut json = serde_json::to_vec_pretty(ready)
+        .map_err(|e| format!("could not encode the ready file: {e}"))?;
+    json.push(b'\n');
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("--ready-file {} names no file", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    std::fs::write(&tmp, &json).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
 
-    /// Writes it as JSON to `path` atomically (a temporary file beside it, renamed).
-    pub fn write(&self, path: &Path) -> Result<(), String> {
-        let fail = |e: std::io::Error| {
-            format!(
-                "could not write the ready file {} (--ready-file): {e}",
-                path.display()
-            )
-        };
-        let mut json = serde_json::to_vec_pretty(self)
-            .map_err(|e| format!("could not encode the ready file: {e}"))?;
-        json.push(b'\n');
-        let name = path
-            .file_name()
-            .ok_or_else(|| format!("--ready-file {} names no file", path.display()))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        std::fs::write(&tmp, &json).map_err(fail)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            fail(e)
-        })
-    }
-
-    /// Removes a ready file left by an earlier run, so nobody mistakes it for this one.
-    pub fn remove_stale(path: &Path) -> Result<(), String> {
-        match std::fs::remove_file(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!(
-                "could not remove the old ready file {} (--ready-file): {e}",
-                path.display()
-            )),
-        }
+/// Removes a ready file left by an earlier run, so nobody mistakes it for this one.
+pub fn remove_stale(path: &Path) -> Result<(), String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!(
+            "could not remove the old ready file {} (--ready-file): {e}",
+            path.display()
+        )),
     }
 }
 
@@ -89,7 +66,7 @@ mod tests {
 
     fn sample(dir: &Path) -> Ready {
         Ready {
-            url: Url::parse("http://127.0.0.1:4000/").unwrap(),
+            url: "http://127.0.0.1:4000/".into(),
             http_address: "127.0.0.1:4000".parse().unwrap(),
             tls_address: None,
             stun_address: Some("127.0.0.1:4001".parse().unwrap()),
@@ -104,11 +81,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ready.json");
         std::fs::write(&path, "stale").unwrap();
-        Ready::remove_stale(&path).unwrap();
+        remove_stale(&path).unwrap();
         assert!(!path.exists());
-        Ready::remove_stale(&path).unwrap();
+        remove_stale(&path).unwrap();
         let ready = sample(dir.path());
-        ready.write(&path).unwrap();
+        write(&ready, &path).unwrap();
         let back: Ready = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back, ready);
         // Only the file itself is left: the temporary one was renamed over it.
@@ -123,7 +100,7 @@ mod tests {
     fn an_unwritable_path_is_one_sentence() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("missing").join("ready.json");
-        let err = sample(dir.path()).write(&path).unwrap_err();
+        let err = write(&sample(dir.path()), &path).unwrap_err();
         assert!(err.contains("--ready-file"), "{err}");
         assert!(err.contains("could not write the ready file"), "{err}");
     }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tether_server::Ready;
+use tether_proto::ready::Ready;
 
 /// What a finished command left.
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use tether_proto::api::{SESSION_TOKEN_HEADER, route};
-use tether_server::{Config, Ready, Server};
+use tether_proto::ready::Ready;
+use tether_server::{Config, Server};
 
 use crate::tether::Deployment;
 
@@ -203,7 +204,7 @@ fn spawn(config: Config) -> Result<(Running, Ready), String> {
             rt.block_on(async move {
                 match Server::build(config).await {
                     Ok(server) => {
-                        let _ = ready_tx.send(Ok(Ready::of(&server)));
+                        let _ = ready_tx.send(Ok(tether_server::ready::of(&server)));
                         server
                             .serve(async move {
                                 let _ = stop_rx.await;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tether_server::Ready;
+use tether_proto::ready::Ready;
 
 use crate::process::wait_ready_file;
 use crate::tether::{Deployment, Tether};
