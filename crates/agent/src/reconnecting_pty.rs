@@ -59,13 +59,15 @@ pub struct Config {
     pub max_attachments: usize,
     /// Output chunks (each at most [`READ_CHUNK`] bytes) queued per attachment.
     pub queue_chunks: usize,
-    /// Rows of history each session's model keeps and a repaint sends.
+    /// Rows of history each session's model keeps and a repaint sends (also bounded to
+    /// [`screen::MAX_HISTORY_BYTES`] of text).
     pub scrollback_rows: usize,
 }
 
 impl Default for Config {
     /// Coder's timeouts (5 min idle, 30 s to attach); 5 s stall; 64 sessions of at most
-    /// 16 attachments; 16 queued chunks (256 KiB) per attachment; 500 rows of history.
+    /// 16 attachments; 16 queued chunks (256 KiB) per attachment; 1000 rows of history
+    /// (xterm.js keeps as many).
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(5 * 60),
@@ -74,7 +76,7 @@ impl Default for Config {
             max_sessions: 64,
             max_attachments: 16,
             queue_chunks: 16,
-            scrollback_rows: 500,
+            scrollback_rows: 1000,
         }
     }
 }
@@ -263,27 +265,18 @@ impl ReconnectingPty {
     /// Attach to `init`'s session, starting it if it does not exist (or has just ended).
     fn attach(&self, init: &Init) -> Result<Attachment, ServeError> {
         let cfg = self.inner.config;
-        for _ in 0..2 {
-            let session = self.session_for(init)?;
+        let mut map = self.map();
+        if let Some(session) = map.get(&init.id) {
             match session.attach(init.size) {
                 Ok(a) => return Ok(a),
                 Err(AttachError::Full) => {
                     return Err(ServeError::TooManyAttachments(cfg.max_attachments));
                 }
-                // It ended between the lookup and the attach: forget it, start anew.
-                Err(AttachError::Ended) => forget(&self.inner, &session),
+                // It ended but has not been forgotten yet: start anew under its id.
+                Err(AttachError::Ended) => {
+                    map.remove(&init.id);
+                }
             }
-        }
-        Err(ServeError::Spawn(io::Error::other(
-            "the session's program exited at once",
-        )))
-    }
-
-    fn session_for(&self, init: &Init) -> Result<Arc<Session>, ServeError> {
-        let cfg = self.inner.config;
-        let mut map = self.map();
-        if let Some(s) = map.get(&init.id) {
-            return Ok(Arc::clone(s));
         }
         if map.len() >= cfg.max_sessions {
             return Err(ServeError::TooManySessions(cfg.max_sessions));
@@ -296,14 +289,15 @@ impl ReconnectingPty {
             scrollback: cfg.scrollback_rows,
         };
         let registry: Weak<Inner> = Arc::downgrade(&self.inner);
-        let session = Session::spawn(init, &self.inner.user, limits, move |s, _: End| {
-            if let Some(inner) = registry.upgrade() {
-                forget(&inner, s);
-            }
-        })
-        .map_err(ServeError::Spawn)?;
-        map.insert(init.id, Arc::clone(&session));
-        Ok(session)
+        let (session, attachment) =
+            Session::start(init, &self.inner.user, limits, move |s, _: End| {
+                if let Some(inner) = registry.upgrade() {
+                    forget(&inner, s);
+                }
+            })
+            .map_err(ServeError::Spawn)?;
+        map.insert(init.id, session);
+        Ok(attachment)
     }
 }
 

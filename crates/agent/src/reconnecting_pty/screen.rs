@@ -3,6 +3,12 @@
 //! showing the session would show: the visible screen (main or alternate), cursor, input
 //! modes, title and a bounded scrollback.
 //!
+//! History is kept in two parts: the newest [`PARSER_HISTORY`] rows inside the parser (so
+//! a taller window pulls real rows back down, as terminals do), and older rows as compact
+//! text with SGR attributes (`vt100` stores 32 bytes per cell, 2.5 KiB per 80-column row;
+//! a text row is typically under 100 bytes), bounded in rows and in [`MAX_HISTORY_BYTES`].
+//! `CSI 3 J` (what `clear` sends) and a full reset clear both parts.
+//!
 //! [`Screen::repaint`] turns that back into bytes for a terminal that attaches: a full
 //! reset, then recent scrollback pushed into the terminal's own history, then the main
 //! screen, and when a full-screen program is running its alternate screen on top (so the
@@ -13,6 +19,7 @@
 //! mode, the cursor saved by `DECSC`, and character sets; history rows lose their
 //! soft-wrap marks (each becomes a line of its own).
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::num::NonZeroU16;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,6 +35,12 @@ pub const MAX_COLS: u16 = 512;
 /// Longest window title kept, in bytes.
 const MAX_TITLE: usize = 512;
 
+/// History rows kept inside the parser, as cells; older ones are kept as text.
+pub const PARSER_HISTORY: usize = 32;
+
+/// Most bytes of history kept as text per session.
+pub const MAX_HISTORY_BYTES: usize = 256 * 1024;
+
 /// `size` within `1..=MAX_ROWS` × `1..=MAX_COLS`.
 pub fn clamp_size(size: WindowSize) -> WindowSize {
     WindowSize {
@@ -41,15 +54,83 @@ fn nonzero(n: u16) -> NonZeroU16 {
     NonZeroU16::new(n).unwrap_or(NonZeroU16::MIN)
 }
 
-/// What the parser reports besides the screen: the window title.
+/// Main-screen rows that left the parser's own history, oldest first, as `vt100`'s
+/// "basic" format (text with SGR escapes only), bounded in rows and bytes.
+#[derive(Debug, Default)]
+struct History {
+    rows: VecDeque<String>,
+    bytes: usize,
+    max_rows: usize,
+}
+
+impl History {
+    fn push(&mut self, row: String) {
+        self.bytes += row.len();
+        self.rows.push_back(row);
+        while self.rows.len() > self.max_rows || self.bytes > MAX_HISTORY_BYTES {
+            let Some(old) = self.rows.pop_front() else {
+                break;
+            };
+            self.bytes -= old.len();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.bytes = 0;
+    }
+}
+
+/// What the parser reports besides the screen: the window title, rows leaving history.
 #[derive(Debug, Default)]
 struct Events {
     title: Vec<u8>,
+    history: History,
 }
 
 impl vt100::Callbacks for Events {
     fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
         self.title = title.get(..MAX_TITLE).unwrap_or(title).to_vec();
+    }
+
+    fn on_scroll(&mut self, row: vt100::capture::RowContents<'_>, alternate: bool) {
+        // A full-screen program's scrolled rows are no history (terminals keep none for
+        // the alternate screen either).
+        if alternate || self.history.max_rows == 0 {
+            return;
+        }
+        let mut text = String::new();
+        let mut state = vt100::capture::BasicFormattedCaptureState::new();
+        let _ = row.write_formatted_basic(&mut text, &mut state);
+        self.history.push(text);
+    }
+}
+
+/// Finds, across chunk boundaries, the sequences after which a terminal has no history:
+/// `CSI 3 J`, `CSI ? 3 J` and `ESC c` (`vt100` reports none of them).
+#[derive(Debug, Default, Clone, Copy)]
+struct HistoryClears {
+    /// How much of a sequence the bytes so far end with.
+    state: u8,
+}
+
+impl HistoryClears {
+    /// The offset just past the first such sequence that ends in `bytes`.
+    fn find(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            self.state = match (self.state, b) {
+                (_, 0x1b) => 1,
+                (1, b'c') | (4, b'J') => {
+                    self.state = 0;
+                    return Some(i + 1);
+                }
+                (1, b'[') => 2,
+                (2, b'?') => 3,
+                (2 | 3, b'3') => 4,
+                _ => 0,
+            };
+        }
+        None
     }
 }
 
@@ -57,6 +138,7 @@ impl vt100::Callbacks for Events {
 pub struct Screen {
     parser: vt100::Parser<Events>,
     scrollback: usize,
+    clears: HistoryClears,
 }
 
 impl std::fmt::Debug for Screen {
@@ -75,26 +157,34 @@ impl Screen {
     pub fn new(size: WindowSize, scrollback: usize) -> Self {
         let size = clamp_size(size);
         Self {
-            parser: vt100::Parser::new_with_callbacks(
-                nonzero(size.rows),
-                nonzero(size.cols),
-                scrollback,
-                Events::default(),
-            ),
+            parser: new_parser(nonzero(size.rows), nonzero(size.cols), scrollback),
             scrollback,
+            clears: HistoryClears::default(),
         }
     }
 
     /// Apply program output.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            // Up to and including a history clear, so the rows after it are kept.
+            let cut = self.clears.find(bytes);
+            let (now, rest) = bytes.split_at(cut.unwrap_or(bytes.len()));
+            self.process(now);
+            if cut.is_some() {
+                self.parser.callbacks_mut().history.clear();
+            }
+            bytes = rest;
+        }
+    }
+
+    fn process(&mut self, bytes: &[u8]) {
         let parser = &mut self.parser;
         if catch_unwind(AssertUnwindSafe(|| parser.process(bytes))).is_err() {
             // A parser bug must not take the session down: start from a blank screen,
             // which the program's next full redraw (or the user's Ctrl-L) repairs.
             tracing::warn!("terminal model failed on program output; it starts over blank");
             let (rows, cols) = self.parser.screen().size();
-            self.parser =
-                vt100::Parser::new_with_callbacks(rows, cols, self.scrollback, Events::default());
+            self.parser = new_parser(rows, cols, self.scrollback);
         }
     }
 
@@ -120,6 +210,38 @@ impl Screen {
         &self.parser.callbacks().title
     }
 
+    /// The main screen's history as plain text rows, oldest first (trailing blanks
+    /// trimmed).
+    pub fn history_text(&mut self) -> Vec<String> {
+        let mut rows: Vec<String> = self
+            .parser
+            .callbacks()
+            .history
+            .rows
+            .iter()
+            .map(|r| vt100::capture::basic_formatted_to_plain(r).collect())
+            .collect();
+        let screen = self.parser.screen_mut();
+        let (height, cols) = screen.size();
+        let mut remaining = screen.scrollback_len();
+        while remaining > 0 {
+            screen.set_scrollback(remaining);
+            let take = remaining.min(usize::from(height.get()));
+            rows.extend(screen.rows(0, cols.get()).take(take));
+            remaining -= take;
+        }
+        screen.set_scrollback(0);
+        for r in &mut rows {
+            r.truncate(r.trim_end().len());
+        }
+        rows
+    }
+
+    /// Bytes of history kept as text.
+    pub fn history_bytes(&self) -> usize {
+        self.parser.callbacks().history.bytes
+    }
+
     /// Bytes that make a freshly attached terminal of the same size show what this model
     /// shows, with up to `history` rows of scrollback before it (main screen history only;
     /// a full-screen program has none).
@@ -127,24 +249,25 @@ impl Screen {
         let mut out = String::new();
         // A full reset (RIS): the attaching terminal may still show an older screen.
         out.push_str("\x1bc");
-        let live = self.parser.screen_mut();
-        let alternate = live.alternate_screen();
+        let (screen, events) = self.parser.screen_and_callbacks_mut();
+        let text_rows = &events.history.rows;
+        let alternate = screen.alternate_screen();
         if alternate {
             // The main screen is kept underneath but `vt100` shows only the active one:
             // switch a copy back to look at it.
-            let (rows, cols) = live.size();
+            let (rows, cols) = screen.size();
             let mut main = vt100::Parser::new(rows, cols, 0);
-            *main.screen_mut() = live.clone();
+            *main.screen_mut() = screen.clone();
             main.process(b"\x1b[?47l");
-            paint_history(main.screen_mut(), history, &mut out);
+            paint_history(text_rows, main.screen_mut(), history, &mut out);
             out.push_str(&main.screen().contents_formatted());
             // Saves the main cursor, as the program's own switch did, so its switch back
             // restores it; then the alternate screen, cleared.
             out.push_str("\x1b[?1049h");
             out.push_str(&self.parser.screen().contents_formatted());
         } else {
-            paint_history(live, history, &mut out);
-            out.push_str(&live.contents_formatted());
+            paint_history(text_rows, screen, history, &mut out);
+            out.push_str(&screen.contents_formatted());
         }
         let screen = self.parser.screen();
         out.push_str(&screen.input_mode_formatted());
@@ -159,29 +282,61 @@ impl Screen {
     }
 }
 
-/// Push up to `limit` of `screen`'s newest scrollback rows into a blank terminal's
-/// history: a screenful at a time, drawn at the top and then scrolled off by line feeds
-/// at the bottom row. Leaves the terminal blank and `screen` scrolled back to the live
-/// view.
-fn paint_history(screen: &mut vt100::Screen, limit: usize, out: &mut String) {
-    let total = screen.scrollback_len();
+fn new_parser(rows: NonZeroU16, cols: NonZeroU16, scrollback: usize) -> vt100::Parser<Events> {
+    let events = Events {
+        history: History {
+            max_rows: scrollback.saturating_sub(PARSER_HISTORY),
+            ..History::default()
+        },
+        ..Events::default()
+    };
+    vt100::Parser::new_with_callbacks(rows, cols, scrollback.min(PARSER_HISTORY), events)
+}
+
+/// Push the newest `limit` history rows (the text rows, then `screen`'s own) into a blank
+/// terminal's history: a screenful at a time, drawn at the top and then scrolled off by
+/// line feeds at the bottom row, with autowrap off so a row wider than the terminal is
+/// cut rather than spilling into the next. Leaves the terminal blank and `screen` at its
+/// live view.
+fn paint_history(
+    text_rows: &VecDeque<String>,
+    screen: &mut vt100::Screen,
+    limit: usize,
+    out: &mut String,
+) {
+    let own = screen.scrollback_len();
+    let skip = (text_rows.len() + own).saturating_sub(limit);
     let (rows, cols) = screen.size();
     let rows = usize::from(rows.get());
-    let mut remaining = total.min(limit);
+    out.push_str("\x1b[?7l");
+    let mut text = text_rows.iter().skip(skip).peekable();
+    while text.peek().is_some() {
+        paint_page(text.by_ref().take(rows).map(String::as_str), rows, out);
+    }
+    let mut remaining = own - skip.saturating_sub(text_rows.len()).min(own);
     while remaining > 0 {
         // The view `remaining` rows back starts at the oldest row still to paint.
         screen.set_scrollback(remaining);
         let take = remaining.min(rows);
-        for (i, row) in screen.rows_formatted(0, cols.get()).take(take).enumerate() {
-            // Each row's escapes assume the cursor at its start and default attributes.
-            let _ = write!(out, "\x1b[m\x1b[{};1H", i + 1);
-            out.push_str(&row);
-        }
-        let _ = write!(out, "\x1b[m\x1b[{rows};1H");
-        out.extend(std::iter::repeat_n('\n', take));
+        let page: Vec<String> = screen.rows_formatted(0, cols.get()).take(take).collect();
+        paint_page(page.iter().map(String::as_str), rows, out);
         remaining -= take;
     }
     screen.set_scrollback(0);
+    out.push_str("\x1b[?7h");
+}
+
+/// Draw `page` (at most `rows` rows, each starting at its row's first column with default
+/// attributes) at the top of a blank terminal, then scroll it into history.
+fn paint_page<'a>(page: impl Iterator<Item = &'a str>, rows: usize, out: &mut String) {
+    let mut n = 0;
+    for (i, row) in page.enumerate() {
+        let _ = write!(out, "\x1b[m\x1b[{};1H", i + 1);
+        out.push_str(row);
+        n = i + 1;
+    }
+    let _ = write!(out, "\x1b[m\x1b[{rows};1H");
+    out.extend(std::iter::repeat_n('\n', n));
 }
 
 #[cfg(test)]
@@ -210,6 +365,9 @@ mod tests {
             remaining -= take;
         }
         screen.set_scrollback(0);
+        for r in &mut got {
+            r.truncate(r.trim_end().len());
+        }
         got
     }
 
@@ -225,32 +383,83 @@ mod tests {
 
     #[test]
     fn main_screen_with_colors_wide_characters_and_history() {
-        let mut model = Screen::new(WindowSize::new(20, 5), 100);
-        for i in 0..12 {
-            model.feed(format!("\x1b[3{}mline {i}\x1b[m 漢字\r\n", i % 8).as_bytes());
+        // Short and long histories: within the parser's own rows only, and beyond them
+        // (text rows first, then the parser's).
+        for lines in [4, 12, 80] {
+            let mut model = Screen::new(WindowSize::new(20, 5), 100);
+            for i in 0..lines {
+                model.feed(format!("\x1b[3{}mline {i}\x1b[m 漢字\r\n", i % 8).as_bytes());
+            }
+            model.feed(b"$ \x1b[1mbold\x1b[0m and a long line that wraps around");
+            let mut fresh = replay(&mut model, 100);
+            assert_same_view(&model, fresh.screen());
+            let want = model.history_text();
+            assert!(!want.is_empty());
+            assert!(want.len() <= 100);
+            assert_eq!(history_rows(fresh.screen_mut()), want, "{lines} lines");
+            // Colours survive in history too.
+            let (rows, _) = fresh.screen().size();
+            fresh.screen_mut().set_scrollback(usize::from(rows.get()));
+            let colored = (0..rows.get())
+                .filter_map(|r| fresh.screen().cell(r, 0))
+                .any(|c| c.fgcolor() != vt100::Color::Default);
+            assert!(colored, "{lines} lines");
+            // The model is back at its live view.
+            assert_eq!(model.screen().scrollback(), 0);
         }
-        model.feed(b"$ \x1b[1mbold\x1b[0m and a long line that wraps around");
-        let mut fresh = replay(&mut model, 100);
-        assert_same_view(&model, fresh.screen());
-        let want = history_rows(model.parser.screen_mut());
-        assert!(!want.is_empty());
-        assert_eq!(history_rows(fresh.screen_mut()), want);
-        // The model is back at its live view.
-        assert_eq!(model.screen().scrollback(), 0);
     }
 
     #[test]
-    fn history_is_bounded() {
+    fn history_is_bounded_in_rows_and_bytes() {
         let mut model = Screen::new(WindowSize::new(10, 3), 50);
-        for i in 0..40 {
+        for i in 0..400 {
             model.feed(format!("r{i}\r\n").as_bytes());
         }
+        let all = model.history_text();
+        assert_eq!(all.len(), 50);
+        assert_eq!(all[49], "r397");
         let mut fresh = replay(&mut model, 7);
         assert_same_view(&model, fresh.screen());
         let got = history_rows(fresh.screen_mut());
-        let all = history_rows(model.parser.screen_mut());
         assert_eq!(got.len(), 7);
         assert_eq!(got, all[all.len() - 7..]);
+
+        let mut wide = Screen::new(WindowSize::new(MAX_COLS, 3), 100_000);
+        let row = "x".repeat(usize::from(MAX_COLS));
+        for _ in 0..2000 {
+            wide.feed(format!("{row}\r\n").as_bytes());
+        }
+        assert!(wide.history_bytes() <= MAX_HISTORY_BYTES);
+        assert!(wide.history_bytes() > MAX_HISTORY_BYTES / 2);
+    }
+
+    #[test]
+    fn clear_and_reset_clear_history() {
+        for clear in [
+            &b"\x1b[H\x1b[2J\x1b[3J"[..],
+            b"\x1b[H\x1b[2J\x1b[?3J",
+            b"\x1bc",
+        ] {
+            let mut model = Screen::new(WindowSize::new(10, 3), 100);
+            for i in 0..60 {
+                model.feed(format!("old{i}\r\n").as_bytes());
+            }
+            assert!(!model.history_text().is_empty());
+            // Split anywhere, the sequence is still found; what follows it is kept.
+            let mut bytes = clear.to_vec();
+            bytes.extend_from_slice(b"new0\r\nnew1\r\nnew2\r\nnew3\r\n");
+            let (a, b) = bytes.split_at(clear.len() - 1);
+            model.feed(a);
+            model.feed(b);
+            let history = model.history_text();
+            assert!(history.iter().all(|r| r.starts_with("new")), "{history:?}");
+            assert!(!history.is_empty());
+        }
+        let mut c = HistoryClears::default();
+        assert_eq!(c.find(b"ab\x1b[3J"), Some(6));
+        assert_eq!(c.find(b"\x1b[33J\x1b[3;1J\x1b[13J"), None);
+        assert_eq!(c.find(b"\x1b"), None);
+        assert_eq!(c.find(b"c"), Some(1));
     }
 
     #[test]

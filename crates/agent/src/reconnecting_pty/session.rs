@@ -33,9 +33,11 @@ use crate::user::{Program, User};
 /// Largest chunk of output read from the terminal at once (and so queued as one item).
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// How long output is still read after the program exited, for what it wrote last
-/// (background jobs may keep the terminal open longer).
+/// After the program exited, the session ends once the terminal has had nothing to read
+/// this long (background jobs may keep it open), or this much later at the latest.
 const EXIT_DRAIN: Duration = Duration::from_millis(500);
+/// See [`EXIT_DRAIN`].
+const EXIT_DRAIN_CAP: Duration = Duration::from_secs(5);
 
 /// How long a program has to exit after `SIGHUP` when its session expires.
 const HANG_UP_GRACE: Duration = Duration::from_secs(2);
@@ -181,14 +183,15 @@ impl Drop for Attachment {
 
 impl Session {
     /// Start `init`'s program for `user` on a terminal of its size (80 × 24 without one),
-    /// `TERM=xterm-256color`, and the task that runs the session; `on_end` is called once
-    /// when it ends.
-    pub fn spawn(
+    /// `TERM=xterm-256color`, attach the first connection, then start the task that runs
+    /// the session (so not a byte of output misses that connection); `on_end` is called
+    /// once when the session ends.
+    pub fn start(
         init: &Init,
         user: &User,
         limits: Limits,
         on_end: impl FnOnce(&Arc<Session>, End) + Send + 'static,
-    ) -> io::Result<Arc<Session>> {
+    ) -> io::Result<(Arc<Session>, Attachment)> {
         let program = if init.command.is_empty() {
             Program::Shell
         } else {
@@ -221,12 +224,15 @@ impl Session {
             rows = size.rows,
             "reconnecting PTY session started"
         );
+        let first = session
+            .attach(None)
+            .map_err(|_| io::Error::other("a new session refused its first attachment"))?;
         let task = Arc::clone(&session);
         tokio::spawn(async move {
             let end = task.run(pty.output, pty.child).await;
             on_end(&task, end);
         });
-        Ok(session)
+        Ok((session, first))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -342,10 +348,18 @@ impl Session {
     /// The session task: read output until the program is gone or the session expires.
     async fn run(&self, mut output: PtyOutput, mut child: Child) -> End {
         let mut buf = vec![0u8; READ_CHUNK];
-        let mut exit_drain: Option<Instant> = None;
+        let mut exited_at: Option<Instant> = None;
         let end = loop {
             let idle = self.lock().idle.deadline(self.limits.idle);
+            let quiet = exited_at.map(|t| t + EXIT_DRAIN);
+            let cap = exited_at.map(|t| t + EXIT_DRAIN_CAP);
+            // Biased: expiry first (a program that never stops writing cannot keep an
+            // unattached session alive), then output before the end-of-exit timer, so
+            // that timer fires only once the terminal has nothing more to read.
             tokio::select! {
+                biased;
+                () = sleep_until(idle) => break End::Expired,
+                () = sleep_until(cap) => break End::Exited,
                 r = output.read(&mut buf) => match r {
                     Ok(0) => break End::Exited,
                     Ok(n) => self.distribute(Bytes::copy_from_slice(&buf[..n])).await,
@@ -354,12 +368,11 @@ impl Session {
                         break End::Exited;
                     }
                 },
-                status = child.wait(), if exit_drain.is_none() => {
+                status = child.wait(), if exited_at.is_none() => {
                     tracing::debug!(session = %self.id, ?status, "program exited");
-                    exit_drain = Some(Instant::now() + EXIT_DRAIN);
+                    exited_at = Some(Instant::now());
                 }
-                () = sleep_until(exit_drain) => break End::Exited,
-                () = sleep_until(idle) => break End::Expired,
+                () = sleep_until(quiet) => break End::Exited,
                 () = self.changed.notified() => {}
             }
         };
