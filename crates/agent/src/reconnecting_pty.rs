@@ -15,6 +15,12 @@
 //! for [`Config::stall_timeout`] is detached so it cannot freeze the others; memory per
 //! session stays bounded.
 //!
+//! What the dialer sees at the end of the stream: an attach that is refused (malformed
+//! init, too many sessions or attachments, the program cannot start) ends before any
+//! byte, since a successful one always starts with the repaint (at least `ESC c`); a
+//! session that ended sends all its output, then end of stream; a connection detached for
+//! stalling or for a malformed input object just ends (the session lives on).
+//!
 //! [`ReconnectingPty::serve`] works over any byte stream; [`crate::services`] hands it the
 //! tailnet's connections to port [`PORT`].
 
