@@ -59,7 +59,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let stun_regions = derpmap::stun_regions(&config.derp_server_stun_addresses)?;
 
     let data_dir = config.effective_data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|e| {
+    // 0700: it holds the database with password hashes and the relay's private key.
+    tether_store::private_dir(&data_dir).map_err(|e| {
         StartError::Config(format!(
             "could not create the data directory {} (--data-dir): {e}",
             data_dir.display()

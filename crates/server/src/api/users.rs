@@ -57,6 +57,12 @@ async fn insert_user(
     req: &CreateUserRequest,
     is_admin: bool,
 ) -> Result<tether_store::User, ApiError> {
+    let new = checked_new_user(req, is_admin).await?;
+    Ok(state.store.create_user(new).await?)
+}
+
+/// Validates a new user and hashes its password.
+async fn checked_new_user(req: &CreateUserRequest, is_admin: bool) -> Result<NewUser, ApiError> {
     validate_new_user(req)?;
     let password = req.password.clone();
     // Argon2 is deliberately slow; keep it off the async workers.
@@ -68,15 +74,12 @@ async fn insert_user(
                 format!("password hashing failed: {e}"),
             )
         })??;
-    Ok(state
-        .store
-        .create_user(NewUser {
-            username: req.username.clone(),
-            email: req.email.trim().to_string(),
-            password_hash,
-            is_admin,
-        })
-        .await?)
+    Ok(NewUser {
+        username: req.username.clone(),
+        email: req.email.trim().to_string(),
+        password_hash,
+        is_admin,
+    })
 }
 
 async fn new_session(
@@ -176,7 +179,13 @@ pub async fn create_first(
             "The first user already exists; log in instead.",
         ));
     }
-    let user = insert_user(&state, &body.req, true).await?;
+    // The check above spares the hashing; this insert is the one that decides.
+    let new = checked_new_user(&body.req, true).await?;
+    let user = state
+        .store
+        .create_first_user(new)
+        .await?
+        .ok_or_else(|| ApiError::conflict("The first user already exists; log in instead."))?;
     tracing::info!(user = %user.username, "first user created");
     let session = new_session(&state, &user).await?;
     session_response(&state, StatusCode::CREATED, session, body.set_cookie)
