@@ -568,6 +568,11 @@ impl Coordinator {
             );
             return;
         }
+        if let Err(refusal) = crate::limits::check_node(&node, id) {
+            debug!(peer = %id, %refusal, "refusing node");
+            self.send_error(conn, refusal.to_string());
+            return;
+        }
         if self.keys.get(&node.key).is_some_and(|owner| *owner != id) {
             debug!(peer = %id, key = %node.key.short(), "refusing node with a key in use");
             self.send_error(
@@ -729,7 +734,10 @@ impl Coordinator {
             return;
         }
         if let Some(conn) = self.peers.get(&to).map(|p| p.conn) {
-            self.send(conn, proto::Response::PeerUpdates { updates });
+            for chunk in updates.chunks(crate::limits::MAX_UPDATES_PER_MESSAGE) {
+                let updates = chunk.to_vec();
+                self.send(conn, proto::Response::PeerUpdates { updates });
+            }
         }
     }
 
@@ -783,5 +791,7 @@ impl Coordinator {
     }
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;
