@@ -108,3 +108,29 @@ where
         }
     }
 }
+
+/// A path parameter whose rejection (a segment that is not UTF-8 after percent-decoding,
+/// a value of the wrong type) is a 400 with the JSON error shape rather than axum's
+/// plain-text default.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(rej) => Err(
+                ApiError::bad_request("The URL path is not valid for this endpoint.")
+                    .with_detail(rej.body_text()),
+            ),
+        }
+    }
+}
