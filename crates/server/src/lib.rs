@@ -204,9 +204,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     );
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(listen::serve(http, app.clone(), None));
+    let conns = listen::conn_table();
+    tasks.spawn(listen::serve(http, app.clone(), None, conns.clone()));
     if let Some((l, cfg, _)) = tls {
-        tasks.spawn(listen::serve(l, app, Some(cfg)));
+        tasks.spawn(listen::serve(l, app, Some(cfg), conns));
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
