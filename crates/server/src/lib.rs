@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinate;
 pub mod derpmap;
 pub mod listen;
+pub mod passwords;
 pub mod site;
 pub mod state;
 
@@ -183,6 +184,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         derp_force_websockets: config.derp_force_websockets,
         block_direct: config.block_direct_connections,
         derp_map_status,
+        passwords: Arc::new(passwords::Passwords::new(
+            passwords::PoolLimits::for_this_host(),
+            passwords::throttle::Limits::default(),
+        )),
     };
     let mut app = api::router(state).merge(site::router(&access_url));
     if let Some(derp) = &derp {
