@@ -65,7 +65,7 @@ impl TestServer {
 
     /// Runs `cmd` (the `tether` binary, or a wrapper that execs it) as a server with
     /// default flags plus `extra`, its data in `dir`, and waits until it is ready.
-    fn launch(mut cmd: Command, dir: tempfile::TempDir, extra: &[&str]) -> Self {
+    pub fn launch(mut cmd: Command, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let data = dir.path().join("data");
         let mut child = cmd
             .args([
