@@ -2,10 +2,11 @@
 //! arbitrarily across binary messages, so the same relay and client code serve both
 //! the plain upgrade and the WebSocket transport.
 //!
-//! Both sides bound a message to [`MAX_MESSAGE`], the largest DERP frame that carries a
-//! packet: a peer cannot make us buffer more before a frame decoder sees its bytes (the
-//! WebSocket library's own default is 64 MiB, also for a message sent in fragments), and
-//! writes are cut to that size, so no legal writer is refused.
+//! The server bounds a message to [`MAX_MESSAGE`], the largest DERP frame that carries
+//! a packet, so a client cannot make it buffer more before a frame decoder sees the bytes
+//! (the WebSocket library's own default is 64 MiB, also for a message sent in
+//! fragments); writes are cut to that size, so no legal writer is refused. The client
+//! bounds what it takes to [`MAX_SERVER_MESSAGE`].
 
 use std::io;
 use std::pin::Pin;
@@ -22,11 +23,15 @@ use crate::frame::{HEADER_LEN, MAX_PACKET_SIZE};
 /// ForwardPacket frame's header, two keys and the largest packet.
 pub(crate) const MAX_MESSAGE: usize = HEADER_LEN + 2 * KEY_LEN + MAX_PACKET_SIZE;
 
+/// The most bytes one message from a DERP server may carry: more than [`MAX_MESSAGE`],
+/// because older tether servers sent a whole batch of queued packets as one message.
+pub(crate) const MAX_SERVER_MESSAGE: usize = 8 << 20;
+
 /// The WebSocket client configuration of a DERP connection.
 pub(crate) fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE))
+        .max_message_size(Some(MAX_SERVER_MESSAGE))
+        .max_frame_size(Some(MAX_SERVER_MESSAGE))
 }
 
 /// What a received WebSocket message means for the byte stream.
@@ -145,9 +150,9 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(MAX_MESSAGE);
         let mut inner = Pin::new(&mut self.inner);
         ready!(inner.as_mut().poll_ready(cx)).map_err(io::Error::other)?;
-        let n = buf.len().min(MAX_MESSAGE);
         inner
             .start_send(M::binary(Bytes::copy_from_slice(&buf[..n])))
             .map_err(io::Error::other)?;
@@ -184,10 +189,12 @@ mod tests {
         WebSocketStream<tokio::io::DuplexStream>,
     ) {
         let (a, b) = tokio::io::duplex(1 << 20);
-        let config = Some(client_config());
+        let server = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE))
+            .max_frame_size(Some(MAX_MESSAGE));
         (
-            WebSocketStream::from_raw_socket(a, Role::Server, config).await,
-            WebSocketStream::from_raw_socket(b, Role::Client, config).await,
+            WebSocketStream::from_raw_socket(a, Role::Server, Some(server)).await,
+            WebSocketStream::from_raw_socket(b, Role::Client, Some(client_config())).await,
         )
     }
 
@@ -218,30 +225,41 @@ mod tests {
         drop(writer.await.expect("join"));
     }
 
-    #[tokio::test]
-    async fn an_oversize_fragmented_message_is_an_error_not_a_buffer() {
-        let (mut server, client) = pair().await;
+    /// `sender` sends one binary message of twice `limit` in eight fragments; what the
+    /// reader of `receiver` got.
+    async fn send_twice(
+        mut sender: WebSocketStream<tokio::io::DuplexStream>,
+        receiver: WebSocketStream<tokio::io::DuplexStream>,
+        limit: usize,
+    ) -> io::Result<usize> {
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; 1024];
-            WsIo::new(client).read(&mut buf).await
+            WsIo::new(receiver).read(&mut buf).await
         });
-        // Eight fragments of a quarter of the limit each: twice the limit in all.
         for i in 0..8 {
             let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
-            let frame = Frame::message(vec![0u8; MAX_MESSAGE / 4], opcode, i == 7);
-            if server.send(Message::Frame(frame)).await.is_err() {
+            let frame = Frame::message(vec![0u8; limit / 4], opcode, i == 7);
+            if sender.send(Message::Frame(frame)).await.is_err() {
                 break;
             }
         }
-        let err = reader
-            .await
-            .expect("join")
-            .expect_err("an oversize message was read");
-        let inner = err
-            .into_inner()
-            .expect("inner")
-            .downcast::<Error>()
-            .expect("ws error");
-        assert!(matches!(*inner, Error::Capacity(_)), "{inner}");
+        reader.await.expect("join")
+    }
+
+    fn is_capacity(err: io::Error) -> bool {
+        let inner = err.into_inner().expect("inner").downcast::<Error>();
+        matches!(inner.as_deref(), Ok(Error::Capacity(_)))
+    }
+
+    #[tokio::test]
+    async fn an_oversize_fragmented_message_is_an_error_not_a_buffer() {
+        // A client's, at the server.
+        let (server, client) = pair().await;
+        let err = send_twice(client, server, MAX_MESSAGE).await;
+        assert!(is_capacity(err.expect_err("an oversize message was read")));
+        // A server's, at the client, at the client's larger limit.
+        let (server, client) = pair().await;
+        let err = send_twice(server, client, MAX_SERVER_MESSAGE).await;
+        assert!(is_capacity(err.expect_err("an oversize message was read")));
     }
 }
