@@ -1,12 +1,12 @@
 //! Bounds of the coordination protocol: the size of one message each way, and what a
-//! peer may claim about itself (bounded lists, and only the tailnet address derived from
-//! its peer id). A node is relayed to every tunnel peer, so an unbounded one would cost
-//! memory and bandwidth at each of them, and a node claiming another peer's address
-//! would ask its peers to route that peer's traffic to it.
+//! peer may claim about itself: bounded lists, and one tailnet address (for an agent, the
+//! one derived from its id; a client keeps the address of its first connection's id
+//! across reconnects, so for a client the coordinator only refuses an agent's address).
+//! A node is relayed to every tunnel peer, so an unbounded one would cost memory and
+//! bandwidth at each of them, and a node claiming another peer's address would ask its
+//! peers to route that peer's traffic to it.
 
 use std::net::Ipv6Addr;
-
-use uuid::Uuid;
 
 use tether_proto::coord::{self as proto, Node, Request};
 
@@ -63,6 +63,20 @@ pub enum Refusal {
         /// The address derived from the peer's id.
         own: Ipv6Addr,
     },
+    /// An address or allowed IP is not one tailnet address (`fd7a:115c:a1e0::/48`, bare
+    /// or as a /128), or the lists name more than one.
+    #[error(
+        "node refused: {what} entry {claimed:?} is not this node's one tailnet address (a /128 in fd7a:115c:a1e0::/48)"
+    )]
+    NotTailnetAddress {
+        /// Which list.
+        what: &'static str,
+        /// The entry.
+        claimed: String,
+    },
+    /// A client claimed the address of a workspace agent.
+    #[error("node refused: {0} is a workspace agent's address")]
+    AgentAddress(Ipv6Addr),
 }
 
 /// Parses one text message from a peer, refusing an oversize one before parsing it.
@@ -73,10 +87,10 @@ pub fn parse_request(text: &str) -> Result<Request, Refusal> {
     serde_json::from_str(text).map_err(|e| Refusal::Malformed(e.to_string()))
 }
 
-/// Checks that `node`, sent by peer `id`, is within the limits and claims only the
-/// tailnet address derived from `id` (as a bare address or a /128).
-pub fn check_node(node: &Node, id: Uuid) -> Result<(), Refusal> {
-    let own = proto::tailnet_ip(id);
+/// Checks that `node` is within the limits and claims one tailnet address at most (as a
+/// bare address or a /128, the same in `addresses` and `allowed_ips`), which must be
+/// `own` if given; returns the address claimed, if any.
+pub fn check_node(node: &Node, own: Option<Ipv6Addr>) -> Result<Option<Ipv6Addr>, Refusal> {
     let at_most = |what, count, max| {
         if count > max {
             Err(Refusal::TooMany { what, count, max })
@@ -107,23 +121,37 @@ pub fn check_node(node: &Node, id: Uuid) -> Result<(), Refusal> {
             });
         }
     }
-    let lists = [
-        ("addresses", &node.addresses),
-        ("allowed IPs", &node.allowed_ips),
-    ];
-    for (what, list) in lists {
-        for claimed in list.iter() {
-            let (ip, prefix) = claimed.split_once('/').unwrap_or((claimed, "128"));
-            if prefix != "128" || ip.parse::<Ipv6Addr>().ok() != Some(own) {
-                return Err(Refusal::NotOwnAddress {
-                    what,
-                    claimed: claimed.clone(),
-                    own,
-                });
-            }
+    let mut claimed: Option<Ipv6Addr> = None;
+    let entries = node
+        .addresses
+        .iter()
+        .map(|a| ("addresses", a))
+        .chain(node.allowed_ips.iter().map(|a| ("allowed IPs", a)));
+    for (what, entry) in entries {
+        let (ip, prefix) = entry.split_once('/').unwrap_or((entry, "128"));
+        let ip = ip.parse::<Ipv6Addr>().ok().filter(|ip| {
+            prefix == "128"
+                && ip.octets()[..6] == proto::TAILNET_PREFIX
+                && claimed.is_none_or(|c| c == *ip)
+        });
+        let Some(ip) = ip else {
+            return Err(Refusal::NotTailnetAddress {
+                what,
+                claimed: entry.clone(),
+            });
+        };
+        if let Some(own) = own
+            && ip != own
+        {
+            return Err(Refusal::NotOwnAddress {
+                what,
+                claimed: entry.clone(),
+                own,
+            });
         }
+        claimed = Some(ip);
     }
-    Ok(())
+    Ok(claimed)
 }
 
 #[cfg(test)]
@@ -131,9 +159,14 @@ mod tests {
     use std::collections::BTreeMap;
 
     use tether_key::{DiscoPublic, NodePublic};
+    use uuid::Uuid;
 
     use super::*;
     use tether_proto::coord::{PeerUpdate, Response};
+
+    fn own(id: Uuid) -> Option<Ipv6Addr> {
+        Some(proto::tailnet_ip(id))
+    }
 
     /// A node with every list at its limit and every item at its longest.
     fn largest_legal_node(id: Uuid) -> Node {
@@ -158,7 +191,7 @@ mod tests {
     fn the_largest_legal_node_fits_in_one_message() {
         let id = Uuid::from_u128(u128::MAX);
         let node = largest_legal_node(id);
-        assert_eq!(check_node(&node, id), Ok(()));
+        assert_eq!(check_node(&node, own(id)), Ok(own(id)));
         let text = serde_json::to_string(&Request::UpdateSelf { node }).expect("json");
         assert!(text.len() <= MAX_REQUEST_BYTES, "{} bytes", text.len());
         assert!(parse_request(&text).is_ok());
@@ -200,7 +233,7 @@ mod tests {
         let mut n = largest_legal_node(id);
         n.endpoints.push("1.2.3.4:5".into());
         assert!(matches!(
-            check_node(&n, id),
+            check_node(&n, own(id)),
             Err(Refusal::TooMany {
                 what: "endpoints",
                 ..
@@ -208,45 +241,62 @@ mod tests {
         ));
         let mut n = largest_legal_node(id);
         n.derp_latency.insert("x".into(), 1.0);
-        assert!(matches!(check_node(&n, id), Err(Refusal::TooMany { .. })));
+        assert!(matches!(
+            check_node(&n, own(id)),
+            Err(Refusal::TooMany { .. })
+        ));
         let mut n = largest_legal_node(id);
         n.addresses.push(n.addresses[0].clone());
-        assert!(matches!(check_node(&n, id), Err(Refusal::TooMany { .. })));
+        assert!(matches!(
+            check_node(&n, own(id)),
+            Err(Refusal::TooMany { .. })
+        ));
         let mut n = largest_legal_node(id);
         n.endpoints[3].push('x');
         assert!(matches!(
-            check_node(&n, id),
+            check_node(&n, own(id)),
             Err(Refusal::ItemTooLong { .. })
         ));
         let mut n = largest_legal_node(id);
         n.derp_latency = BTreeMap::from([("y".repeat(MAX_ITEM_LEN + 1), 0.1)]);
         assert!(matches!(
-            check_node(&n, id),
+            check_node(&n, own(id)),
             Err(Refusal::ItemTooLong { .. })
         ));
     }
 
     #[test]
-    fn only_the_own_address_may_be_claimed() {
+    fn one_tailnet_address_may_be_claimed_and_for_an_agent_only_its_own() {
         let id = Uuid::from_u128(0x1234);
-        let own = proto::tailnet_ip(id);
+        let mine = proto::tailnet_ip(id);
         let other = proto::tailnet_ip(Uuid::from_u128(0x5678));
         let mut n = largest_legal_node(id);
-        n.addresses = vec![own.to_string(), format!("{own}/128")];
+        n.addresses = vec![mine.to_string(), format!("{mine}/128")];
         n.allowed_ips = vec![];
-        assert_eq!(check_node(&n, id), Ok(()));
+        assert_eq!(check_node(&n, own(id)), Ok(Some(mine)));
+        // Without an own address (a client), another tailnet address is claimable.
+        n.addresses = vec![format!("{other}/128")];
+        assert_eq!(check_node(&n, None), Ok(Some(other)));
+        assert!(matches!(
+            check_node(&n, own(id)),
+            Err(Refusal::NotOwnAddress { .. })
+        ));
+        n.addresses = vec![];
+        assert_eq!(check_node(&n, own(id)), Ok(None));
+        n.addresses = vec![format!("{mine}/128")];
         for bad in [
             format!("{other}/128"),
-            format!("{own}/64"),
-            format!("{own}/0128"),
+            format!("{mine}/64"),
+            format!("{mine}/0128"),
             "::/0".to_string(),
+            "fd7a:115c:a1e1::1/128".to_string(),
             "0.0.0.0/0".to_string(),
-            format!("{own}/"),
+            format!("{mine}/"),
             String::new(),
         ] {
             n.allowed_ips = vec![bad.clone()];
             assert!(
-                matches!(check_node(&n, id), Err(Refusal::NotOwnAddress { .. })),
+                matches!(check_node(&n, None), Err(Refusal::NotTailnetAddress { .. })),
                 "{bad:?} was accepted"
             );
         }

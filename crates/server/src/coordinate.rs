@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use tether_coord::limits;
 use tether_coord::{ConnId, Coordinator, Output, Role};
 use tether_key::NodePublic;
-use tether_proto::coord::{Request, Response};
+use tether_proto::coord::{Request, Response, tailnet_ip};
 use tether_proto::derpmap::DerpMap;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -174,6 +174,8 @@ impl Hub {
         mut on_event: impl FnMut(PeerEvent) + Send,
     ) {
         let mut relay: Option<u32> = None;
+        // Only a node the coordinator takes moves the recorded relay region.
+        let own = matches!(role, Role::Agent { .. }).then(|| tailnet_ip(role.id()));
         let (tx, mut rx) = mpsc::channel(OUTBOX);
         let connected = {
             let mut inner = self.lock();
@@ -241,7 +243,7 @@ impl Hub {
                                 if let Request::UpdateSelf { node } = &req
                                         && node.preferred_derp != 0
                                         && relay != Some(node.preferred_derp)
-                                        && limits::check_node(node, role.id()).is_ok()
+                                        && limits::check_node(node, own).is_ok()
                                 {
                                         relay = Some(node.preferred_derp);
                                         on_event(PeerEvent::Relay(node.preferred_derp));

@@ -58,21 +58,32 @@ fn tunnel() -> (Coordinator, Instant) {
 
 /// Sends `node` as the agent's; the errors the agent got and whether the client heard of it.
 fn offer(c: &mut Coordinator, now: Instant, node: Node) -> (Vec<String>, bool) {
-    c.handle_request(1, Request::UpdateSelf { node }, now);
+    offer_on(c, now, 1, node, 2)
+}
+
+/// Sends `node` on `from`; the errors `from` got and whether `to` heard of it.
+fn offer_on(
+    c: &mut Coordinator,
+    now: Instant,
+    from: ConnId,
+    node: Node,
+    to: ConnId,
+) -> (Vec<String>, bool) {
+    c.handle_request(from, Request::UpdateSelf { node }, now);
     let out = drain(c);
     let errors = out
         .iter()
         .filter_map(|o| match o {
             Output::Send {
-                conn: 1,
+                conn,
                 msg: Response::Error { message },
-            } => Some(message.clone()),
+            } if *conn == from => Some(message.clone()),
             _ => None,
         })
         .collect();
     let heard = out.iter().any(|o| {
-        matches!(o, Output::Send { conn: 2, msg: Response::PeerUpdates { updates } }
-            if updates.iter().any(|u| u.kind == PeerUpdateKind::Node))
+        matches!(o, Output::Send { conn, msg: Response::PeerUpdates { updates } }
+            if *conn == to && updates.iter().any(|u| u.kind == PeerUpdateKind::Node))
     });
     (errors, heard)
 }
@@ -126,7 +137,7 @@ fn endpoint_count_limit_is_exact() {
 }
 
 #[test]
-fn addresses_not_derived_from_the_peer_id_are_refused() {
+fn an_agent_may_claim_only_the_address_derived_from_its_id() {
     let (mut c, now) = tunnel();
     let victim = format!("{}/128", proto::tailnet_ip(CLIENT));
     for (addresses, allowed_ips) in [
@@ -150,6 +161,41 @@ fn addresses_not_derived_from_the_peer_id_are_refused() {
     n.allowed_ips = vec![];
     let (errors, heard) = offer(&mut c, now, n);
     assert!(errors.is_empty() && heard, "{errors:?}");
+}
+
+#[test]
+fn a_client_keeps_any_one_tailnet_address_but_no_agents() {
+    let (mut c, now) = tunnel();
+    // A client that reconnected keeps the address of its first connection's id.
+    let earlier = proto::tailnet_ip(Uuid::from_u128(0x2a0));
+    let mut n = node(CLIENT, 2);
+    n.addresses = vec![format!("{earlier}/128")];
+    n.allowed_ips = vec![format!("{earlier}/128")];
+    let (errors, heard) = offer_on(&mut c, now, 2, n, 1);
+    assert!(errors.is_empty() && heard, "{errors:?}");
+    for bad in [
+        vec![format!("{}/128", proto::tailnet_ip(AGENT))],
+        vec![
+            format!("{earlier}/128"),
+            format!("{}/128", proto::tailnet_ip(CLIENT)),
+        ],
+        vec!["10.0.0.1/32".to_string()],
+    ] {
+        let mut n = node(CLIENT, 2);
+        n.addresses = bad.clone();
+        n.allowed_ips = vec![];
+        let (errors, heard) = offer_on(&mut c, now, 2, n, 1);
+        assert!(!heard, "{bad:?} was passed on");
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+    }
+    // Once the workspace is gone, its address is no agent's any more.
+    c.remove_agent(AGENT, now);
+    drain(&mut c);
+    let mut n = node(CLIENT, 2);
+    n.addresses = vec![format!("{}/128", proto::tailnet_ip(AGENT))];
+    n.allowed_ips = vec![];
+    let (errors, _) = offer_on(&mut c, now, 2, n, 1);
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[test]
