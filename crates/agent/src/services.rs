@@ -9,12 +9,11 @@
 //! | port | service |
 //! |---|---|
 //! | 22, 1 | SSH ([`SshServer`]) |
+//! | 2 | the web terminal's reconnecting PTY ([`ReconnectingPty`]) |
 //! | 3 | speedtest responder ([`Speedtest`]) |
+//! | 4 | the agent's HTTP API: listening ports, netcheck ([`HttpApi`]) |
 //! | any other TCP port | forward to `127.0.0.1:<port>` ([`TcpForward`]) |
 //! | any UDP port | forward to `127.0.0.1:<port>` ([`UdpForward`]) |
-//!
-//! Ports 2 (the web terminal's reconnecting PTY) and 4 (the agent's HTTP API) are kept for
-//! the services that come next; until they are registered they are forwarded like any other.
 //!
 //! A new service is a type implementing [`Service<TcpStream>`] (keep its protocol generic
 //! over the byte stream, as [`crate::speedtest::serve`] is, so tests can drive it without a
@@ -33,6 +32,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::forward::{ChannelDatagrams, forward_tcp, forward_udp};
+use crate::http_api::{self, HttpApi};
+use crate::reconnecting_pty::{self, ReconnectingPty};
 use crate::speedtest;
 use crate::ssh::SshServer;
 
@@ -92,15 +93,20 @@ impl Services {
         Self::default()
     }
 
-    /// What `tether agent` serves: SSH on [`SSH_PORTS`], the speedtest responder on
-    /// [`speedtest::PORT`], and every other TCP and UDP port forwarded into the workspace.
-    pub fn standard(ssh: SshServer) -> Self {
+    /// What `tether agent` serves: SSH on [`SSH_PORTS`], the reconnecting PTY on
+    /// [`reconnecting_pty::PORT`], the speedtest responder on [`speedtest::PORT`], the HTTP
+    /// API on [`http_api::PORT`], and every other TCP and UDP port forwarded into the
+    /// workspace. `ssh` and `terminals` live as long as the agent (host key, terminal
+    /// sessions), `api` as long as its tailnet connection.
+    pub fn standard(ssh: SshServer, terminals: ReconnectingPty, api: HttpApi) -> Self {
         let mut services = Self::new();
         for port in SSH_PORTS {
             services = services.tcp(port, ssh.clone());
         }
         services
+            .tcp(reconnecting_pty::PORT, terminals)
             .tcp(speedtest::PORT, Speedtest)
+            .tcp(http_api::PORT, api)
             .other_tcp(TcpForward)
             .other_udp(UdpForward::default())
     }
@@ -215,6 +221,25 @@ impl Service<TcpStream> for SshServer {
         let from = stream.peer_addr();
         if let Err(e) = self.serve(stream).await {
             tracing::debug!(%from, error = %e, "ssh connection ended with an error");
+        }
+    }
+}
+
+impl Service<TcpStream> for ReconnectingPty {
+    async fn handle(&self, stream: TcpStream) {
+        let from = stream.peer_addr();
+        match self.serve(stream).await {
+            Ok(how) => tracing::debug!(%from, ?how, "web terminal connection ended"),
+            Err(e) => tracing::info!(%from, error = %e, "web terminal connection closed"),
+        }
+    }
+}
+
+impl Service<TcpStream> for HttpApi {
+    async fn handle(&self, stream: TcpStream) {
+        let from = stream.peer_addr();
+        if let Err(e) = self.serve(stream).await {
+            tracing::debug!(%from, error = %e, "HTTP API connection ended with an error");
         }
     }
 }
@@ -365,10 +390,22 @@ mod tests {
         assert!(matches!(ended, TailnetError::Closed), "{ended}");
     }
 
+    struct NoNetcheck;
+
+    impl http_api::Netcheck for NoNetcheck {
+        fn report(&self) -> http_api::ReportFuture<'_> {
+            Box::pin(async { Err(http_api::NetcheckError::Closed) })
+        }
+    }
+
     #[test]
     fn standard_table() {
-        let services = Services::standard(SshServer::new().unwrap());
-        assert_eq!(services.tcp_ports().collect::<Vec<_>>(), [1, 3, 22]);
+        let services = Services::standard(
+            SshServer::new().unwrap(),
+            ReconnectingPty::new(crate::user::User::current(), Default::default()),
+            HttpApi::new(NoNetcheck),
+        );
+        assert_eq!(services.tcp_ports().collect::<Vec<_>>(), [1, 2, 3, 4, 22]);
         assert!(services.other_tcp.is_some() && services.other_udp.is_some());
     }
 }

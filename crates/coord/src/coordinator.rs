@@ -16,6 +16,7 @@
 //! - a peer only ever hears about peers it shares a tunnel with.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use tether_key::NodePublic;
@@ -173,6 +174,8 @@ pub struct Coordinator {
     agent_tunnels: BTreeMap<Uuid, BTreeSet<Uuid>>,
     /// Node key of every live peer that sent a node → that peer.
     keys: BTreeMap<NodePublic, Uuid>,
+    /// The tailnet address of every known agent, which no client may claim.
+    agent_addresses: BTreeSet<Ipv6Addr>,
     /// Keys that stopped being known since the last drain.
     forgotten: BTreeSet<NodePublic>,
     outputs: VecDeque<Output>,
@@ -217,6 +220,7 @@ impl Coordinator {
             client_tunnels: BTreeMap::new(),
             agent_tunnels: BTreeMap::new(),
             keys: BTreeMap::new(),
+            agent_addresses: BTreeSet::new(),
             forgotten: BTreeSet::new(),
             outputs: VecDeque::new(),
         }
@@ -233,6 +237,7 @@ impl Coordinator {
     /// (both sides get DISCONNECTED, reason "access revoked").
     pub fn set_agent_owner(&mut self, agent: Uuid, owner: Uuid) {
         let previous = self.owners.insert(agent, owner);
+        self.agent_addresses.insert(proto::tailnet_ip(agent));
         if previous.is_none_or(|p| p == owner) {
             return;
         }
@@ -265,6 +270,7 @@ impl Coordinator {
     /// DISCONNECTED ("workspace deleted"), its tunnels and owner are forgotten.
     pub fn remove_agent(&mut self, agent: Uuid, now: Instant) {
         self.owners.remove(&agent);
+        self.agent_addresses.remove(&proto::tailnet_ip(agent));
         if self.peers.get(&agent).map(|p| p.kind) == Some(Kind::Agent)
             && let Some(peer) = self.detach_peer(agent)
         {
@@ -556,6 +562,19 @@ impl Coordinator {
         has(a, b) || has(b, a)
     }
 
+    /// The limits of [`crate::limits`]; an agent may claim only its own address, a
+    /// client no agent's.
+    fn check_claims(&self, id: Uuid, node: &Node) -> Result<(), crate::limits::Refusal> {
+        let agent = self.peers.get(&id).is_some_and(|p| p.kind == Kind::Agent);
+        let own = agent.then(|| proto::tailnet_ip(id));
+        match crate::limits::check_node(node, own)? {
+            Some(ip) if !agent && self.agent_addresses.contains(&ip) => {
+                Err(crate::limits::Refusal::AgentAddress(ip))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn update_self(&mut self, conn: ConnId, id: Uuid, node: Node) {
         if node.id != id {
             debug!(peer = %id, node_id = %node.id, "refusing node with another peer's id");
@@ -566,6 +585,11 @@ impl Coordinator {
                     node.id
                 ),
             );
+            return;
+        }
+        if let Err(refusal) = self.check_claims(id, &node) {
+            debug!(peer = %id, %refusal, "refusing node");
+            self.send_error(conn, refusal.to_string());
             return;
         }
         if self.keys.get(&node.key).is_some_and(|owner| *owner != id) {
@@ -729,7 +753,10 @@ impl Coordinator {
             return;
         }
         if let Some(conn) = self.peers.get(&to).map(|p| p.conn) {
-            self.send(conn, proto::Response::PeerUpdates { updates });
+            for chunk in updates.chunks(crate::limits::MAX_UPDATES_PER_MESSAGE) {
+                let updates = chunk.to_vec();
+                self.send(conn, proto::Response::PeerUpdates { updates });
+            }
         }
     }
 
@@ -783,5 +810,7 @@ impl Coordinator {
     }
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;

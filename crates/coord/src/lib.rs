@@ -9,5 +9,6 @@
 //! [`Coordinator::poll_output`] and routes each message to its socket.
 
 pub mod coordinator;
+pub mod limits;
 
 pub use coordinator::{AgentStatus, Config, ConnId, CoordError, Coordinator, Output, Role, Stats};

@@ -703,7 +703,8 @@ async fn websocket(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
         http::HeaderValue::from_static(crate::http::WS_PROTOCOL),
     );
     let (io, _) = dial(cfg).await?;
-    let (ws, _resp) = tokio_tungstenite::client_async(req, io).await?;
+    let config = Some(crate::ws::client_config());
+    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, io, config).await?;
     Ok(Box::new(WsIo::new(ws)))
 }
 

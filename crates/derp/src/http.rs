@@ -21,7 +21,7 @@ use tracing::debug;
 
 use crate::frame::PROTOCOL_VERSION;
 use crate::server::Server;
-use crate::ws::WsIo;
+use crate::ws::{MAX_MESSAGE, WsIo};
 
 /// Subprotocol name for DERP over WebSocket.
 pub const WS_PROTOCOL: &str = "derp";
@@ -78,6 +78,8 @@ async fn derp(State(server): State<Arc<Server>>, mut req: Request) -> Response {
         };
         return ws
             .protocols([WS_PROTOCOL])
+            .max_message_size(MAX_MESSAGE)
+            .max_frame_size(MAX_MESSAGE)
             .on_upgrade(move |socket| async move {
                 if let Err(e) = server.accept(WsIo::new(socket), remote).await {
                     debug!(error = %e, ?remote, "websocket DERP connection ended with error");

@@ -43,6 +43,14 @@ pub fn check_version(v: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The most bytes one message from a peer to the coordinator may have; the coordinator
+/// refuses longer ones unread. The largest node within its limits is about 20 KiB.
+pub const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// The most bytes one message from the coordinator may have: the coordinator sends at
+/// most 64 peer updates to a message (each node within [`MAX_REQUEST_BYTES`]), and a
+/// DERP map.
+pub const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
 /// The tailnet IPv6 prefix shared with Coder and Tailscale (`fd7a:115c:a1e0::/48`).
 pub const TAILNET_PREFIX: [u8; 6] = [0xfd, 0x7a, 0x11, 0x5c, 0xa1, 0xe0];
 

@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use tether_coord::limits;
 use tether_coord::{ConnId, Coordinator, Output, Role};
 use tether_key::NodePublic;
-use tether_proto::coord::{Request, Response};
+use tether_proto::coord::{Request, Response, tailnet_ip};
 use tether_proto::derpmap::DerpMap;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -173,6 +174,8 @@ impl Hub {
         mut on_event: impl FnMut(PeerEvent) + Send,
     ) {
         let mut relay: Option<u32> = None;
+        // Only a node the coordinator takes moves the recorded relay region.
+        let own = matches!(role, Role::Agent { .. }).then(|| tailnet_ip(role.id()));
         let (tx, mut rx) = mpsc::channel(OUTBOX);
         let connected = {
             let mut inner = self.lock();
@@ -235,11 +238,12 @@ impl Hub {
                     let Some(Ok(frame)) = frame else { break };
                     let now = Instant::now();
                     match frame {
-                        Message::Text(text) => match serde_json::from_str::<Request>(text.as_str()) {
+                        Message::Text(text) => match limits::parse_request(text.as_str()) {
                             Ok(req) => {
                                 if let Request::UpdateSelf { node } = &req
                                         && node.preferred_derp != 0
                                         && relay != Some(node.preferred_derp)
+                                        && limits::check_node(node, own).is_ok()
                                 {
                                         relay = Some(node.preferred_derp);
                                         on_event(PeerEvent::Relay(node.preferred_derp));
@@ -251,7 +255,7 @@ impl Hub {
                             }
                             Err(e) => {
                                 self.with(|c| c.heard_from(conn, now));
-                                let msg = Response::Error { message: format!("malformed coordination message: {e}") };
+                                let msg = Response::Error { message: e.to_string() };
                                 if let Ok(text) = serde_json::to_string(&msg) {
                                     let _ = sink.send(Message::Text(text.into())).await;
                                 }

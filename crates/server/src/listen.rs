@@ -1,14 +1,35 @@
-//! Accept loops for HTTP and HTTPS. Both serve the same axum app through hyper-util's
-//! auto builder with upgrades enabled, which `/derp` and the WebSockets need.
+//! Accept loops for HTTP and HTTPS. Both serve the same axum app over HTTP/1.1 with
+//! upgrades enabled, which `/derp` and the WebSockets need.
+//!
+//! Nothing here waits on a client without a bound: a request's head must arrive within
+//! [`HEADER_TIMEOUT`] (which also closes idle connections), a request must be answered
+//! within [`REQUEST_TIMEOUT`], and the connections are counted in a [`ConnTable`] whose
+//! cap comes from the descriptor limit ([`nofile`]), so idle or trickling sockets can
+//! neither exhaust descriptors nor crowd out upgraded and logged-in clients.
+
+pub mod nofile;
+pub mod table;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
+use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tower_service::Service;
+
+pub use table::{ConnHandle, ConnSlot, ConnTable};
+
+use crate::api::error::ApiError;
 
 /// Binds a TCP listener, turning "address in use" into one sentence naming the flag.
 pub async fn bind(addr: SocketAddr, flag: &str, env: &str) -> Result<TcpListener, String> {
@@ -53,11 +74,42 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
     Ok(Arc::new(cfg))
 }
 
-/// Serves `app` on `listener` forever, optionally behind TLS. The connections are tasks
-/// of this future: dropping (or aborting) it closes them too, except those already
-/// handed off by an upgrade.
-pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::ServerConfig>>) {
+/// Slowest a client may send a request's head; also how long a connection may idle
+/// between requests. A socket that sends nothing, or a byte now and then, is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a request may take from its head to its response (body, handler and all);
+/// an upgraded connection is no longer a request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a TLS handshake may take.
+const TLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a plain-HTTP client is told when there is no room for its connection.
+const NO_ROOM: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The connection table for this process: raises the descriptor limit and sizes the
+/// table from it (one table for every listener, as they share the descriptors).
+pub fn conn_table() -> Arc<ConnTable> {
+    let caps = nofile::raise();
+    tracing::info!(
+        descriptors = caps.nofile,
+        connections = caps.cap,
+        before_login = caps.cap - caps.reserve,
+        "connection limits"
+    );
+    ConnTable::new(caps.cap, caps.reserve)
+}
+
+/// Serves `app` on `listener` forever, optionally behind TLS, with the connections
+/// counted in `table`. The connections are tasks of this future: dropping (or aborting)
+/// it closes them too, except those already handed off by an upgrade.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    table: Arc<ConnTable>,
+) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let mut failing = false;
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -65,51 +117,156 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<Arc<rustls::S
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
         let (stream, remote) = match accepted {
-            Ok(x) => x,
+            Ok(x) => {
+                failing = false;
+                x
+            }
             Err(e) => {
-                // EMFILE and friends are transient; back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                // Out of descriptors: close an idle connection on probation to get one
+                // back, then try again soon. Other errors concern one connection only.
+                let exhausted = e.raw_os_error().is_some_and(is_out_of_descriptors);
+                if !failing {
+                    tracing::warn!(error = %e, "accept failed");
+                }
+                failing = true;
+                if exhausted {
+                    table.evict_one();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(slot) = table.admit() else {
+            tracing::debug!(%remote, "no room for another connection; refused");
+            if acceptor.is_none() {
+                let _ = stream.try_write(NO_ROOM);
+            }
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
         conns.spawn(async move {
-            let svc = TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            let evicted = slot.evicted();
+            let conn = slot.handle();
+            let io = Counted {
+                io: stream,
+                _slot: slot,
+            };
+            let served = async {
+                match acceptor {
+                    None => serve_connection(io, app, conn, remote).await,
+                    Some(acceptor) => match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io))
                         .await
-                }
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
                     {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                        .await
+                        Ok(Ok(tls)) => serve_connection(tls, app, conn, remote).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    },
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+            tokio::select! {
+                () = served => {}
+                () = evicted.cancelled() => tracing::debug!(%remote, "closed to make room"),
             }
         });
+    }
+}
+
+/// EMFILE (this process) or ENFILE (the system) on Linux and the BSDs.
+fn is_out_of_descriptors(errno: i32) -> bool {
+    errno == 24 || errno == 23
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection: a request's head must arrive
+/// within [`HEADER_TIMEOUT`], and the request be answered within [`REQUEST_TIMEOUT`].
+/// Each request learns its peer's address (`ConnectInfo`) and its connection
+/// ([`ConnHandle`]); a `101 Switching Protocols` establishes the connection.
+async fn serve_connection<I>(io: I, app: Router, conn: ConnHandle, remote: SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(remote));
+        req.extensions_mut().insert(conn.clone());
+        let busy = conn.busy();
+        let conn = conn.clone();
+        let mut app = app.clone();
+        async move {
+            let _busy = busy;
+            let resp = match tokio::time::timeout(REQUEST_TIMEOUT, app.call(req)).await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(never)) => match never {},
+                Err(_) => {
+                    tracing::debug!(%remote, "request timed out");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "The request took too long.",
+                    )
+                    .into_response()
+                }
+            };
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                conn.establish();
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    // hyper's own HTTP/1 builder: the auto builder reads the first bytes to tell the
+    // versions apart with no timeout, so a socket that sends nothing would stay.
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = served.await {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection's socket with its place in the table: the place is given back when the
+/// socket closes, also when an upgrade has handed the socket to another task.
+struct Counted<S> {
+    io: S,
+    _slot: ConnSlot,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::config::{Config, StunListen};
 use crate::state::{AppState, DerpMapStatus, StunInfo};
-use crate::{StartError, api, coordinate, derpmap, listen, site};
+use crate::{StartError, api, coordinate, derpmap, listen, passwords, site};
 
 /// Key under which the relay's private key is kept in the store (shared by replicas).
 const DERP_KEY_CONFIG: &str = "derp_server_private_key";
@@ -70,7 +70,8 @@ impl Server {
         let stun_regions = derpmap::stun_regions(&config.derp_server_stun_addresses)?;
 
         let data_dir = config.effective_data_dir();
-        std::fs::create_dir_all(&data_dir).map_err(|e| {
+        // 0700: it holds the database with password hashes and the relay's private key.
+        tether_store::private_dir(&data_dir).map_err(|e| {
             StartError::Config(format!(
                 "could not create the data directory {} (--data-dir): {e}",
                 data_dir.display()
@@ -187,6 +188,10 @@ impl Server {
             derp_force_websockets: config.derp_force_websockets,
             block_direct: config.block_direct_connections,
             derp_map_status,
+            passwords: Arc::new(passwords::Passwords::new(
+                passwords::PoolLimits::for_this_host(),
+                passwords::throttle::Limits::default(),
+            )),
         };
         let mut app = api::router(state).merge(site::router(&access_url));
         if let Some(derp) = &derp {
@@ -278,9 +283,15 @@ impl Server {
                 r.status,
             ));
         }
-        tasks.spawn(listen::serve(self.http, self.app.clone(), None));
+        let conns = listen::conn_table();
+        tasks.spawn(listen::serve(
+            self.http,
+            self.app.clone(),
+            None,
+            conns.clone(),
+        ));
         if let Some((l, cfg, _)) = self.tls {
-            tasks.spawn(listen::serve(l, self.app, Some(cfg)));
+            tasks.spawn(listen::serve(l, self.app, Some(cfg), conns));
         }
         shutdown.await;
         tracing::info!("shutting down");

@@ -42,4 +42,6 @@ pub struct AppState {
     pub block_direct: bool,
     /// DERP map refresh status.
     pub derp_map_status: Arc<RwLock<DerpMapStatus>>,
+    /// Password hashing and login limits.
+    pub passwords: Arc<crate::passwords::Passwords>,
 }

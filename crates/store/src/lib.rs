@@ -13,6 +13,7 @@
 
 mod error;
 mod model;
+mod permissions;
 pub mod secret;
 mod sqlite;
 
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{NewUser, NewWorkspace, User, Workspace};
+pub use permissions::private_dir;
 
 /// Handle to the database; clones share one connection pool.
 #[derive(Debug, Clone)]
@@ -39,7 +41,10 @@ enum Backend {
 
 impl Store {
     /// Opens (creating if missing, parent directories included) the SQLite database at
-    /// `path` and brings its schema up to date.
+    /// `path` and brings its schema up to date. The database holds password hashes and the
+    /// relay's private key, so on Unix a directory it creates is 0700 and the database
+    /// files (the database, its `-wal` and `-shm`) are 0600; existing files with wider
+    /// modes are narrowed, with a log line.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         let backend = sqlite::SqliteBackend::open(path).await?;
         Ok(Store {
@@ -74,6 +79,14 @@ impl Store {
     pub async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         match &self.backend {
             Backend::Sqlite(db) => db.create_user(new).await,
+        }
+    }
+
+    /// Creates `new` as the first user, atomically: `None` (and nothing written) when any
+    /// user exists already, so of several simultaneous callers exactly one succeeds.
+    pub async fn create_first_user(&self, new: NewUser) -> Result<Option<User>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.create_first_user(new).await,
         }
     }
 

@@ -66,20 +66,22 @@ impl SqliteBackend {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
             && !tokio::fs::try_exists(parent).await.unwrap_or(false)
         {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+            crate::permissions::private_dir(parent).map_err(|e| {
                 cannot_open(format!("cannot create directory {}: {e}", parent.display()))
             })?;
         }
         // SQLite only says "unable to open database file"; opening it ourselves first
         // turns that into the OS's reason (permission denied, not a directory, ...).
-        tokio::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
+        let mut create = tokio::fs::OpenOptions::new();
+        create.read(true).write(true).create(true).truncate(false);
+        // SQLite gives the -wal and -shm files it creates the database file's mode.
+        #[cfg(unix)]
+        create.mode(0o600);
+        create
             .open(path)
             .await
             .map_err(|e| cannot_open(e.to_string()))?;
+        crate::permissions::private_files(path).map_err(|e| cannot_open(e.to_string()))?;
 
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -115,6 +117,9 @@ impl SqliteBackend {
                 },
             });
         }
+        // The pool has made -wal and -shm by now, with the database file's mode; make
+        // sure of it, cheaply.
+        crate::permissions::private_files(path).map_err(|e| cannot_open(e.to_string()))?;
         tracing::info!(path = %shown, "store opened (sqlite)");
         Ok(Self {
             pool,
@@ -155,6 +160,22 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        self.insert_user(new, false)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("the user was not created".to_owned()))
+    }
+
+    pub(crate) async fn create_first_user(&self, new: NewUser) -> Result<Option<User>, StoreError> {
+        self.insert_user(new, true).await
+    }
+
+    /// Inserts a user; with `only_if_first`, in the same statement as the check that the
+    /// table is empty (one statement is atomic), and `None` when it was not.
+    async fn insert_user(
+        &self,
+        new: NewUser,
+        only_if_first: bool,
+    ) -> Result<Option<User>, StoreError> {
         let user = User {
             id: Uuid::new_v4(),
             username: new.username,
@@ -163,22 +184,30 @@ impl SqliteBackend {
             created_at: now_micros(),
             password_hash: new.password_hash,
         };
-        let inserted = sqlx::query(
+        let sql = if only_if_first {
             "INSERT INTO users (id, username, email, is_admin, created_at, password_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(user.id)
-        .bind(&user.username)
-        .bind(&user.email)
-        .bind(user.is_admin)
-        .bind(user.created_at)
-        .bind(&user.password_hash)
-        .execute(&self.pool)
-        .await;
+             SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM users)"
+        } else {
+            "INSERT INTO users (id, username, email, is_admin, created_at, password_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        };
+        let inserted = sqlx::query(sql)
+            .bind(user.id)
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(user.is_admin)
+            .bind(user.created_at)
+            .bind(&user.password_hash)
+            .execute(&self.pool)
+            .await;
         match inserted {
+            Ok(done) if done.rows_affected() == 0 => {
+                tracing::debug!(user = %user.username, "not the first user: one exists already");
+                Ok(None)
+            }
             Ok(_) => {
                 tracing::info!(user = %user.username, admin = user.is_admin, "user created");
-                Ok(user)
+                Ok(Some(user))
             }
             Err(e) if is_kind(&e, ErrorKind::UniqueViolation) => {
                 Err(StoreError::Conflict(self.user_conflict(&user).await?))

@@ -609,3 +609,58 @@ async fn a_write_blocked_by_another_writer_is_unavailable_after_the_busy_timeout
         .await
         .expect("works once unlocked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_simultaneous_first_users_exactly_one_is_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create_first_user(new_user(&format!("admin{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        created += usize::from(t.await.expect("join").expect("insert").is_some());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(store.user_count().await.expect("count"), 1);
+    // Later calls change nothing either; an ordinary create still works.
+    assert!(
+        store
+            .create_first_user(new_user("late"))
+            .await
+            .expect("insert")
+            .is_none()
+    );
+    store
+        .create_user(new_user("second"))
+        .await
+        .expect("second user");
+    assert_eq!(store.user_count().await.expect("count"), 2);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_and_its_directory_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let db = data.join("tether.db");
+    let store = Store::open_sqlite(&db).await.expect("open");
+    store.create_user(new_user("alice")).await.expect("write");
+    assert_eq!(mode(&data), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        assert_eq!(
+            mode(&data.join(format!("tether.db{suffix}"))),
+            0o600,
+            "{suffix}"
+        );
+    }
+}

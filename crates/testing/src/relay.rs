@@ -43,7 +43,12 @@ impl Relay {
 /// Serves `app` (which should route to `derp`) on `listener`, as `tether server` does.
 pub async fn serve_router(listener: TcpListener, app: Router, derp: Arc<Server>) -> Relay {
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(tether_server::listen::serve(listener, app, None));
+    let task = tokio::spawn(tether_server::listen::serve(
+        listener,
+        app,
+        None,
+        tether_server::listen::conn_table(),
+    ));
     Relay { addr, derp, task }
 }
 

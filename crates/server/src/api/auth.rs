@@ -94,6 +94,13 @@ pub fn check_origin(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
     Err(ApiError::forbidden("Cross-site request refused."))
 }
 
+/// An authenticated request's connection leaves probation (see [`crate::listen::table`]).
+fn established(parts: &Parts) {
+    if let Some(conn) = parts.extensions.get::<crate::listen::ConnHandle>() {
+        conn.establish();
+    }
+}
+
 /// The session of a request: its user and the hash of the token it presented.
 pub struct Session {
     /// The logged-in user.
@@ -128,6 +135,7 @@ impl FromRequestParts<AppState> for Session {
         if source == TokenSource::Cookie {
             check_origin(parts, state)?;
         }
+        established(parts);
         Ok(Self {
             user,
             token_hash,
@@ -177,7 +185,10 @@ impl FromRequestParts<AppState> for AgentAuth {
             .workspace_by_agent_token(secret::hash_token(&token))
             .await?
         {
-            Some(ws) => Ok(Self(ws)),
+            Some(ws) => {
+                established(parts);
+                Ok(Self(ws))
+            }
             None => Err(ApiError::unauthorized(
                 "The agent token is not valid; the workspace may have been deleted.",
             )),

@@ -8,6 +8,7 @@ use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::response::Response;
 use chrono::Utc;
 use tether_coord::Role;
+use tether_coord::limits;
 use tether_proto::api::{ConnectionInfo, route};
 use tether_proto::coord as proto;
 use tether_proto::derpmap::DerpMap;
@@ -56,6 +57,13 @@ fn check_version(q: &HashMap<String, String>) -> Result<(), ApiError> {
     proto::check_version(v).map_err(ApiError::bad_request)
 }
 
+/// A peer's messages are bounded by the protocol's own limit, also while fragmented,
+/// instead of the WebSocket library's 64 MiB.
+fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.max_message_size(limits::MAX_REQUEST_BYTES)
+        .max_frame_size(limits::MAX_REQUEST_BYTES)
+}
+
 /// `GET /api/v2/tailnet/coordinate?version=1.0` (WebSocket): a client's coordination.
 pub async fn client_coordinate(
     State(state): State<AppState>,
@@ -64,6 +72,7 @@ pub async fn client_coordinate(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_version(&q)?;
+    let ws = limit(ws);
     let hub = state.hub.clone();
     let role = Role::Client {
         id: Hub::new_client_id(),
@@ -82,6 +91,7 @@ pub async fn agent_coordinate(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_version(&q)?;
+    let ws = limit(ws);
     let hub = state.hub.clone();
     let store = state.store.clone();
     let agent_id = ws_row.agent_id;

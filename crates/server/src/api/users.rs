@@ -3,11 +3,14 @@
 //! The CLI gets its session token in the JSON answer. The dashboard asks for
 //! `"set_cookie": true` instead and gets the token only as an HttpOnly cookie.
 
-use axum::Json;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use tether_proto::api::{BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User};
@@ -57,26 +60,24 @@ async fn insert_user(
     req: &CreateUserRequest,
     is_admin: bool,
 ) -> Result<tether_store::User, ApiError> {
+    let new = checked_new_user(state, req, is_admin).await?;
+    Ok(state.store.create_user(new).await?)
+}
+
+/// Validates a new user and hashes its password.
+async fn checked_new_user(
+    state: &AppState,
+    req: &CreateUserRequest,
+    is_admin: bool,
+) -> Result<NewUser, ApiError> {
     validate_new_user(req)?;
-    let password = req.password.clone();
-    // Argon2 is deliberately slow; keep it off the async workers.
-    let password_hash = tokio::task::spawn_blocking(move || secret::hash_password(&password))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("password hashing failed: {e}"),
-            )
-        })??;
-    Ok(state
-        .store
-        .create_user(NewUser {
-            username: req.username.clone(),
-            email: req.email.trim().to_string(),
-            password_hash,
-            is_admin,
-        })
-        .await?)
+    let password_hash = state.passwords.hash(req.password.clone()).await?;
+    Ok(NewUser {
+        username: req.username.clone(),
+        email: req.email.trim().to_string(),
+        password_hash,
+        is_admin,
+    })
 }
 
 async fn new_session(
@@ -176,7 +177,13 @@ pub async fn create_first(
             "The first user already exists; log in instead.",
         ));
     }
-    let user = insert_user(&state, &body.req, true).await?;
+    // The check above spares the hashing; this insert is the one that decides.
+    let new = checked_new_user(&state, &body.req, true).await?;
+    let user = state
+        .store
+        .create_first_user(new)
+        .await?
+        .ok_or_else(|| ApiError::conflict("The first user already exists; log in instead."))?;
     tracing::info!(user = %user.username, "first user created");
     let session = new_session(&state, &user).await?;
     session_response(&state, StatusCode::CREATED, session, body.set_cookie)
@@ -185,22 +192,22 @@ pub async fn create_first(
 /// `POST /api/v2/users/login`.
 pub async fn login(
     State(state): State<AppState>,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(WithCookie { req, set_cookie }): ApiJson<WithCookie<LoginRequest>>,
 ) -> Result<Response, ApiError> {
     let refused = || ApiError::unauthorized("Incorrect username or password.");
     let user = state.store.user_by_login(req.username.trim()).await?;
+    let account = user
+        .as_ref()
+        .map_or(req.username.clone(), |u| u.id.to_string());
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = req.password;
-    // Verify even for an unknown user so timing does not reveal which names exist.
-    let ok = tokio::task::spawn_blocking(move || match hash {
-        Some(h) => secret::verify_password(&password, &h),
-        None => {
-            let _ = secret::verify_password(&password, dummy_hash());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let source = remote.map_or(IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| {
+        a.ip()
+    });
+    let ok = state
+        .passwords
+        .check_login(source, &account, req.password, hash)
+        .await?;
     match user {
         Some(user) if ok => {
             let session = new_session(&state, &user).await?;
@@ -208,12 +215,6 @@ pub async fn login(
         }
         _ => Err(refused()),
     }
-}
-
-/// A real argon2id hash of a random string, so unknown users cost a real verification.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| secret::hash_password(&secret::new_token()).unwrap_or_default())
 }
 
 /// The session of a logout: the one presented, or none when it is already gone (a

@@ -1,7 +1,7 @@
 //! Workspaces: create (with a one-time agent token), list, show, delete.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
 use tether_proto::api::{
@@ -11,7 +11,7 @@ use tether_store::{NewWorkspace, secret};
 use uuid::Uuid;
 
 use super::auth::SessionUser;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use super::names;
 use crate::state::AppState;
 
@@ -110,7 +110,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     SessionUser(user): SessionUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Workspace>, ApiError> {
     let ws = find(&state, user.id, &name).await?;
     Ok(Json(to_api(&state, &ws)))
@@ -120,7 +120,7 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     SessionUser(user): SessionUser,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let ws = find(&state, user.id, &name).await?;
     state.store.delete_workspace(ws.id).await?;

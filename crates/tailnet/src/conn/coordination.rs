@@ -12,6 +12,7 @@ use tether_proto::coord::Request;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::config::{ConnConfig, HTTP_TIMEOUT};
 use super::driver::{Shared, now};
@@ -45,34 +46,33 @@ pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Ws, Welcome), TailnetEr
     let value = http::HeaderValue::from_str(token)
         .map_err(|_| TailnetError::Coordination("token is not a valid header value".into()))?;
     req.headers_mut().insert(name, value);
-    let (mut ws, _) =
-        match tokio::time::timeout(HTTP_TIMEOUT, tokio_tungstenite::connect_async(req)).await {
-            Err(_) => {
-                return Err(TailnetError::Timeout {
-                    what: "the coordination WebSocket".into(),
-                    after: HTTP_TIMEOUT,
-                });
-            }
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                return Err(TailnetError::Refused {
-                    what: "the coordination connection".into(),
-                    status: resp.status().as_u16(),
-                    body,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(TailnetError::Unreachable {
-                    url: cfg.server.to_string(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Ok(x)) => x,
-        };
+    let (mut ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
+        Err(_) => {
+            return Err(TailnetError::Timeout {
+                what: "the coordination WebSocket".into(),
+                after: HTTP_TIMEOUT,
+            });
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            return Err(TailnetError::Refused {
+                what: "the coordination connection".into(),
+                status: resp.status().as_u16(),
+                body,
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(TailnetError::Unreachable {
+                url: cfg.server.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Ok(x)) => x,
+    };
     let deadline = tokio::time::Instant::now() + HTTP_TIMEOUT;
     loop {
         let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
@@ -97,6 +97,24 @@ pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Ws, Welcome), TailnetEr
             return Ok((ws, welcome));
         }
     }
+}
+
+/// Connects with the coordinator's messages bounded by the protocol's own limit (also
+/// while fragmented) instead of the WebSocket library's 64 MiB.
+async fn connect_limited(
+    req: http::Request<()>,
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let limit = Some(tether_proto::coord::MAX_RESPONSE_BYTES);
+    let config = WebSocketConfig::default()
+        .max_message_size(limit)
+        .max_frame_size(limit);
+    tokio_tungstenite::connect_async_with_config(req, Some(config), false).await
 }
 
 async fn send(ws: &mut Ws, req: &Request) -> Result<(), String> {
