@@ -145,34 +145,33 @@ async fn connect_ws(cfg: &ConnConfig) -> Result<Ws, TailnetError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     );
-    let (ws, _) =
-        match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
-            Err(_) => {
-                return Err(TailnetError::Timeout {
-                    what: "the coordination WebSocket".into(),
-                    after: HTTP_TIMEOUT,
-                });
-            }
-            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                return Err(TailnetError::Refused {
-                    what: "the coordination connection".into(),
-                    status: resp.status().as_u16(),
-                    body,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(TailnetError::Unreachable {
-                    url: cfg.server.to_string(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Ok(x)) => x,
-        };
+    let (ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
+        Err(_) => {
+            return Err(TailnetError::Timeout {
+                what: "the coordination WebSocket".into(),
+                after: HTTP_TIMEOUT,
+            });
+        }
+        Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            return Err(TailnetError::Refused {
+                what: "the coordination connection".into(),
+                status: resp.status().as_u16(),
+                body,
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(TailnetError::Unreachable {
+                url: cfg.server.to_string(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Ok(x)) => x,
+    };
     Ok(ws)
 }
 
