@@ -443,12 +443,8 @@ impl ServerNode {
         };
         let conn = self.conn_now();
         let diag = conn.as_ref().map(|c| c.diagnostics(Uuid::nil()));
-        let agents = self
-            .tunnels()
-            .agents()
-            .into_iter()
-            .map(|a| (a, self.path(a)))
-            .collect();
+        let with_tunnel = self.tunnels().agents();
+        let agents = with_tunnel.into_iter().map(|a| (a, self.path(a))).collect();
         NodeReport {
             up,
             error,
