@@ -61,6 +61,9 @@ enum Command {
     /// List your workspaces.
     #[command(visible_alias = "ls")]
     List(cmd::workspaces::ListArgs),
+    /// Show a workspace: its agent, the path to it from here and from the server, and
+    /// the ports listening in it.
+    Show(cmd::show::ShowArgs),
     /// Delete a workspace (its agent token stops working).
     Delete(cmd::workspaces::DeleteArgs),
     /// Run the workspace agent (inside the workspace).
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             Command::Create(a) => cmd::workspaces::create(&globals, a).await,
             Command::List(a) => cmd::workspaces::list(&globals, a).await,
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
+            Command::Show(a) => cmd::show::run(&globals, a).await,
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
             Command::PortForward(a) => cmd::port_forward::run(&globals, a).await,
             Command::Netcheck(a) => cmd::netcheck::run(&globals, a).await,

@@ -408,3 +408,87 @@ fn same_lan_without_stun_goes_direct() {
     );
     ping_report(&lab, &cfg, "same LAN, no STUN");
 }
+
+/// Asks for workspace `dev` from site A with `tether show -o json` (which also makes the
+/// server open its own path to the agent) until `done` holds for its `server_path`, at
+/// most `limit`; returns that last JSON.
+fn server_path_until(
+    lab: &Lab,
+    cfg: &Path,
+    limit: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let out = lab.run(
+            HOST_A,
+            cfg,
+            &["show", "dev", "-o", "json"],
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.code, 0, "tether show failed: {}", out.stderr);
+        let shown: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let path = shown["workspace"]["server_path"].clone();
+        if done(&path) || std::time::Instant::now() >= deadline {
+            eprintln!("server ⇄ agent: {path}");
+            return path;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The server is public and the agent behind a port-restricted cone: the server's own
+/// node (the web terminal's path) reaches the agent directly, at site B's public address.
+#[test]
+fn server_reaches_an_agent_behind_a_cone_directly() {
+    let mut lab = Lab::new(
+        TETHER,
+        "srvcone",
+        Nat::PortRestrictedCone,
+        Nat::PortRestrictedCone,
+    );
+    let cfg = lab.workspace(&[]);
+    let path = server_path_until(&lab, &cfg, Duration::from_secs(30), |p| {
+        p["kind"] == "direct" && p["latency_ms"].is_number()
+    });
+    assert_eq!(
+        path["kind"],
+        "direct",
+        "{path}\nagent log:\n{}",
+        lab.log("agent")
+    );
+    assert!(
+        path["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with("198.18.2.2:"),
+        "direct, but not to site B's router: {path}"
+    );
+    assert!(path["reason"].is_null(), "{path}");
+}
+
+/// UDP dropped at the agent's site: the server's node reaches the agent through DERP,
+/// says so, and says why.
+#[test]
+fn server_relays_to_an_agent_without_udp() {
+    let mut lab = Lab::new(TETHER, "srvnoudp", Nat::PortRestrictedCone, Nat::UdpDropped);
+    let cfg = lab.workspace(&[]);
+    server_path_until(&lab, &cfg, Duration::from_secs(30), |p| {
+        p["latency_ms"].is_number()
+    });
+    // Give discovery time to (wrongly) find a direct path before judging.
+    std::thread::sleep(Duration::from_secs(5));
+    let path = server_path_until(&lab, &cfg, Duration::ZERO, |_| true);
+    assert_eq!(path["kind"], "derp", "{path}");
+    assert_eq!(path["derp_region"], "tether embedded relay", "{path}");
+    assert!(path["latency_ms"].is_number(), "{path}");
+    assert!(
+        !path["reason"].as_str().unwrap_or_default().is_empty(),
+        "a relayed path without a reason: {path}"
+    );
+    let agent = lab.log("agent");
+    assert!(
+        !agent.contains("path now direct"),
+        "the agent went direct although its UDP is dropped:\n{agent}"
+    );
+}

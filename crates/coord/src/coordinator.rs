@@ -13,6 +13,9 @@
 //! - a *tunnel* is a (client, agent) pair, added by the client. Tunnels are keyed by
 //!   peer id, so they survive an agent reconnecting; they end when the client leaves,
 //!   the client removes them, or the agent's workspace is deleted;
+//! - the server's own node ([`Role::Server`]) is a client that may add a tunnel to any
+//!   existing agent; the driver gives that role only to the node it runs itself, never
+//!   to a connection authenticated by a user's token;
 //! - a peer only ever hears about peers it shares a tunnel with.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -36,12 +39,18 @@ pub enum Role {
         /// The agent's id.
         id: Uuid,
     },
-    /// A user's client (CLI, server's own tailnet node), authenticated by a session token.
+    /// A user's client (the CLI), authenticated by a session token.
     Client {
         /// The id assigned to this client connection.
         id: Uuid,
         /// The user the session belongs to.
         user: Uuid,
+    },
+    /// The server's own tailnet node, which relays browsers' terminals and requests: a
+    /// client allowed to tunnel to every agent. Only the server process connects as it.
+    Server {
+        /// The id assigned to the node's connection.
+        id: Uuid,
     },
 }
 
@@ -49,7 +58,7 @@ impl Role {
     /// The peer id this role connects as.
     pub fn id(&self) -> Uuid {
         match self {
-            Role::Agent { id } | Role::Client { id, .. } => *id,
+            Role::Agent { id } | Role::Client { id, .. } | Role::Server { id } => *id,
         }
     }
 }
@@ -134,8 +143,10 @@ impl AgentStatus {
 pub struct Stats {
     /// Connected agents.
     pub agents: usize,
-    /// Connected clients.
+    /// Connected clients (users' nodes).
     pub clients: usize,
+    /// Connected server nodes.
+    pub servers: usize,
     /// Tunnels (client, agent pairs), whether or not the agent is connected.
     pub tunnels: usize,
 }
@@ -144,6 +155,23 @@ pub struct Stats {
 enum Kind {
     Agent,
     Client { user: Uuid },
+    Server,
+}
+
+impl Kind {
+    /// Whether this peer adds tunnels (a user's client or the server's node).
+    fn is_client(self) -> bool {
+        matches!(self, Kind::Client { .. } | Kind::Server)
+    }
+
+    /// Whether this peer may have a tunnel to an agent owned by `owner`.
+    fn may_reach(self, owner: Option<Uuid>) -> bool {
+        match self {
+            Kind::Client { user } => owner == Some(user),
+            Kind::Server => owner.is_some(),
+            Kind::Agent => false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -248,11 +276,11 @@ impl Coordinator {
             .map(|c| c.iter().copied().collect())
             .unwrap_or_default();
         for client in clients {
-            let user = match self.peers.get(&client).map(|p| p.kind) {
-                Some(Kind::Client { user }) => Some(user),
-                _ => None,
-            };
-            if user != Some(owner) {
+            let allowed = self
+                .peers
+                .get(&client)
+                .is_some_and(|p| p.kind.may_reach(Some(owner)));
+            if !allowed {
                 self.remove_tunnel_entry(client, agent);
                 self.send_updates(
                     client,
@@ -324,6 +352,12 @@ impl Coordinator {
                     return Err(CoordError::IdInUse(id));
                 }
                 Kind::Client { user }
+            }
+            Role::Server { id } => {
+                if self.owners.contains_key(&id) {
+                    return Err(CoordError::IdInUse(id));
+                }
+                Kind::Server
             }
         };
 
@@ -535,9 +569,15 @@ impl Coordinator {
             .values()
             .filter(|p| p.kind == Kind::Agent)
             .count();
+        let servers = self
+            .peers
+            .values()
+            .filter(|p| p.kind == Kind::Server)
+            .count();
         Stats {
             agents,
-            clients: self.peers.len() - agents,
+            clients: self.peers.len() - agents - servers,
+            servers,
             tunnels: self.client_tunnels.values().map(BTreeSet::len).sum(),
         }
     }
@@ -626,12 +666,17 @@ impl Coordinator {
     }
 
     fn add_tunnel(&mut self, conn: ConnId, client: Uuid, agent: Uuid) {
-        let Some(Kind::Client { user }) = self.peers.get(&client).map(|p| p.kind) else {
+        let Some(kind) = self
+            .peers
+            .get(&client)
+            .map(|p| p.kind)
+            .filter(|k| k.is_client())
+        else {
             self.send_error(conn, "only clients may add tunnels".to_owned());
             return;
         };
-        if self.owners.get(&agent) != Some(&user) {
-            debug!(%client, %user, %agent, "refusing tunnel to an agent the user may not reach");
+        if !kind.may_reach(self.owners.get(&agent).copied()) {
+            debug!(%client, ?kind, %agent, "refusing tunnel to an agent the peer may not reach");
             self.send_error(conn, no_such_agent(agent));
             return;
         }
@@ -649,10 +694,7 @@ impl Coordinator {
     }
 
     fn remove_tunnel(&mut self, conn: ConnId, client: Uuid, agent: Uuid) {
-        if !matches!(
-            self.peers.get(&client).map(|p| p.kind),
-            Some(Kind::Client { .. })
-        ) {
+        if !self.peers.get(&client).is_some_and(|p| p.kind.is_client()) {
             self.send_error(conn, "only clients may remove tunnels".to_owned());
             return;
         }
@@ -694,7 +736,7 @@ impl Coordinator {
         }
         // A client's id lives only as long as its connection; an agent's tunnels wait
         // for it to come back.
-        if let Kind::Client { .. } = peer.kind {
+        if peer.kind.is_client() {
             for agent in self.client_tunnels.remove(&id).unwrap_or_default() {
                 if let Some(clients) = self.agent_tunnels.get_mut(&agent) {
                     clients.remove(&id);
@@ -793,11 +835,14 @@ impl Coordinator {
         );
         for (client, agents) in &self.client_tunnels {
             assert!(!agents.is_empty());
-            let Some(Kind::Client { user }) = self.peers.get(client).map(|p| p.kind) else {
+            let Some(kind) = self.peers.get(client).map(|p| p.kind) else {
                 panic!("tunnel from a client that is not connected");
             };
             for agent in agents {
-                assert_eq!(self.owners.get(agent), Some(&user), "tunnel not authorised");
+                assert!(
+                    kind.may_reach(self.owners.get(agent).copied()),
+                    "tunnel not authorised"
+                );
                 assert!(
                     self.agent_tunnels
                         .get(agent)

@@ -14,6 +14,10 @@ pub const SESSION_TOKEN_HEADER: &str = "Tether-Session-Token";
 /// Header carrying a workspace agent's token.
 pub const AGENT_TOKEN_HEADER: &str = "Tether-Agent-Token";
 
+/// What a deployment with `--browser-only` answers (409) to a user's tailnet connection,
+/// and what the CLI prints then.
+pub const BROWSER_ONLY_MESSAGE: &str = "Non-browser connections are disabled for your deployment.";
+
 /// The JSON body of every error response: `{"message": "...", "detail": "..."}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -120,6 +124,58 @@ pub struct Workspace {
     pub relay: Option<Relay>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// The agent's version, as it last connected (null while unknown).
+    #[serde(default)]
+    pub agent_version: Option<String>,
+    /// How the server's own tailnet node reaches the agent now; null without a tunnel.
+    #[serde(default)]
+    pub server_path: Option<ServerPath>,
+}
+
+/// How a path reaches an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// Peer to peer over UDP.
+    Direct,
+    /// Relayed by a DERP server.
+    Derp,
+}
+
+/// How the server's own tailnet node reaches an agent (the path the web terminal and
+/// other browser traffic take).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerPath {
+    /// Direct or relayed.
+    pub kind: PathKind,
+    /// Round trip of the latest ping, when one was answered lately.
+    pub latency_ms: Option<f64>,
+    /// The DERP region's name, when relayed.
+    pub derp_region: Option<String>,
+    /// The agent's UDP address, when direct.
+    pub endpoint: Option<String>,
+    /// Why the path is not direct (null when it is).
+    pub reason: Option<String>,
+}
+
+/// One TCP port listening in a workspace (from the agent's `/proc/net/tcp{,6}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPort {
+    /// The listening process's name, where the agent could tell (else empty).
+    #[serde(default)]
+    pub process_name: String,
+    /// `tcp`.
+    pub network: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// `GET /api/v2/workspaceagents/{id}/listening-ports` (and the agent's own
+/// `GET /api/v0/listening-ports`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningPorts {
+    /// The ports, as the agent lists them.
+    pub ports: Vec<ListeningPort>,
 }
 
 /// The answer to creating a workspace.
@@ -197,6 +253,11 @@ pub struct HealthReport {
     pub stun: HealthSection,
     /// Coordinator section.
     pub coordinator: HealthSection,
+    /// The server's own tailnet node and its paths to agents.
+    pub server_tailnet: HealthSection,
+    /// Only browser connections are allowed (`--browser-only`).
+    #[serde(default)]
+    pub browser_only: bool,
 }
 
 /// A fresh dashboard session (`"set_cookie": true`): the token went into the

@@ -1,7 +1,8 @@
 //! Every type that crosses a tether process boundary, in one place: the coordination
 //! messages and their version ([`coord`]), tailnet address derivation, the DERP map in
 //! Tailscale's JSON format ([`derpmap`]), the HTTP API's request and response bodies,
-//! header names and route paths ([`api`]), and the server's readiness file ([`ready`]).
+//! header names and route paths ([`api`]), the web terminal's frames ([`pty`]), and the
+//! server's readiness file ([`ready`]).
 //! The server, the tailnet library and the CLI all take their wire types from here, so
 //! each shape is defined once and a change to it shows up on both sides of the wire.
 //!
@@ -13,4 +14,5 @@
 pub mod api;
 pub mod coord;
 pub mod derpmap;
+pub mod pty;
 pub mod ready;

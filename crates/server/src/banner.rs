@@ -43,6 +43,9 @@ pub fn print(server: &Server) {
         "  DERP map:    {} region(s)",
         server.derp_map().regions.len()
     );
+    if config.browser_only {
+        say!("  browser-only: users' tailnet connections are refused; use the web terminal");
+    }
     if !server.has_users() {
         say!("\nNext, create the first user (in another terminal):\n\n  tether login {base}\n");
     } else {

@@ -88,6 +88,15 @@ pub struct Config {
     #[arg(long, env = "TETHER_BLOCK_DIRECT")]
     pub block_direct_connections: bool,
 
+    /// Allow only browser connections: users' tailnet connections (the CLI's ssh,
+    /// port-forward, ping, speedtest) are refused with 409; the web terminal keeps working.
+    #[arg(long, env = "TETHER_BROWSER_ONLY")]
+    pub browser_only: bool,
+
+    /// How long the server's own tailnet node keeps an unused tunnel to an agent.
+    #[arg(long, env = "TETHER_SERVER_TAILNET_IDLE_AFTER", default_value = "30m", value_parser = parse_duration, hide = true)]
+    pub server_tailnet_idle_after: Duration,
+
     /// Seconds of silence after which the coordinator reports a peer LOST.
     #[arg(long, env = "TETHER_COORDINATOR_LOST_AFTER", default_value = "15s", value_parser = parse_duration, hide = true)]
     pub coordinator_lost_after: Duration,

@@ -1,6 +1,7 @@
 //! The coordinator's I/O: two WebSocket endpoints (agents by agent token, clients by
-//! session token) around the sans-IO [`tether_coord::Coordinator`], a timer task for
-//! heartbeats, and DERP admission backed by the coordinator's known keys.
+//! session token) and the in-process link of the server's own tailnet node
+//! ([`Hub::open_local`]) around the sans-IO [`tether_coord::Coordinator`], a timer task
+//! for heartbeats, and DERP admission backed by the coordinator's known keys.
 //!
 //! Each socket has a bounded outbox; a peer too slow to drain it is disconnected rather
 //! than allowed to grow memory without bound.
@@ -12,10 +13,11 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tether_coord::limits;
-use tether_coord::{ConnId, Coordinator, Output, Role};
+use tether_coord::{ConnId, CoordError, Coordinator, Output, Role};
 use tether_key::NodePublic;
 use tether_proto::coord::{Request, Response, tailnet_ip};
 use tether_proto::derpmap::DerpMap;
+use tether_tailnet::LocalLink;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -165,6 +167,116 @@ impl Hub {
         }
     }
 
+    /// Registers a connection for `role`: its id and the queue of what to send it.
+    fn attach(&self, role: Role) -> Result<(ConnId, mpsc::Receiver<Cmd>), CoordError> {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        let mut inner = self.lock();
+        let conn = inner.next_conn;
+        inner.next_conn += 1;
+        inner.conns.insert(conn, tx);
+        match inner.coord.connect(conn, role, Instant::now()) {
+            Ok(()) => {
+                self.flush(&mut inner);
+                Ok((conn, rx))
+            }
+            Err(e) => {
+                inner.conns.remove(&conn);
+                Err(e)
+            }
+        }
+    }
+
+    /// The transport of `conn` ended.
+    fn detach(&self, conn: ConnId) {
+        let mut inner = self.lock();
+        inner.conns.remove(&conn);
+        inner.coord.disconnected(conn, Instant::now());
+        self.flush(&mut inner);
+    }
+
+    /// Feeds one text message of `conn` to the coordinator (within the protocol's
+    /// limits); the error reply when it is not a request.
+    fn handle_text(&self, conn: ConnId, text: &str) -> Result<Request, Response> {
+        let now = Instant::now();
+        match limits::parse_request(text) {
+            Ok(req) => {
+                self.with(|c| {
+                    c.heard_from(conn, now);
+                    c.handle_request(conn, req.clone(), now);
+                });
+                Ok(req)
+            }
+            Err(e) => {
+                self.with(|c| c.heard_from(conn, now));
+                Err(Response::Error {
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Opens an in-process coordination connection for `role` (the server's own node):
+    /// the same messages as the WebSocket, as JSON text, with an empty text as the
+    /// heartbeat. It lasts until either side drops its half.
+    pub fn open_local(self: &Arc<Self>, role: Role) -> Result<LocalLink, CoordError> {
+        let (conn, mut rx) = self.attach(role)?;
+        let (to_node, from_hub) = mpsc::channel::<String>(OUTBOX);
+        let (to_hub, mut from_node) = mpsc::channel::<String>(OUTBOX);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(hub.heartbeat);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let send = |text: String| {
+                let to_node = to_node.clone();
+                async move {
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(10), to_node.send(text)).await,
+                        Ok(Ok(()))
+                    )
+                }
+            };
+            loop {
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(Cmd::Send(msg)) => {
+                            let Ok(text) = serde_json::to_string(&msg) else { continue };
+                            if !send(text).await {
+                                break;
+                            }
+                        }
+                        Some(Cmd::Close(reason)) => {
+                            tracing::debug!(conn, %reason, "closing the server node's coordination link");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = beat.tick() => {
+                        // The node lives in this process: it is alive while it takes
+                        // what we send it.
+                        if !send(String::new()).await {
+                            break;
+                        }
+                        hub.with(|c| c.heard_from(conn, Instant::now()));
+                    }
+                    text = from_node.recv() => {
+                        let Some(text) = text else { break };
+                        if let Err(reply) = hub.handle_text(conn, &text)
+                            && let Ok(text) = serde_json::to_string(&reply)
+                            && !send(text).await
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            hub.detach(conn);
+        });
+        Ok(LocalLink {
+            send: to_hub,
+            recv: from_hub,
+        })
+    }
+
     /// Serves one peer's socket until it ends. `on_event` hears when the peer reports a
     /// new home DERP region and when it leaves (the agent endpoint keeps last-seen records).
     pub async fn serve(
@@ -176,25 +288,8 @@ impl Hub {
         let mut relay: Option<u32> = None;
         // Only a node the coordinator takes moves the recorded relay region.
         let own = matches!(role, Role::Agent { .. }).then(|| tailnet_ip(role.id()));
-        let (tx, mut rx) = mpsc::channel(OUTBOX);
-        let connected = {
-            let mut inner = self.lock();
-            let conn = inner.next_conn;
-            inner.next_conn += 1;
-            inner.conns.insert(conn, tx);
-            match inner.coord.connect(conn, role, Instant::now()) {
-                Ok(()) => {
-                    self.flush(&mut inner);
-                    Ok(conn)
-                }
-                Err(e) => {
-                    inner.conns.remove(&conn);
-                    Err(e)
-                }
-            }
-        };
-        let conn = match connected {
-            Ok(conn) => conn,
+        let (conn, mut rx) = match self.attach(role) {
+            Ok(attached) => attached,
             Err(e) => {
                 let (mut sink, _) = socket.split();
                 let msg = Response::Error {
@@ -236,43 +331,30 @@ impl Hub {
                 }
                 frame = stream.next() => {
                     let Some(Ok(frame)) = frame else { break };
-                    let now = Instant::now();
                     match frame {
-                        Message::Text(text) => match limits::parse_request(text.as_str()) {
-                            Ok(req) => {
-                                if let Request::UpdateSelf { node } = &req
-                                        && node.preferred_derp != 0
-                                        && relay != Some(node.preferred_derp)
-                                        && limits::check_node(node, own).is_ok()
-                                {
-                                        relay = Some(node.preferred_derp);
-                                        on_event(PeerEvent::Relay(node.preferred_derp));
-                                }
-                                self.with(|c| {
-                                    c.heard_from(conn, now);
-                                    c.handle_request(conn, req, now);
-                                });
+                        Message::Text(text) => match self.handle_text(conn, text.as_str()) {
+                            Ok(Request::UpdateSelf { node })
+                                if node.preferred_derp != 0
+                                    && relay != Some(node.preferred_derp)
+                                    && limits::check_node(&node, own).is_ok() =>
+                            {
+                                relay = Some(node.preferred_derp);
+                                on_event(PeerEvent::Relay(node.preferred_derp));
                             }
-                            Err(e) => {
-                                self.with(|c| c.heard_from(conn, now));
-                                let msg = Response::Error { message: e.to_string() };
-                                if let Ok(text) = serde_json::to_string(&msg) {
+                            Ok(_) => {}
+                            Err(reply) => {
+                                if let Ok(text) = serde_json::to_string(&reply) {
                                     let _ = sink.send(Message::Text(text.into())).await;
                                 }
                             }
                         },
                         Message::Close(_) => break,
-                        _ => self.with(|c| c.heard_from(conn, now)),
+                        _ => self.with(|c| c.heard_from(conn, Instant::now())),
                     }
                 }
             }
         }
-        {
-            let mut inner = self.lock();
-            inner.conns.remove(&conn);
-            inner.coord.disconnected(conn, Instant::now());
-            self.flush(&mut inner);
-        }
+        self.detach(conn);
         on_event(PeerEvent::Left { relay });
     }
 

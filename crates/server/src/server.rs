@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::config::{Config, StunListen};
 use crate::state::{AppState, DerpMapStatus, StunInfo};
-use crate::{StartError, api, coordinate, derpmap, listen, passwords, site};
+use crate::{StartError, api, coordinate, derpmap, listen, node, passwords, site};
 
 /// Key under which the relay's private key is kept in the store (shared by replicas).
 const DERP_KEY_CONFIG: &str = "derp_server_private_key";
@@ -36,6 +36,7 @@ pub struct Server {
     stun_addr: Option<SocketAddr>,
     derp: Option<Arc<tether_derp::server::Server>>,
     hub: Arc<coordinate::Hub>,
+    node: Arc<node::ServerNode>,
     derp_map: DerpMap,
     refresh: Option<Refresh>,
     app: axum::Router,
@@ -179,6 +180,18 @@ impl Server {
             status: derp_map_status.clone(),
         });
 
+        let node = node::ServerNode::new(
+            hub.clone(),
+            node::NodeConfig {
+                http_listener: http_addr,
+                builtin_region: config
+                    .derp_server_enable
+                    .then_some(config.derp_server_region_id),
+                derp_force_websockets: config.derp_force_websockets,
+                block_direct: config.block_direct_connections,
+                idle_after: config.server_tailnet_idle_after,
+            },
+        );
         let state = AppState {
             store: store.clone(),
             hub: hub.clone(),
@@ -192,6 +205,9 @@ impl Server {
                 passwords::PoolLimits::for_this_host(),
                 passwords::throttle::Limits::default(),
             )),
+            node: node.clone(),
+            browser_only: config.browser_only,
+            agent_versions: Default::default(),
         };
         let mut app = api::router(state).merge(site::router(&access_url));
         if let Some(derp) = &derp {
@@ -212,6 +228,7 @@ impl Server {
             stun,
             derp,
             hub,
+            node,
             derp_map,
             refresh,
             app,
@@ -293,8 +310,13 @@ impl Server {
         if let Some((l, cfg, _)) = self.tls {
             tasks.spawn(listen::serve(l, self.app, Some(cfg), conns));
         }
+        // The node's DERP goes through the HTTP listener, which serves now.
+        let node_tasks = self.node.spawn();
         shutdown.await;
         tracing::info!("shutting down");
+        for t in node_tasks {
+            t.abort();
+        }
         tasks.abort_all();
         if let Some(derp) = &self.derp {
             derp.disconnect_all();

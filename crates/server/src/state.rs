@@ -1,11 +1,13 @@
 //! The explicit state every handler receives.
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tether_store::Store;
 use url::Url;
 
 use crate::coordinate::Hub;
+use crate::node::ServerNode;
 
 /// What the built-in STUN server looks like from the outside.
 #[derive(Clone)]
@@ -44,4 +46,21 @@ pub struct AppState {
     pub derp_map_status: Arc<RwLock<DerpMapStatus>>,
     /// Password hashing and login limits.
     pub passwords: Arc<crate::passwords::Passwords>,
+    /// The server's own tailnet node (the web terminal and other browser traffic).
+    pub node: Arc<ServerNode>,
+    /// Users' tailnet connections are refused; only the browser path works.
+    pub browser_only: bool,
+    /// Each agent's version as it last connected (from its coordination request).
+    pub agent_versions: Arc<Mutex<HashMap<uuid::Uuid, String>>>,
+}
+
+impl AppState {
+    /// Agent `agent`'s version as it last connected, if known.
+    pub fn agent_version(&self, agent: uuid::Uuid) -> Option<String> {
+        self.agent_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&agent)
+            .cloned()
+    }
 }

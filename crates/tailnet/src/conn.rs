@@ -19,6 +19,7 @@ mod coordination;
 mod derp_links;
 mod driver;
 mod endpoints;
+mod local;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -37,6 +38,7 @@ use uuid::Uuid;
 
 pub use config::{Auth, ConnConfig};
 pub(crate) use driver::Shared;
+pub use local::{LocalControl, LocalLink};
 
 use crate::control;
 use crate::core::{Core, Seed};
@@ -112,7 +114,10 @@ impl Conn {
     /// may move it, with stickiness) → ready. Every step is bounded.
     pub async fn join(cfg: ConnConfig) -> Result<Conn, TailnetError> {
         let info = config::connection_info(&cfg).await?;
-        let home = endpoints::first_home_region(&info.derp_map).await?;
+        let home = match cfg.home_region {
+            Some(region) if info.derp_map.regions.contains_key(&region) => region,
+            _ => endpoints::first_home_region(&info.derp_map).await?,
+        };
         let private = NodePrivate::generate();
         let (ws, welcome) = coordination::connect(&cfg).await?;
         let id = welcome.id;
@@ -140,6 +145,7 @@ impl Conn {
         };
         let (stun_tx, stun_rx) = mpsc::channel(64);
         let derp_url = cfg.url(DERP_PATH)?;
+        let derp_region_urls = cfg.derp_region_urls.clone();
         let mut derp_base = ClientConfig::new(derp_url, private.clone());
         derp_base.force_websocket = cfg.force_websockets.unwrap_or(info.derp_force_websockets);
         derp_base.insecure_tls = cfg.insecure_tls;
@@ -154,6 +160,7 @@ impl Conn {
             derp_map: Mutex::new(info.derp_map),
             links: Mutex::new(HashMap::new()),
             derp_base,
+            derp_region_urls,
             inbound: inbound_tx,
             home_ready: watch::Sender::new(false),
             udp,
@@ -234,6 +241,15 @@ impl Conn {
     pub async fn add_tunnel(&self, agent: Uuid) -> Result<(), TailnetError> {
         self.cmds
             .send(CoordCmd::AddTunnel(agent))
+            .await
+            .map_err(|_| TailnetError::Closed)
+    }
+
+    /// Clients: drops the tunnel to `agent`: the coordinator is told (the agent forgets
+    /// us) and the peer is removed here, with every stream to it.
+    pub async fn remove_tunnel(&self, agent: Uuid) -> Result<(), TailnetError> {
+        self.cmds
+            .send(CoordCmd::RemoveTunnel(agent))
             .await
             .map_err(|_| TailnetError::Closed)
     }

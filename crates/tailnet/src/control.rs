@@ -7,8 +7,8 @@
 //! [`Session::handle_text`] and [`Session::handle_heard`] (what arrived),
 //! [`Session::handle_lost`] (the socket failed or closed) and
 //! [`Session::handle_timeout`] (once [`Session::poll_timeout`] has passed); and with the
-//! node's requests: [`Session::add_tunnel`], [`Session::set_net_info`],
-//! [`Session::close`]. After each call it drains [`Session::poll_event`] (applied to
+//! node's requests: [`Session::add_tunnel`], [`Session::remove_tunnel`],
+//! [`Session::set_net_info`], [`Session::close`]. After each call it drains [`Session::poll_event`] (applied to
 //! the node first: peer configs, DERP maps, a new id) and then
 //! [`Session::poll_transmit`] (requests to send, in order), and connects while
 //! [`Session::connect_due`]. Nothing here reads a clock, sleeps or touches a socket.
@@ -180,6 +180,23 @@ impl Session {
         }
         if self.is_connected() {
             self.transmits.push_back(Request::AddTunnel { id: agent });
+        }
+    }
+
+    /// Clients: drops the tunnel to `agent` (asked for with [`Session::add_tunnel`]): the
+    /// coordinator is told (the agent hears DISCONNECTED) and the peer is forgotten here,
+    /// since the coordinator sends the remover nothing.
+    pub fn remove_tunnel(&mut self, agent: Uuid) {
+        if !self.tunnels.remove(&agent) {
+            return;
+        }
+        info!(agent = %agent, "removing tunnel");
+        if self.is_connected() {
+            self.transmits
+                .push_back(Request::RemoveTunnel { id: agent });
+        }
+        if self.peers.remove(&agent) {
+            self.events.push_back(Event::PeerGone(agent));
         }
     }
 

@@ -19,7 +19,7 @@
 //! report used by `tether netcheck`, and its STUN round refreshes the endpoints, which
 //! [`netinfo`] turns into what our node publishes (endpoints, home region, hard NAT).
 //! [`Conn::ping`] sends a disco ping on the current best path and reports the [`Pong`];
-//! [`Conn::diagnostics`] says why a path is what it is. [`recovery`] repairs TCP losses beside smoltcp (SACK/RACK-TLP) and holds its
+//! [`Conn::diagnostics`] says why a path is what it is, [`verdict`] in words. [`recovery`] repairs TCP losses beside smoltcp (SACK/RACK-TLP) and holds its
 //! congestion window, which tolerates random loss. It lacks, for now:
 //! IPv6 UDP, IPv4 tailnet addresses and ICMP. The agent and the CLI drive it through
 //! [`Conn`].
@@ -33,6 +33,7 @@ pub mod netstack;
 pub mod path;
 pub mod pathsel;
 pub mod recovery;
+pub mod verdict;
 
 mod congestion;
 mod conn;
@@ -41,7 +42,9 @@ mod interfaces;
 mod stream;
 mod udp;
 
-pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics, NODE_WAIT};
+pub use conn::{
+    Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics, LocalControl, LocalLink, NODE_WAIT,
+};
 pub use error::TailnetError;
 pub use path::{PathInfo, PathKind, PeerStatus, Pong};
 pub use stream::{TcpListener, TcpStream, UdpSocket};

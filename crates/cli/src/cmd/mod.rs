@@ -7,6 +7,7 @@ pub mod login;
 pub mod netcheck;
 pub mod ping;
 pub mod port_forward;
+pub mod show;
 pub mod speedtest;
 pub mod ssh;
 pub mod users;

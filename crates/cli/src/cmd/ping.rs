@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tether_proto::derpmap::DerpMap;
-use tether_tailnet::netcheck::stun_sources;
-use tether_tailnet::{Diagnostics, PathKind, Pong, TailnetError};
+use tether_tailnet::{Diagnostics, PathKind, Pong, TailnetError, verdict};
 
 use crate::Globals;
 use crate::cmd::ssh::open_tunnel;
@@ -155,14 +154,6 @@ fn list(addrs: &[std::net::SocketAddr]) -> String {
     }
 }
 
-/// Whether any node of the DERP map answers STUN.
-fn map_has_stun(map: &DerpMap) -> bool {
-    map.regions
-        .values()
-        .flat_map(|r| &r.nodes)
-        .any(|n| stun_sources(n).is_some())
-}
-
 /// The diagnostics and the verdict printed after the pongs.
 pub fn report(
     ws: &str,
@@ -231,82 +222,15 @@ pub fn report(
 
 /// Why the connection is relayed, as far as this side can tell (never empty).
 pub fn relay_reasons(d: &Diagnostics, map: &DerpMap) -> Vec<String> {
-    let mut r = Vec::new();
-    if d.direct_disabled_by_server {
-        r.push(
-            "the server blocks direct connections (it runs with --block-direct-connections)"
-                .to_string(),
-        );
-    }
-    if d.direct_disabled_locally {
-        r.push(
-            "direct connections are disabled on this client (--disable-direct-connections or TETHER_DISABLE_DIRECT_CONNECTIONS)"
-                .to_string(),
-        );
-    }
-    if !r.is_empty() {
-        return r;
-    }
-    if !map_has_stun(map) {
-        r.push(
-            "the DERP map has no STUN servers, so neither side can learn its public address".into(),
-        );
-    }
-    if d.udp_local.is_none() {
-        r.push("this client could not bind a UDP socket".into());
-    } else if d.local_endpoints.is_empty() {
-        r.push(
-            "this client found no UDP endpoints of its own (no STUN answer: UDP may be blocked here)"
-                .into(),
-        );
-    } else if d.stun_answered == Some(false) {
-        r.push(
-            "no STUN server answered this client over UDP, so it has no public endpoint: UDP is probably blocked on this client's network"
-                .into(),
-        );
-    }
-    match &d.peer {
-        None => r.push("the agent's node never arrived, so its endpoints are unknown".into()),
-        Some(p) if !p.has_disco => r.push(
-            "the agent published no disco key, so no direct path can be tried (an older agent?)"
-                .into(),
-        ),
-        Some(p) if p.endpoints.is_empty() => r.push(
-            "the agent published no endpoints (direct connections disabled on the agent, or UDP/STUN blocked on its side)"
-                .into(),
-        ),
-        Some(p) => {
-            // Each side measured its own NAT with STUN; the agent's verdict came with
-            // its node.
-            let hard = |v: Option<bool>| v == Some(true);
-            if hard(d.mapping_varies_by_dest_ip) {
-                r.push(format!("this client is behind a hard NAT: {HARD_NAT}"));
-            }
-            if hard(p.mapping_varies_by_dest_ip) {
-                r.push(format!("the agent is behind a hard NAT: {HARD_NAT}"));
-            }
-            if r.is_empty() {
-                let easy = d.mapping_varies_by_dest_ip == Some(false)
-                    && p.mapping_varies_by_dest_ip == Some(false);
-                r.push(if easy {
-                    format!(
-                        "none of the agent's {} endpoint(s) answered over UDP, though neither side is behind a hard NAT: UDP is probably blocked between you (a firewall)",
-                        p.endpoints.len()
-                    )
-                } else {
-                    format!(
-                        "none of the agent's {} endpoint(s) answered over UDP: UDP may be blocked between you, or a NAT on either side maps each destination differently (hard NAT)",
-                        p.endpoints.len()
-                    )
-                });
-            }
-        }
-    }
-    r
+    verdict::relay_reasons(
+        d,
+        map,
+        verdict::Us {
+            name: "this client",
+            local_switch: "--disable-direct-connections or TETHER_DISABLE_DIRECT_CONNECTIONS",
+        },
+    )
 }
-
-/// What a hard NAT does, for the verdict.
-const HARD_NAT: &str = "its public UDP port changes with each destination (MappingVariesByDestIP), so the other side cannot reach the port it learned";
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tether_proto::api::{AgentStatus, Workspace, route};
-use tether_tailnet::{Auth, Conn, ConnConfig, NODE_WAIT, TcpStream};
+use tether_proto::api::{AgentStatus, BROWSER_ONLY_MESSAGE, ErrorBody, Workspace, route};
+use tether_tailnet::{Auth, Conn, ConnConfig, NODE_WAIT, TailnetError, TcpStream};
 
 use crate::Globals;
 use crate::cmd::workspaces::ago;
@@ -55,12 +55,7 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
             ago(workspace.last_seen_at, chrono::Utc::now())
         );
     }
-    let token = api.token().map(str::to_string).unwrap_or_default();
-    let mut cfg = ConnConfig::new(api.base.clone(), Auth::Session(token));
-    cfg.disable_direct = g.disable_direct;
-    let conn = Conn::join(cfg)
-        .await
-        .context("could not join the tailnet")?;
+    let conn = join(g, &api).await?;
     let agent_ip = conn.tunnel_to(workspace.agent_id).await.with_context(|| {
         format!(
             "workspace {name}'s agent did not answer within {}s",
@@ -72,6 +67,26 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
         workspace,
         agent_ip,
     })
+}
+
+/// Joins the tailnet as the logged-in user. A refusal that is final (a browser-only
+/// deployment's 409) is the server's one sentence, at once.
+pub async fn join(g: &Globals, api: &crate::client::ApiClient) -> Result<Conn> {
+    let token = api.token().map(str::to_string).unwrap_or_default();
+    let mut cfg = ConnConfig::new(api.base.clone(), Auth::Session(token));
+    cfg.disable_direct = g.disable_direct;
+    match Conn::join(cfg).await {
+        Ok(conn) => Ok(conn),
+        Err(TailnetError::Refused {
+            status: 409, body, ..
+        }) => {
+            let message = serde_json::from_str::<ErrorBody>(&body)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| BROWSER_ONLY_MESSAGE.to_string());
+            bail!("{message}")
+        }
+        Err(e) => Err(e).context("could not join the tailnet"),
+    }
 }
 
 impl Tunnel {

@@ -172,6 +172,8 @@ mod tests {
             last_seen_at: seen,
             relay,
             created_at: now,
+            agent_version: None,
+            server_path: None,
         };
         let t = table(
             &[

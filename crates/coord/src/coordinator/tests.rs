@@ -7,6 +7,8 @@ use tether_proto::derpmap::DerpRegion;
 
 use super::*;
 
+mod server;
+
 const USER_A: Uuid = Uuid::from_u128(0xa);
 const USER_B: Uuid = Uuid::from_u128(0xb);
 const AGENT_A: Uuid = Uuid::from_u128(0x1a);
@@ -145,6 +147,7 @@ fn connect_sends_welcome_then_derp_map() {
         Stats {
             agents: 1,
             clients: 0,
+            servers: 0,
             tunnels: 0
         }
     );
@@ -833,6 +836,8 @@ const CLIENTS: [Uuid; 3] = [
     Uuid::from_u128(0x301),
     Uuid::from_u128(0x302),
 ];
+/// The id the server's own node connects with in the property test.
+const SERVER_NODE: Uuid = Uuid::from_u128(0x3ff);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -840,6 +845,7 @@ enum Op {
     RemoveAgent(usize),
     ConnectAgent(usize),
     ConnectClient(usize),
+    ConnectServer,
     UpdateSelf(prop::sample::Index, u8, bool),
     AddTunnel(prop::sample::Index, usize),
     RemoveTunnel(prop::sample::Index, usize),
@@ -857,6 +863,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0..3usize).prop_map(Op::RemoveAgent),
         (0..3usize).prop_map(Op::ConnectAgent),
         (0..3usize).prop_map(Op::ConnectClient),
+        Just(Op::ConnectServer),
         (any::<prop::sample::Index>(), 0..4u8, any::<bool>())
             .prop_map(|(c, k, w)| Op::UpdateSelf(c, k, w)),
         (any::<prop::sample::Index>(), 0..4usize).prop_map(|(c, a)| Op::AddTunnel(c, a)),
@@ -872,7 +879,12 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Every peer id the test can name.
 fn all_ids() -> Vec<Uuid> {
-    AGENTS.iter().chain(CLIENTS.iter()).copied().collect()
+    AGENTS
+        .iter()
+        .chain(CLIENTS.iter())
+        .chain([SERVER_NODE].iter())
+        .copied()
+        .collect()
 }
 
 struct Snapshot {
@@ -964,6 +976,13 @@ proptest! {
                     next_conn += 1;
                     let role = Role::Client { id: CLIENTS[*i], user: USERS[*i % 2] };
                     if c.connect(conn, role, now).is_ok() {
+                        conns.push(conn);
+                    }
+                }
+                Op::ConnectServer => {
+                    let conn = next_conn;
+                    next_conn += 1;
+                    if c.connect(conn, Role::Server { id: SERVER_NODE }, now).is_ok() {
                         conns.push(conn);
                     }
                 }

@@ -39,6 +39,25 @@ pub const AGENT_CONNECTION: &str = "/api/v2/workspaceagents/me/connection";
 /// WebSocket: an agent's coordination (`?version=MAJOR.MINOR`).
 pub const AGENT_COORDINATE: &str = "/api/v2/workspaceagents/me/coordinate";
 
+/// WebSocket: the web terminal of an agent (`?reconnect=<uuid>&width=&height=[&command=]`),
+/// the server's route pattern (see [`agent_pty`]).
+pub const AGENT_PTY: &str = "/api/v2/workspaceagents/{agent_id}/pty";
+/// `GET`: the TCP ports listening in an agent's workspace, the route pattern (see
+/// [`agent_listening_ports`]).
+pub const AGENT_LISTENING_PORTS: &str = "/api/v2/workspaceagents/{agent_id}/listening-ports";
+/// `GET` on the agent's own HTTP API (tailnet port 4): its listening ports.
+pub const AGENT_API_LISTENING_PORTS: &str = "/api/v0/listening-ports";
+
+/// The path of agent `id`'s web terminal ([`AGENT_PTY`] filled in).
+pub fn agent_pty(id: uuid::Uuid) -> String {
+    AGENT_PTY.replace("{agent_id}", &id.to_string())
+}
+
+/// The path of agent `id`'s listening ports ([`AGENT_LISTENING_PORTS`] filled in).
+pub fn agent_listening_ports(id: uuid::Uuid) -> String {
+    AGENT_LISTENING_PORTS.replace("{agent_id}", &id.to_string())
+}
+
 /// The query parameter of both coordinate routes that carries the peer's protocol
 /// version (`MAJOR.MINOR`); the server refuses another major with 400.
 pub const VERSION_PARAM: &str = "version";

@@ -71,6 +71,8 @@ fn workspace_has_its_exact_bytes() {
             region_name: "tether".into(),
         }),
         created_at: created,
+        agent_version: None,
+        server_path: None,
     };
     assert_eq!(
         serde_json::to_string(&ws).expect("ser"),
@@ -78,7 +80,36 @@ fn workspace_has_its_exact_bytes() {
             r#"{"id":"00000000-0000-0000-0000-000000000001","name":"dev","owner":"alice","#,
             r#""agent_id":"00000000-0000-0000-0000-000000000002","status":"disconnected","#,
             r#""last_seen_at":null,"relay":{"region_id":999,"region_code":"tether","region_name":"tether"},"#,
-            r#""created_at":"2024-01-02T03:04:05Z"}"#
+            r#""created_at":"2024-01-02T03:04:05Z","agent_version":null,"server_path":null}"#
         )
     );
+    // A server from before the server's node: both fields read as null.
+    let old = concat!(
+        r#"{"id":"00000000-0000-0000-0000-000000000001","name":"dev","owner":"alice","#,
+        r#""agent_id":"00000000-0000-0000-0000-000000000002","status":"connected","#,
+        r#""last_seen_at":null,"relay":null,"created_at":"2024-01-02T03:04:05Z"}"#
+    );
+    let back: Workspace = serde_json::from_str(old).expect("de");
+    assert_eq!((back.agent_version, back.server_path), (None, None));
+}
+
+#[test]
+fn server_path_as_the_dashboard_reads_it() {
+    let p = ServerPath {
+        kind: PathKind::Derp,
+        latency_ms: Some(12.5),
+        derp_region: Some("tether embedded relay".into()),
+        endpoint: None,
+        reason: Some("UDP is blocked".into()),
+    };
+    assert_eq!(
+        serde_json::to_string(&p).expect("ser"),
+        r#"{"kind":"derp","latency_ms":12.5,"derp_region":"tether embedded relay","endpoint":null,"reason":"UDP is blocked"}"#
+    );
+    let ports: ListeningPorts = serde_json::from_str(
+        r#"{"ports":[{"process_name":"python3","network":"tcp","port":8000},{"network":"tcp","port":9000}]}"#,
+    )
+    .expect("de");
+    assert_eq!(ports.ports[1].process_name, "");
+    assert_eq!(ports.ports[0].port, 8000);
 }

@@ -11,8 +11,8 @@ use tether_proto::api::Deployment;
 pub async fn get(State(state): State<AppState>) -> Json<Deployment> {
     Json(Deployment {
         access_url: state.access_url.as_str().trim_end_matches('/').to_string(),
-        // Neither browser-only mode nor apps exist yet; these report their defaults.
-        browser_only: false,
+        browser_only: state.browser_only,
+        // Apps do not exist yet; these report their defaults.
         wildcard_access_url: None,
         disable_path_apps: false,
         version: env!("CARGO_PKG_VERSION").into(),

@@ -1,11 +1,13 @@
-//! `/api/v2/debug/health`: database, DERP, STUN and coordinator sections, each with a
-//! severity and a stable code, so a minor caveat reads as a warning, not an outage.
+//! `/api/v2/debug/health`: database, DERP, STUN, coordinator and server-tailnet sections,
+//! each with a severity and a stable code, so a minor caveat reads as a warning, not an
+//! outage. The server-tailnet section is the server's own node (what the web terminal
+//! goes through) and its path to each agent it has a tunnel to.
 
 use axum::Json;
 use axum::extract::State;
 use chrono::Utc;
 use serde_json::json;
-use tether_proto::api::{BuildInfo, HealthReport, HealthSection, Severity};
+use tether_proto::api::{BuildInfo, HealthReport, HealthSection, PathKind, Severity};
 
 use crate::state::AppState;
 
@@ -23,6 +25,16 @@ pub mod code {
     pub const STUN_NONE: &str = "ESTUN01";
     /// Direct connections are blocked by --block-direct-connections.
     pub const DIRECT_BLOCKED: &str = "ECOORD01";
+    /// Users' tailnet connections are refused by --browser-only.
+    pub const BROWSER_ONLY: &str = "ECOORD02";
+    /// The server's tailnet node is still joining.
+    pub const NODE_STARTING: &str = "ESTN01";
+    /// The server's tailnet node could not join.
+    pub const NODE_DOWN: &str = "ESTN02";
+    /// The server's node is not admitted by its home DERP region right now.
+    pub const NODE_DERP_DOWN: &str = "ESTN03";
+    /// An agent with a tunnel did not answer the server's last ping.
+    pub const AGENT_UNANSWERED: &str = "ESTN04";
 }
 
 fn ok(message: impl Into<String>, details: serde_json::Value) -> HealthSection {
@@ -137,7 +149,14 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
     let stats = state.hub.read(|c| c.stats());
     let details =
         json!({ "agents": stats.agents, "clients": stats.clients, "tunnels": stats.tunnels });
-    let coordinator = if state.block_direct {
+    let coordinator = if state.browser_only {
+        problem(
+            Severity::Ok,
+            code::BROWSER_ONLY,
+            "The coordinator is running; this deployment is browser-only (--browser-only): users' tailnet connections are refused, the web terminal works.",
+            details,
+        )
+    } else if state.block_direct {
         problem(
             Severity::Ok,
             code::DIRECT_BLOCKED,
@@ -148,11 +167,14 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
         ok("The coordinator is running.", details)
     };
 
+    let server_tailnet = server_tailnet(&state);
+
     let severity = [
         database.severity,
         derp.severity,
         stun.severity,
         coordinator.severity,
+        server_tailnet.severity,
     ]
     .into_iter()
     .max()
@@ -165,7 +187,100 @@ pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
         derp,
         stun,
         coordinator,
+        server_tailnet,
+        browser_only: state.browser_only,
     })
+}
+
+/// The server's own node and its path to each agent it has a tunnel to.
+fn server_tailnet(state: &AppState) -> HealthSection {
+    let r = state.node.report();
+    let agents: Vec<_> = r
+        .agents
+        .iter()
+        .map(|(agent, path)| match path {
+            Some(p) => json!({
+                "agent_id": agent,
+                "path": if p.kind == PathKind::Direct { "p2p" } else { "DERP" },
+                "latency_ms": p.latency_ms,
+                "derp_region": p.derp_region,
+                "endpoint": p.endpoint,
+                "reason": p.reason,
+            }),
+            None => {
+                json!({ "agent_id": agent, "path": null, "reason": "the agent is not connected" })
+            }
+        })
+        .collect();
+    let details = json!({
+        "id": r.id,
+        "ip": r.ip,
+        "home_region": r.home_region,
+        "home_derp_connected": r.home_derp_connected,
+        "coordinator_connected": r.coordinator_connected,
+        "idle_after_secs": state.node.idle_after().as_secs(),
+        "browser_only": state.browser_only,
+        "agents": agents,
+    });
+    if !r.up {
+        return match r.error {
+            Some(e) => problem(
+                Severity::Error,
+                code::NODE_DOWN,
+                format!(
+                    "The server's tailnet node could not join ({} attempts), so the web terminal cannot reach agents: {e}",
+                    r.attempts
+                ),
+                details,
+            ),
+            None => problem(
+                Severity::Warning,
+                code::NODE_STARTING,
+                "The server's tailnet node is joining.",
+                details,
+            ),
+        };
+    }
+    if !r.home_derp_connected {
+        return problem(
+            Severity::Warning,
+            code::NODE_DERP_DOWN,
+            format!(
+                "The server's tailnet node is not connected to its home DERP region {} now; it reconnects.",
+                r.home_region.unwrap_or_default()
+            ),
+            details,
+        );
+    }
+    let unanswered = r
+        .agents
+        .iter()
+        .filter(|(_, p)| {
+            p.as_ref()
+                .and_then(|p| p.reason.as_deref())
+                .is_some_and(|reason| reason.starts_with(crate::node::NO_PONG))
+        })
+        .count();
+    if unanswered > 0 {
+        return problem(
+            Severity::Warning,
+            code::AGENT_UNANSWERED,
+            format!("{unanswered} agent(s) did not answer the server's last ping."),
+            details,
+        );
+    }
+    let direct = r
+        .agents
+        .iter()
+        .filter(|(_, p)| p.as_ref().is_some_and(|p| p.kind == PathKind::Direct))
+        .count();
+    ok(
+        format!(
+            "The server's tailnet node is up, with tunnels to {} agent(s), {direct} of them direct (p2p).",
+            r.agents.len()
+        ),
+        details,
+    )
 }
 
 /// `GET /api/v2/buildinfo`.

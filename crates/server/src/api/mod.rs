@@ -1,11 +1,13 @@
 //! The HTTP API under `/api/v2`, plus `/healthz`. Handlers are small: they check input,
 //! call the store or the coordinator, and map results to `tether_proto::api`'s types.
 
+pub mod agent;
 pub mod auth;
 pub mod deployment;
 pub mod error;
 pub mod health;
 pub mod names;
+pub mod pty;
 pub mod tailnet;
 pub mod users;
 pub mod workspaces;
@@ -45,5 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route(route::TAILNET_COORDINATE, get(tailnet::client_coordinate))
         .route(route::AGENT_COORDINATE, get(tailnet::agent_coordinate))
         .route(route::AGENT_CONNECTION, get(tailnet::agent_connection_info))
+        .route(route::AGENT_PTY, get(pty::pty))
+        .route(route::AGENT_LISTENING_PORTS, get(agent::listening_ports))
         .with_state(state)
 }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use chrono::Utc;
 use tether_coord::Role;
 use tether_coord::limits;
-use tether_proto::api::{ConnectionInfo, route};
+use tether_proto::api::{BROWSER_ONLY_MESSAGE, ConnectionInfo, route};
 use tether_proto::coord as proto;
 use tether_proto::derpmap::DerpMap;
 
@@ -31,12 +32,21 @@ fn info(state: &AppState) -> ConnectionInfo {
     }
 }
 
-/// `GET /api/v2/tailnet/connection` for clients.
+/// Refuses users' tailnet connections on a browser-only deployment.
+fn check_not_browser_only(state: &AppState) -> Result<(), ApiError> {
+    if state.browser_only {
+        return Err(ApiError::conflict(BROWSER_ONLY_MESSAGE));
+    }
+    Ok(())
+}
+
+/// `GET /api/v2/tailnet/connection` for clients (409 when browser-only).
 pub async fn connection_info(
     State(state): State<AppState>,
     SessionUser(_): SessionUser,
-) -> Json<ConnectionInfo> {
-    Json(info(&state))
+) -> Result<Json<ConnectionInfo>, ApiError> {
+    check_not_browser_only(&state)?;
+    Ok(Json(info(&state)))
 }
 
 /// `GET /api/v2/workspaceagents/me/connection` for agents.
@@ -64,13 +74,15 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
         .max_frame_size(limits::MAX_REQUEST_BYTES)
 }
 
-/// `GET /api/v2/tailnet/coordinate?version=1.0` (WebSocket): a client's coordination.
+/// `GET /api/v2/tailnet/coordinate?version=1.0` (WebSocket): a client's coordination
+/// (409 when browser-only).
 pub async fn client_coordinate(
     State(state): State<AppState>,
     SessionUser(user): SessionUser,
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    check_not_browser_only(&state)?;
     check_version(&q)?;
     let ws = limit(ws);
     let hub = state.hub.clone();
@@ -83,15 +95,34 @@ pub async fn client_coordinate(
     }))
 }
 
+/// The version in a `User-Agent: tether/<version>`, if it looks like one.
+fn tether_version(headers: &HeaderMap) -> Option<String> {
+    let ua = headers.get(header::USER_AGENT)?.to_str().ok()?;
+    let v = ua.strip_prefix("tether/")?.split_whitespace().next()?;
+    let plausible = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'));
+    plausible.then(|| v.to_owned())
+}
+
 /// `GET /api/v2/workspaceagents/me/coordinate?version=1.0` (WebSocket): an agent's coordination.
 pub async fn agent_coordinate(
     State(state): State<AppState>,
     AgentAuth(ws_row): AgentAuth,
     Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     check_version(&q)?;
     let ws = limit(ws);
+    if let Some(version) = tether_version(&headers) {
+        state
+            .agent_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ws_row.agent_id, version);
+    }
     let hub = state.hub.clone();
     let store = state.store.clone();
     let agent_id = ws_row.agent_id;
@@ -123,4 +154,28 @@ pub async fn agent_coordinate(
         })
         .await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_versions_come_from_the_user_agent() {
+        let with = |ua: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::USER_AGENT, ua.parse().expect("header"));
+            tether_version(&h)
+        };
+        assert_eq!(with("tether/0.1.0").as_deref(), Some("0.1.0"));
+        assert_eq!(
+            with("tether/1.2.3-rc.1 (linux)").as_deref(),
+            Some("1.2.3-rc.1")
+        );
+        assert_eq!(with("curl/8.0"), None);
+        assert_eq!(with("tether/"), None);
+        assert_eq!(with("tether/<script>"), None);
+        assert_eq!(with(&format!("tether/{}", "1".repeat(65))), None);
+        assert_eq!(tether_version(&HeaderMap::new()), None);
+    }
 }

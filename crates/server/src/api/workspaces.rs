@@ -1,4 +1,6 @@
-//! Workspaces: create (with a one-time agent token), list, show, delete.
+//! Workspaces: create (with a one-time agent token), list, show, delete. A workspace's
+//! JSON carries its agent's live status and, while the server's node has a tunnel to
+//! the agent (opened by a web terminal or a listening-ports request), the path.
 
 use axum::Json;
 use axum::extract::State;
@@ -52,6 +54,12 @@ pub fn to_api(state: &AppState, ws: &tether_store::Workspace) -> Workspace {
         last_seen_at,
         relay,
         created_at: ws.created_at,
+        agent_version: state.agent_version(ws.agent_id),
+        server_path: if connected {
+            state.node.path(ws.agent_id)
+        } else {
+            None
+        },
     }
 }
 
@@ -127,6 +135,7 @@ pub async fn delete(
     state
         .hub
         .with(|c| c.remove_agent(ws.agent_id, std::time::Instant::now()));
+    state.node.forget(ws.agent_id);
     tracing::info!(workspace = %ws.name, owner = %user.username, "workspace deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,11 +2,14 @@
 //! ([`ConnConfig`]), and the connection info (`tether_proto::api::ConnectionInfo`)
 //! fetched before it joins.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tether_proto::api::{AGENT_TOKEN_HEADER, ConnectionInfo, SESSION_TOKEN_HEADER, route};
 use url::Url;
 
+use super::local::LocalControl;
 use crate::error::TailnetError;
 
 /// Cap on each HTTP request and on the coordination WebSocket connect.
@@ -19,6 +22,8 @@ pub enum Auth {
     Session(String),
     /// A workspace agent's token: this node is the agent.
     Agent(String),
+    /// The tether server's own node: a client of the coordinator in the same process.
+    Local(Arc<dyn LocalControl>),
 }
 
 impl std::fmt::Debug for Auth {
@@ -27,15 +32,18 @@ impl std::fmt::Debug for Auth {
         match self {
             Self::Session(_) => f.write_str("Session(..)"),
             Self::Agent(_) => f.write_str("Agent(..)"),
+            Self::Local(_) => f.write_str("Local"),
         }
     }
 }
 
 impl Auth {
-    pub(super) fn header(&self) -> (&'static str, &str) {
+    /// The token header; `None` for an in-process node, which has no token.
+    pub(super) fn header(&self) -> Option<(&'static str, &str)> {
         match self {
-            Self::Session(t) => (SESSION_TOKEN_HEADER, t),
-            Self::Agent(t) => (AGENT_TOKEN_HEADER, t),
+            Self::Session(t) => Some((SESSION_TOKEN_HEADER, t)),
+            Self::Agent(t) => Some((AGENT_TOKEN_HEADER, t)),
+            Self::Local(_) => None,
         }
     }
 
@@ -45,7 +53,9 @@ impl Auth {
 
     fn paths(&self) -> (&'static str, &'static str) {
         match self {
-            Self::Session(_) => (route::TAILNET_CONNECTION, route::TAILNET_COORDINATE),
+            Self::Session(_) | Self::Local(_) => {
+                (route::TAILNET_CONNECTION, route::TAILNET_COORDINATE)
+            }
             Self::Agent(_) => (route::AGENT_CONNECTION, route::AGENT_COORDINATE),
         }
     }
@@ -64,6 +74,12 @@ pub struct ConnConfig {
     pub insecure_tls: bool,
     /// Never use direct UDP paths (DERP only), whatever the server allows.
     pub disable_direct: bool,
+    /// DERP regions to reach at these URLs instead of their nodes in the map: the
+    /// server's own node dials its built-in relay at its own listener, which works even
+    /// when the access URL does not from inside the server.
+    pub derp_region_urls: BTreeMap<u32, Url>,
+    /// Start with this home DERP region instead of measuring (it must be in the map).
+    pub home_region: Option<u32>,
 }
 
 impl ConnConfig {
@@ -75,6 +91,8 @@ impl ConnConfig {
             force_websockets: None,
             insecure_tls: false,
             disable_direct: false,
+            derp_region_urls: BTreeMap::new(),
+            home_region: None,
         }
     }
 
@@ -108,6 +126,11 @@ impl ConnConfig {
 
 /// Fetches the connection info, within [`HTTP_TIMEOUT`].
 pub(super) async fn connection_info(cfg: &ConnConfig) -> Result<ConnectionInfo, TailnetError> {
+    let (name, token) = match (&cfg.auth, cfg.auth.header()) {
+        (Auth::Local(local), _) => return Ok(local.connection_info()),
+        (_, Some(header)) => header,
+        (_, None) => return Err(TailnetError::Coordination("no token to present".into())),
+    };
     let (info_path, _) = cfg.auth.paths();
     let url = cfg.url(info_path)?;
     let client = reqwest::Client::builder()
@@ -117,7 +140,6 @@ pub(super) async fn connection_info(cfg: &ConnConfig) -> Result<ConnectionInfo, 
             url: url.to_string(),
             message: e.to_string(),
         })?;
-    let (name, token) = cfg.auth.header();
     let resp = client
         .get(url.clone())
         .header(name, token)

@@ -1,7 +1,8 @@
 //! The coordination task: the tokio driver of a [`control::Session`]. It owns the
-//! WebSocket, feeds the session what arrives, the API's requests and the time, applies
-//! the session's events to the core and the shared state, sends its requests, and
-//! connects again when the session says so.
+//! connection (a WebSocket, or an in-process [`LocalLink`] for the server's own node),
+//! feeds the session what arrives, the API's requests and the time, applies the
+//! session's events to the core and the shared state, sends its requests, and connects
+//! again when the session says so.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,8 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::config::{ConnConfig, HTTP_TIMEOUT};
+use super::config::{Auth, ConnConfig, HTTP_TIMEOUT};
 use super::driver::{Shared, now};
+use super::local::LocalLink;
 use crate::control::{self, Event, Session, Welcome};
 use crate::error::TailnetError;
 use crate::netinfo::NetInfo;
@@ -24,29 +26,126 @@ use crate::netinfo::NetInfo;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The coordination WebSocket.
-pub(super) type Ws =
+type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The `User-Agent` of the coordination WebSocket request, so the server knows our version.
+const USER_AGENT: &str = concat!("tether/", env!("CARGO_PKG_VERSION"));
+
+/// One connection to the coordinator.
+pub(super) enum Link {
+    /// Over the network.
+    Ws(Box<Ws>),
+    /// In this process (the server's own node).
+    Local(LocalLink),
+}
+
+/// What arrived on a [`Link`].
+enum Incoming {
+    /// A coordination message.
+    Text(String),
+    /// Proof of life only (a ping or pong, a local heartbeat).
+    Heard,
+    /// The link ended, and why.
+    Lost(String),
+}
+
+impl Link {
+    async fn recv(&mut self) -> Incoming {
+        match self {
+            Self::Ws(ws) => match ws.next().await {
+                None | Some(Ok(Message::Close(_))) => Incoming::Lost("closed by the server".into()),
+                Some(Err(e)) => Incoming::Lost(e.to_string()),
+                Some(Ok(Message::Text(text))) => Incoming::Text(text.as_str().to_owned()),
+                Some(Ok(_)) => Incoming::Heard,
+            },
+            Self::Local(link) => match link.recv.recv().await {
+                None => Incoming::Lost("closed by the server".into()),
+                Some(text) if text.is_empty() => Incoming::Heard,
+                Some(text) => Incoming::Text(text),
+            },
+        }
+    }
+
+    async fn send(&mut self, text: String) -> Result<(), String> {
+        let sent = match self {
+            Self::Ws(ws) => {
+                let send = ws.send(Message::Text(text.into()));
+                tokio::time::timeout(HTTP_TIMEOUT, send)
+                    .await
+                    .map(|r| r.map_err(|e| e.to_string()))
+            }
+            Self::Local(link) => tokio::time::timeout(HTTP_TIMEOUT, link.send.send(text))
+                .await
+                .map(|r| r.map_err(|_| "closed by the server".to_string())),
+        };
+        sent.unwrap_or_else(|_| Err("send timed out".into()))
+    }
+
+    async fn close(&mut self) {
+        if let Self::Ws(ws) = self {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, Ws::close(ws, None)).await;
+        }
+        // A local link closes when it is dropped.
+    }
+}
 
 /// Requests from the API to the coordination task.
 pub(super) enum CoordCmd {
     AddTunnel(uuid::Uuid),
+    RemoveTunnel(uuid::Uuid),
     SetNetInfo(NetInfo),
     Disconnect(oneshot::Sender<()>),
 }
 
-/// Connects the coordination WebSocket and reads the welcome, each within
-/// [`HTTP_TIMEOUT`].
-pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Ws, Welcome), TailnetError> {
+/// Connects to the coordinator and reads the welcome, each within [`HTTP_TIMEOUT`].
+pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Link, Welcome), TailnetError> {
+    let mut link = match &cfg.auth {
+        Auth::Local(local) => Link::Local(local.open().map_err(TailnetError::Coordination)?),
+        _ => Link::Ws(Box::new(connect_ws(cfg).await?)),
+    };
+    let deadline = tokio::time::Instant::now() + HTTP_TIMEOUT;
+    loop {
+        let text = match tokio::time::timeout_at(deadline, link.recv()).await {
+            Err(_) => {
+                return Err(TailnetError::Timeout {
+                    what: "the coordinator's welcome".into(),
+                    after: HTTP_TIMEOUT,
+                });
+            }
+            Ok(Incoming::Lost(why)) => {
+                return Err(TailnetError::Coordination(format!(
+                    "closed before the welcome: {why}"
+                )));
+            }
+            Ok(Incoming::Heard) => continue,
+            Ok(Incoming::Text(text)) => text,
+        };
+        if let Some(welcome) = control::parse_welcome(&text).map_err(TailnetError::Coordination)? {
+            return Ok((link, welcome));
+        }
+    }
+}
+
+/// Opens the coordination WebSocket with our token, within [`HTTP_TIMEOUT`].
+async fn connect_ws(cfg: &ConnConfig) -> Result<Ws, TailnetError> {
     let url = cfg.coordinate_url()?;
     let mut req = url
         .as_str()
         .into_client_request()
         .map_err(|e| TailnetError::BadUrl(e.to_string()))?;
-    let (name, token) = cfg.auth.header();
+    let (name, token) = cfg
+        .auth
+        .header()
+        .ok_or_else(|| TailnetError::Coordination("no token to present".into()))?;
     let value = http::HeaderValue::from_str(token)
         .map_err(|_| TailnetError::Coordination("token is not a valid header value".into()))?;
     req.headers_mut().insert(name, value);
-    let (mut ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
+    req.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    );
+    let (ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
         Err(_) => {
             return Err(TailnetError::Timeout {
                 what: "the coordination WebSocket".into(),
@@ -73,30 +172,7 @@ pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Ws, Welcome), TailnetEr
         }
         Ok(Ok(x)) => x,
     };
-    let deadline = tokio::time::Instant::now() + HTTP_TIMEOUT;
-    loop {
-        let msg = match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => {
-                return Err(TailnetError::Timeout {
-                    what: "the coordinator's welcome".into(),
-                    after: HTTP_TIMEOUT,
-                });
-            }
-            Ok(None) => {
-                return Err(TailnetError::Coordination(
-                    "closed before the welcome".into(),
-                ));
-            }
-            Ok(Some(Err(e))) => return Err(TailnetError::Coordination(e.to_string())),
-            Ok(Some(Ok(m))) => m,
-        };
-        let Message::Text(text) = msg else { continue };
-        if let Some(welcome) =
-            control::parse_welcome(text.as_str()).map_err(TailnetError::Coordination)?
-        {
-            return Ok((ws, welcome));
-        }
-    }
+    Ok(ws)
 }
 
 /// Connects with the coordinator's messages bounded by the protocol's own limit (also
@@ -117,13 +193,9 @@ async fn connect_limited(
     tokio_tungstenite::connect_async_with_config(req, Some(config), false).await
 }
 
-async fn send(ws: &mut Ws, req: &Request) -> Result<(), String> {
+async fn send(link: &mut Link, req: &Request) -> Result<(), String> {
     let text = serde_json::to_string(req).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(HTTP_TIMEOUT, ws.send(Message::Text(text.into()))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("send timed out".into()),
-    }
+    link.send(text).await
 }
 
 /// The coordination task: runs until the [`Conn`](super::Conn) closes.
@@ -131,7 +203,7 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     cfg: ConnConfig,
     mut session: Session,
-    first: Ws,
+    first: Link,
     mut cmds: mpsc::Receiver<CoordCmd>,
 ) {
     let mut ws = Some(first);
@@ -162,25 +234,17 @@ pub(super) async fn run(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         let cmd = match ws.as_mut() {
             Some(socket) => tokio::select! {
-                msg = socket.next() => {
+                msg = socket.recv() => {
                     let t = now();
-                    let lost = match msg {
-                        None | Some(Ok(Message::Close(_))) => Some("closed by the server".to_string()),
-                        Some(Err(e)) => Some(e.to_string()),
-                        Some(Ok(Message::Text(text))) => {
-                            session.handle_text(t, text.as_str());
-                            None
+                    match msg {
+                        Incoming::Text(text) => session.handle_text(t, &text),
+                        Incoming::Heard => session.handle_heard(t),
+                        Incoming::Lost(why) => {
+                            if shared.is_closed() {
+                                return;
+                            }
+                            session.handle_lost(t, &why);
                         }
-                        Some(Ok(_)) => {
-                            session.handle_heard(t);
-                            None
-                        }
-                    };
-                    if let Some(why) = lost {
-                        if shared.is_closed() {
-                            return;
-                        }
-                        session.handle_lost(t, &why);
                     }
                     continue;
                 }
@@ -208,6 +272,7 @@ pub(super) async fn run(
         };
         match cmd {
             Some(CoordCmd::AddTunnel(id)) => session.add_tunnel(id),
+            Some(CoordCmd::RemoveTunnel(id)) => session.remove_tunnel(id),
             Some(CoordCmd::SetNetInfo(ni)) => session.set_net_info(ni),
             Some(CoordCmd::Disconnect(ack)) => {
                 session.close();
@@ -215,7 +280,7 @@ pub(super) async fn run(
                     while let Some(req) = session.poll_transmit() {
                         let _ = send(&mut socket, &req).await;
                     }
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
+                    socket.close().await;
                 }
                 let _ = ack.send(());
                 return;

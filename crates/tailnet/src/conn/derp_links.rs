@@ -51,9 +51,18 @@ impl RegionLink {
             return None;
         };
         let home = shared.lock().home_region();
-        info!(region, home = region == home, "connecting to DERP region");
-        let (client, mut events) =
-            ReconnectingClient::spawn_region(map_region, shared.derp_base.clone());
+        let (client, mut events) = match shared.derp_region_urls.get(&region) {
+            Some(url) => {
+                info!(region, home = region == home, %url, "connecting to DERP region at its given URL");
+                let mut cfg = shared.derp_base.clone();
+                cfg.url = url.clone();
+                ReconnectingClient::spawn(cfg)
+            }
+            None => {
+                info!(region, home = region == home, "connecting to DERP region");
+                ReconnectingClient::spawn_region(map_region, shared.derp_base.clone())
+            }
+        };
         let client = Arc::new(client);
         let (queue, mut rx) = mpsc::channel::<(NodePublic, Bytes)>(DERP_SEND_QUEUE);
         let sender_client = client.clone();

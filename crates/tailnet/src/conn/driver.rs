@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(super) derp_map: Mutex<DerpMap>,
     pub(super) links: Mutex<HashMap<u32, RegionLink>>,
     pub(super) derp_base: ClientConfig,
+    /// [`ConnConfig::derp_region_urls`](super::ConnConfig::derp_region_urls).
+    pub(super) derp_region_urls: std::collections::BTreeMap<u32, url::Url>,
     pub(super) inbound: mpsc::Sender<(u32, NodePublic, Bytes)>,
     pub(super) home_ready: watch::Sender<bool>,
     /// The one UDP socket: direct WireGuard, disco and STUN.

@@ -128,6 +128,42 @@ fn every_connection_sends_our_node_then_the_tunnels() {
 }
 
 #[test]
+fn a_removed_tunnel_is_told_forgotten_and_not_asked_for_again() {
+    let t0 = epoch();
+    let mut s = session(false, t0);
+    s.add_tunnel(id(10));
+    s.add_tunnel(id(11));
+    transmits(&mut s);
+    s.handle_text(t0, &updates(vec![PeerUpdate::node(node(10))]));
+    events(&mut s);
+    s.remove_tunnel(id(10));
+    assert_eq!(
+        transmits(&mut s),
+        vec![Request::RemoveTunnel { id: id(10) }]
+    );
+    assert_eq!(events(&mut s), vec![Event::PeerGone(id(10))]);
+    // Removing again, or a tunnel never asked for, does nothing.
+    s.remove_tunnel(id(10));
+    s.remove_tunnel(id(12));
+    assert_eq!(transmits(&mut s), vec![]);
+    assert_eq!(events(&mut s), vec![]);
+    // A tunnel whose node never came is forgotten without a PeerGone.
+    s.remove_tunnel(id(11));
+    assert_eq!(
+        transmits(&mut s),
+        vec![Request::RemoveTunnel { id: id(11) }]
+    );
+    assert_eq!(events(&mut s), vec![]);
+    // The next connection asks for none of them.
+    s.handle_lost(t0, "reset");
+    s.handle_connected(t0, welcome(1, 15));
+    assert_eq!(
+        transmits(&mut s),
+        vec![Request::UpdateSelf { node: node(1) }]
+    );
+}
+
+#[test]
 fn a_node_update_becomes_a_peer_config() {
     let t0 = epoch();
     let mut s = session(false, t0);
