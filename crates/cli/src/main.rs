@@ -3,6 +3,7 @@
 
 mod client;
 mod cmd;
+mod headers;
 mod session;
 mod sshclient;
 
@@ -40,6 +41,16 @@ struct Cli {
     /// Never use direct (peer-to-peer) paths; relay everything through DERP.
     #[arg(long, global = true, env = "TETHER_DISABLE_DIRECT_CONNECTIONS")]
     disable_direct_connections: bool,
+
+    /// An HTTP header for every request to the server, `KEY=VALUE` (repeatable), for an
+    /// access proxy in front of it. Without it, TETHER_HEADER (comma-separated) is used.
+    #[arg(long = "header", global = true, value_name = "KEY=VALUE")]
+    header: Vec<String>,
+
+    /// A command (run once by `sh -c`, with TETHER_URL set) whose output lines are
+    /// `KEY=VALUE` headers for every request to the server.
+    #[arg(long, global = true, value_name = "CMD", env = "TETHER_HEADER_COMMAND")]
+    header_command: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -89,6 +100,12 @@ pub struct Globals {
     pub config: session::ConfigDir,
     /// `--disable-direct-connections`.
     pub disable_direct: bool,
+    /// `--header`, `TETHER_HEADER` and `--header-command`, for every request to the server.
+    pub headers: reqwest::header::HeaderMap,
+    /// `--header` as given (for `config-ssh`'s ProxyCommand).
+    pub header_flags: Vec<String>,
+    /// `--header-command` as given.
+    pub header_command: Option<String>,
 }
 
 impl Globals {
@@ -108,7 +125,12 @@ impl Globals {
                 None => return session::not_logged_in(),
             },
         };
-        client::ApiClient::new(url, Some(token))
+        self.api(url, Some(token))
+    }
+
+    /// An API client for `url` with the global headers.
+    pub fn api(&self, url: Url, token: Option<String>) -> anyhow::Result<client::ApiClient> {
+        client::ApiClient::new(url, token, self.headers.clone())
     }
 }
 
@@ -144,17 +166,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let globals = Globals {
-        url: cli.url,
-        token: cli.token,
-        config: session::ConfigDir::new(cli.global_config),
-        disable_direct: cli.disable_direct_connections,
-    };
+    let config = session::ConfigDir::new(cli.global_config);
     let result = runtime.block_on(async move {
+        // The header command learns which server it is for, when that is known here.
+        let server = match &cli.command {
+            Command::Agent(a) => Some(a.url.clone()),
+            Command::Login(a) => a.server_url.clone().or_else(|| cli.url.clone()),
+            _ => cli.url.clone().or_else(|| config.url().ok().flatten()),
+        };
+        let headers = match &cli.command {
+            Command::Server(_) => Default::default(),
+            _ => {
+                headers::collect(&cli.header, cli.header_command.as_deref(), server.as_ref())
+                    .await?
+            }
+        };
+        let globals = Globals {
+            url: cli.url,
+            token: cli.token,
+            config,
+            disable_direct: cli.disable_direct_connections,
+            headers,
+            header_flags: cli.header,
+            header_command: cli.header_command,
+        };
         match cli.command {
             Command::Ssh(a) => return cmd::ssh::run(&globals, a).await,
             Command::Ping(a) => return cmd::ping::run(&globals, a).await,
-            Command::Agent(a) => cmd::agent::run(a).await,
+            Command::Agent(a) => cmd::agent::run(a, globals.headers).await,
             Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),
             Command::Login(args) => cmd::login::run(&globals, args).await,
             Command::Logout => cmd::login::logout(&globals).await,

@@ -112,7 +112,7 @@ impl Conn {
     /// may move it, with stickiness) → ready. Every step is bounded.
     pub async fn join(cfg: ConnConfig) -> Result<Conn, TailnetError> {
         let info = config::connection_info(&cfg).await?;
-        let home = endpoints::first_home_region(&info.derp_map).await?;
+        let home = endpoints::first_home_region(&info.derp_map, &cfg.headers).await?;
         let private = NodePrivate::generate();
         let (ws, welcome) = coordination::connect(&cfg).await?;
         let id = welcome.id;
@@ -143,6 +143,7 @@ impl Conn {
         let mut derp_base = ClientConfig::new(derp_url, private.clone());
         derp_base.force_websocket = cfg.force_websockets.unwrap_or(info.derp_force_websockets);
         derp_base.insecure_tls = cfg.insecure_tls;
+        derp_base.headers = cfg.headers.clone();
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),

@@ -56,7 +56,8 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
         );
     }
     let token = api.token().map(str::to_string).unwrap_or_default();
-    let mut cfg = ConnConfig::new(api.base.clone(), Auth::Session(token));
+    let mut cfg =
+        ConnConfig::new(api.base.clone(), Auth::Session(token)).with_headers(g.headers.clone());
     cfg.disable_direct = g.disable_direct;
     let conn = Conn::join(cfg)
         .await

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tether_derp::headers::ServerHeaders;
 use tether_proto::api::{AGENT_TOKEN_HEADER, ConnectionInfo, SESSION_TOKEN_HEADER, route};
 use url::Url;
 
@@ -64,6 +65,10 @@ pub struct ConnConfig {
     pub insecure_tls: bool,
     /// Never use direct UDP paths (DERP only), whatever the server allows.
     pub disable_direct: bool,
+    /// Extra headers for every request to the server (connection info, coordination,
+    /// DERP and latency checks at the server's origin), for an access proxy in front of
+    /// it; see [`ConnConfig::with_headers`].
+    pub headers: ServerHeaders,
 }
 
 impl ConnConfig {
@@ -75,7 +80,14 @@ impl ConnConfig {
             force_websockets: None,
             insecure_tls: false,
             disable_direct: false,
+            headers: ServerHeaders::none(),
         }
+    }
+
+    /// The same config sending `headers` with every request to the server.
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = ServerHeaders::new(&self.server, headers);
+        self
     }
 
     /// The server URL joined with `path`.
@@ -112,6 +124,7 @@ pub(super) async fn connection_info(cfg: &ConnConfig) -> Result<ConnectionInfo, 
     let url = cfg.url(info_path)?;
     let client = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
+        .default_headers(cfg.headers.for_url(&url).cloned().unwrap_or_default())
         .build()
         .map_err(|e| TailnetError::Unreachable {
             url: url.to_string(),

@@ -46,6 +46,8 @@ pub(super) async fn connect(cfg: &ConnConfig) -> Result<(Ws, Welcome), TailnetEr
     let value = http::HeaderValue::from_str(token)
         .map_err(|_| TailnetError::Coordination("token is not a valid header value".into()))?;
     req.headers_mut().insert(name, value);
+    // The WebSocket URL (ws/wss) is the server's (http/https) one.
+    cfg.headers.apply(&cfg.server, req.headers_mut());
     let (mut ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
         Err(_) => {
             return Err(TailnetError::Timeout {
