@@ -6,6 +6,7 @@ mod cmd;
 mod headers;
 mod session;
 mod sshclient;
+mod sshforward;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
