@@ -83,7 +83,8 @@ enum Command {
     PortForward(cmd::port_forward::PortForwardArgs),
     /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
-    /// Report UDP reachability, NAT mapping and DERP region latency as JSON.
+    /// Report UDP reachability, NAT mapping and DERP region latency (`--format json` for
+    /// scripts).
     Netcheck(cmd::netcheck::NetcheckArgs),
     /// Ping a workspace's agent over the tailnet and explain the path (p2p or DERP).
     Ping(cmd::ping::PingArgs),
