@@ -56,6 +56,12 @@ pub async fn collect(
             out.append(k, v);
         }
     }
+    // Proxies' headers are usually credentials.
+    for v in out.values() {
+        if let Ok(v) = v.to_str() {
+            crate::redact::secret(v);
+        }
+    }
     Ok(out)
 }
 

@@ -4,6 +4,7 @@
 mod client;
 mod cmd;
 mod headers;
+mod redact;
 mod session;
 mod sshclient;
 mod sshforward;
@@ -127,6 +128,7 @@ impl Globals {
                 None => return session::not_logged_in(),
             },
         };
+        redact::secret(&token);
         self.api(url, Some(token))
     }
 
@@ -148,7 +150,7 @@ fn init_logging(verbose: bool, server: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(redact::Stderr)
         .init();
 }
 

@@ -61,6 +61,7 @@ impl AgentArgs {
 /// the server.
 pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result<()> {
     let token = args.token()?;
+    crate::redact::secret(&token);
     // One host key and one set of web terminal sessions for the life of the process,
     // across reconnects.
     let ssh = SshServer::new()?;

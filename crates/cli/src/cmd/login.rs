@@ -63,6 +63,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
                 p
             }
         };
+        crate::redact::secret(&password);
         api.post(
             route::USERS_FIRST,
             &CreateUserRequest {
@@ -82,6 +83,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             Some(p) => p,
             None => prompt_password("Password", "--password")?,
         };
+        crate::redact::secret(&password);
         api.post(route::USERS_LOGIN, &LoginRequest { username, password })
             .await?
     } else {
@@ -95,6 +97,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             }
         );
     };
+    crate::redact::secret(&resp.session_token);
     g.config
         .save(&url, &resp.session_token)
         .context("logged in, but could not store the session token")?;
