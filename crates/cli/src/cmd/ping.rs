@@ -24,7 +24,7 @@ use stats::Stats;
 pub struct PingArgs {
     /// Workspace name.
     pub workspace: String,
-    /// Number of pings to send, one second apart.
+    /// Number of pings to send, one second apart (Ctrl-C stops early; the summary follows).
     #[arg(short = 'n', long = "num", default_value_t = 5)]
     pub num: u32,
     /// How long to wait for each pong (e.g. `5s`, `500ms`, `1m`; a bare number is seconds).

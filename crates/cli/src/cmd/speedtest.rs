@@ -1,8 +1,8 @@
 //! `tether speedtest WS [-d] [-t 5s] [--direction up|down] [-o table|json]`, after
-//! `coder speedtest`: prints the path to the workspace's agent and its latency, then
-//! measures throughput through the tailnet against the agent's speedtest responder on
-//! port 3 (protocol in [`tether_agent::speedtest`]), one row per second of this side's
-//! clock and an overall row.
+//! `coder speedtest`: prints the path to the workspace's agent and its latency (on stderr
+//! with `-o json`, whose JSON has them as fields), then measures throughput through the
+//! tailnet against the agent's speedtest responder on port 3 (protocol in
+//! [`tether_agent::speedtest`]), one row per second of this side's clock and an overall row.
 
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub struct SpeedtestArgs {
     /// Which way to measure: `down` (the agent sends) or `up` (this side sends).
     #[arg(long, value_enum, default_value_t = Way::Down)]
     pub direction: Way,
-    /// Output format.
+    /// Output format; `json` prints only the JSON on stdout (with the latency and path as
+    /// fields), the path line goes to stderr.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
