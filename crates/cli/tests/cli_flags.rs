@@ -4,17 +4,17 @@
 //! (`TETHER_AGENT_TOKEN`, `--token-file`).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tether_testing::{TestServer, Tether, run_with_input};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 #[test]
 fn list_shows_the_columns_asked_for_in_that_order() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let out = tether(
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let out = TETHER.run(
         &cfg,
         &["list", "-c", "relay,name", "--column", "owner,LAST SEEN"],
     );
@@ -39,7 +39,7 @@ fn list_shows_the_columns_asked_for_in_that_order() {
         out.stdout
     );
     // The default stays what it was.
-    let out = tether(&cfg, &["list"]);
+    let out = TETHER.run(&cfg, &["list"]);
     let header: Vec<&str> = out
         .stdout
         .lines()
@@ -49,7 +49,7 @@ fn list_shows_the_columns_asked_for_in_that_order() {
         .collect();
     assert_eq!(header, ["NAME", "STATUS", "LAST", "SEEN", "RELAY"]);
 
-    let out = tether(&cfg, &["list", "-c", "name,template"]);
+    let out = TETHER.run(&cfg, &["list", "-c", "name,template"]);
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains(
@@ -63,10 +63,10 @@ fn list_shows_the_columns_asked_for_in_that_order() {
 
 #[test]
 fn config_ssh_options_land_in_the_host_block_and_ssh_uses_them() {
-    let (srv, cfg, _agent) = dev_workspace(&[]);
+    let (srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let ssh_config = srv.dir.path().join("ssh_config");
     let file = ssh_config.to_str().unwrap();
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "config-ssh",
@@ -101,7 +101,7 @@ fn config_ssh_options_land_in_the_host_block_and_ssh_uses_them() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "from-config-ssh");
 
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "config-ssh",
@@ -135,10 +135,10 @@ fn cmdline(pid: u32) -> String {
 #[test]
 fn the_agent_takes_its_token_from_the_environment_or_a_file() {
     let srv = TestServer::start(&[]);
-    let cfg = first_user(&srv);
+    let cfg = TETHER.first_user(&srv);
     for (name, by_file) in [("by-env", false), ("by-file", true)] {
-        let token = create_workspace(&cfg, name);
-        let mut cmd = Command::new(bin());
+        let token = TETHER.create_workspace(&cfg, name);
+        let mut cmd = Command::new(TETHER.bin());
         cmd.args(["agent", "--url", &srv.url])
             .env_remove("TETHER_AGENT_TOKEN")
             .stdin(Stdio::null())
@@ -152,7 +152,7 @@ fn the_agent_takes_its_token_from_the_environment_or_a_file() {
             cmd.env("TETHER_AGENT_TOKEN", &token);
         }
         let mut child = cmd.spawn().unwrap();
-        wait_connected(&cfg, name, Duration::from_secs(20));
+        TETHER.wait_connected(&cfg, name, Duration::from_secs(20));
         // Read once it runs (before its exec the child still shows the test's arguments).
         let line = cmdline(child.id());
         assert!(line.contains(" agent --url "), "{line}");
@@ -165,7 +165,7 @@ fn the_agent_takes_its_token_from_the_environment_or_a_file() {
     }
 
     // Neither: a sentence, not a hang.
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(TETHER.bin());
     cmd.args(["agent", "--url", &srv.url])
         .env_remove("TETHER_AGENT_TOKEN")
         .env_remove("TETHER_AGENT_TOKEN_FILE");
@@ -182,7 +182,7 @@ fn the_agent_takes_its_token_from_the_environment_or_a_file() {
             "could not read the agent token from",
         ),
     ] {
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(TETHER.bin());
         cmd.args(["agent", "--url", &srv.url, "--token-file"])
             .arg(&path)
             .env_remove("TETHER_AGENT_TOKEN");

@@ -5,19 +5,19 @@
 //! header and fail with a clear sentence without it; the proxy saw every kind of request.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tether_testing::{Out, TestServer, Tether, run_with_input};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 const NAME: &str = "x-proxy-auth";
 const SECRET: &str = "open-sesame-4711";
@@ -137,7 +137,7 @@ async fn handle(
 
 /// Runs the CLI with `--global-config cfg`, `args` and `env`.
 fn cli(cfg: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Out {
-    let out = tether_env(cfg, args, env);
+    let out = TETHER.run_env(cfg, args, env);
     println!("$ tether {}\n{}{}", args.join(" "), out.stdout, out.stderr);
     out
 }
@@ -210,7 +210,7 @@ fn every_request_carries_the_header_through_an_access_proxy() {
     assert!(out.stderr.contains("403 Forbidden"), "{}", out.stderr);
 
     // The agent without the header stops with a sentence naming the proxy.
-    let mut agent = Command::new(bin());
+    let mut agent = Command::new(TETHER.bin());
     agent
         .args(["agent", "--url", &proxy.url])
         .env("TETHER_AGENT_TOKEN", &token)
@@ -228,7 +228,7 @@ fn every_request_carries_the_header_through_an_access_proxy() {
     // With the header (from a command) it connects: connection info, its coordinator
     // WebSocket and DERP all went through the proxy.
     let _agent = KillOnDrop(
-        Command::new(bin())
+        Command::new(TETHER.bin())
             .args([
                 "--header-command",
                 &format!("echo {header}"),
@@ -246,7 +246,7 @@ fn every_request_carries_the_header_through_an_access_proxy() {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let out = tether_env(&cfg, &["list", "-o", "json"], &env);
+        let out = TETHER.run_env(&cfg, &["list", "-o", "json"], &env);
         if out.stdout.contains("\"connected\"") {
             break;
         }

@@ -4,25 +4,25 @@
 //! logged them (tungstenite prints the WebSocket upgrade request) `[redacted]` stands.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tether_testing::{TestServer, Tether, session_token};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 const HEADER_SECRET: &str = "proxy-credential-93a1f";
 
 #[test]
 fn trace_logs_hold_no_secrets() {
     let srv = TestServer::start(&[]);
-    let cfg = first_user(&srv);
-    let agent_token = create_workspace(&cfg, "dev");
+    let cfg = TETHER.first_user(&srv);
+    let agent_token = TETHER.create_workspace(&cfg, "dev");
     let session = session_token(&cfg);
     let header = format!("X-Proxy-Auth={HEADER_SECRET}");
 
     let agent_log = srv.dir.path().join("agent.log");
-    let mut agent = Command::new(bin())
+    let mut agent = Command::new(TETHER.bin())
         .args(["--header", &header, "agent", "--url", &srv.url])
         .env("TETHER_AGENT_TOKEN", &agent_token)
         .env("TETHER_LOG", "trace")
@@ -31,21 +31,21 @@ fn trace_logs_hold_no_secrets() {
         .stderr(std::fs::File::create(&agent_log).unwrap())
         .spawn()
         .unwrap();
-    wait_connected(&cfg, "dev", Duration::from_secs(20));
+    TETHER.wait_connected(&cfg, "dev", Duration::from_secs(20));
 
     let trace = [("TETHER_LOG", "trace")];
-    let ssh = tether_env(
+    let ssh = TETHER.run_env(
         &cfg,
         &["--header", &header, "ssh", "dev", "--", "echo", "ok"],
         &trace,
     );
     assert_eq!(ssh.code, 0, "{}", ssh.stderr);
     assert_eq!(ssh.stdout.trim(), "ok");
-    let ping = tether_env(&cfg, &["ping", "dev", "-n", "1"], &trace);
+    let ping = TETHER.run_env(&cfg, &["ping", "dev", "-n", "1"], &trace);
     assert_eq!(ping.code, 0, "{}", ping.stderr);
-    let list = tether_env(&cfg, &["list"], &trace);
+    let list = TETHER.run_env(&cfg, &["list"], &trace);
     assert_eq!(list.code, 0, "{}", list.stderr);
-    let login = tether_env(
+    let login = TETHER.run_env(
         &srv.config_dir("again"),
         &[
             "login",

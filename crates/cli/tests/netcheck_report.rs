@@ -2,10 +2,10 @@
 //! STUN servers on loopback: the facts of the JSON report, in lines, regions fastest first.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{TestServer, first_user, tether};
 use serde_json::Value;
+use tether_testing::{TestServer, Tether};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// Milliseconds of a latency cell (`0.412ms`, `29.3ms`, `142ms`).
 fn ms(cell: &str) -> f64 {
@@ -24,9 +24,9 @@ fn the_default_report_is_for_people_and_json_is_one_flag_away() {
     });
     let extra = format!("{},{}", a.local_addr(), b.local_addr());
     let srv = TestServer::start(&["--derp-server-stun-addresses", &extra]);
-    let cfg = first_user(&srv);
+    let cfg = TETHER.first_user(&srv);
 
-    let out = tether(&cfg, &["netcheck"]);
+    let out = TETHER.run(&cfg, &["netcheck"]);
     println!("{}", out.stdout);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(serde_json::from_str::<Value>(&out.stdout).is_err());
@@ -74,7 +74,7 @@ fn the_default_report_is_for_people_and_json_is_one_flag_away() {
     );
 
     // The same facts as JSON.
-    let out = tether(&cfg, &["netcheck", "--format", "json"]);
+    let out = TETHER.run(&cfg, &["netcheck", "--format", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["UDP"], true);
@@ -82,7 +82,7 @@ fn the_default_report_is_for_people_and_json_is_one_flag_away() {
     assert_eq!(report["PreferredDERP"], 999);
     assert_eq!(report["RegionLatency"].as_object().unwrap().len(), 3);
 
-    let out = tether(&cfg, &["netcheck", "--format", "yaml"]);
+    let out = TETHER.run(&cfg, &["netcheck", "--format", "yaml"]);
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("human") && out.stderr.contains("json"),

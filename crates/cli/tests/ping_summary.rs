@@ -2,14 +2,14 @@
 //! counts, loss, round trips and path after `-n N`, and the same summary after Ctrl-C.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::*;
+use tether_testing::Tether;
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// The summary block: the lines from `--- dev ping statistics ---` to `path: …`.
 fn summary(stdout: &str) -> Vec<&str> {
@@ -40,8 +40,8 @@ fn round_trips(line: &str) -> [f64; 3] {
 
 #[test]
 fn ping_ends_with_counts_round_trips_and_the_path() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let out = tether(&cfg, &["ping", "dev", "-n", "4"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let out = TETHER.run(&cfg, &["ping", "dev", "-n", "4"]);
     println!("{}", out.stdout);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let s = summary(&out.stdout);
@@ -76,8 +76,8 @@ fn ping_ends_with_counts_round_trips_and_the_path() {
 
 #[test]
 fn relayed_pings_name_derp_as_the_path() {
-    let (_srv, cfg, _agent) = dev_workspace(&["--block-direct-connections"]);
-    let out = tether(&cfg, &["ping", "dev", "-n", "2"]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&["--block-direct-connections"]);
+    let out = TETHER.run(&cfg, &["ping", "dev", "-n", "2"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let s = summary(&out.stdout);
     assert_eq!(s[1], "2 pings sent, 2 pongs received, 0% loss");
@@ -87,8 +87,8 @@ fn relayed_pings_name_derp_as_the_path() {
 
 #[test]
 fn ctrl_c_stops_the_pings_and_prints_the_summary() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
-    let mut child = Command::new(bin())
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
+    let mut child = Command::new(TETHER.bin())
         .arg("--global-config")
         .arg(&cfg)
         .args(["ping", "dev", "-n", "1000"])

@@ -3,13 +3,13 @@
 //! the workspace reaches a listener on this side through `-R`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use tether_testing::{Tether, free_tcp_port, run_with_input};
+
+const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
 /// An `ssh-agent -D` on a socket of its own, killed on drop.
 struct SshAgent {
@@ -47,7 +47,7 @@ impl Drop for SshAgent {
 
 #[test]
 fn agent_forwarding_lists_the_local_agents_key() {
-    let (srv, cfg, _agent) = dev_workspace(&[]);
+    let (srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let dir = srv.dir.path();
     let agent = SshAgent::start(dir);
     let key = dir.join("id_test");
@@ -75,7 +75,7 @@ fn agent_forwarding_lists_the_local_agents_key() {
     assert!(add.success());
     let sock = agent.sock.to_str().unwrap();
 
-    let out = tether_env(
+    let out = TETHER.run_env(
         &cfg,
         &["ssh", "-A", "dev", "--", "ssh-add", "-l"],
         &[("SSH_AUTH_SOCK", sock)],
@@ -88,7 +88,7 @@ fn agent_forwarding_lists_the_local_agents_key() {
     );
 
     // Without -A the workspace does not see it.
-    let out = tether_env(
+    let out = TETHER.run_env(
         &cfg,
         &["ssh", "dev", "--", "ssh-add", "-l"],
         &[("SSH_AUTH_SOCK", sock)],
@@ -100,7 +100,7 @@ fn agent_forwarding_lists_the_local_agents_key() {
     );
 
     // -A without a local agent is one sentence, before connecting.
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(TETHER.bin());
     cmd.arg("--global-config")
         .arg(&cfg)
         .args(["ssh", "-A", "dev", "--", "true"])
@@ -136,13 +136,13 @@ fn laptop_service() -> u16 {
 
 #[test]
 fn remote_forward_reaches_a_listener_on_this_side() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     let laptop = laptop_service();
     let remote = free_tcp_port();
     let spec = format!("{remote}:127.0.0.1:{laptop}");
     // The program in the workspace connects to the forwarded port (bash's /dev/tcp).
     let script = format!("exec 3<>/dev/tcp/127.0.0.1/{remote}; echo hello >&3; head -n1 <&3");
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &["ssh", "-R", &spec, "dev", "--", "bash", "-c", &script],
     );
@@ -150,7 +150,7 @@ fn remote_forward_reaches_a_listener_on_this_side() {
     assert_eq!(out.stdout.trim(), "from the laptop: hello");
 
     // Port 0: the agent chooses and the CLI says which.
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "ssh",
@@ -170,7 +170,7 @@ fn remote_forward_reaches_a_listener_on_this_side() {
     );
 
     // A bad spec is refused before connecting.
-    let out = tether(&cfg, &["ssh", "-R", "8080:80", "dev", "--", "true"]);
+    let out = TETHER.run(&cfg, &["ssh", "-R", "8080:80", "dev", "--", "true"]);
     assert_ne!(out.code, 0);
     assert!(
         out.stderr
@@ -182,11 +182,11 @@ fn remote_forward_reaches_a_listener_on_this_side() {
 
 #[test]
 fn a_remote_forward_to_a_port_in_use_in_the_workspace_fails_clearly() {
-    let (_srv, cfg, _agent) = dev_workspace(&[]);
+    let (_srv, cfg, _agent) = TETHER.dev_workspace(&[]);
     // Agent and test share loopback: a port the test holds is in use "in the workspace".
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
-    let out = tether(
+    let out = TETHER.run(
         &cfg,
         &[
             "ssh",
