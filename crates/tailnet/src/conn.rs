@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_derp::client::ClientConfig;
+use tether_derp::headers::ServerHeaders;
 use tether_key::NodePrivate;
 use tether_proto::coord::{self as proto, Node};
 use tether_proto::derpmap::{DERP_PATH, DerpMap};
@@ -444,6 +445,12 @@ impl Conn {
     /// The DERP map in use (as the server last sent it).
     pub fn derp_map(&self) -> DerpMap {
         self.shared.derp_map().clone()
+    }
+
+    /// The extra headers for the server's URL this node joined with
+    /// ([`ConnConfig::headers`]).
+    pub fn server_headers(&self) -> ServerHeaders {
+        self.shared.derp_base.headers.clone()
     }
 
     /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.

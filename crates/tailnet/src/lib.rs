@@ -45,3 +45,4 @@ pub use conn::{Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics, NODE_WAIT};
 pub use error::TailnetError;
 pub use path::{PathInfo, PathKind, PeerStatus, Pong};
 pub use stream::{TcpListener, TcpStream, UdpSocket};
+pub use tether_derp::headers::ServerHeaders;

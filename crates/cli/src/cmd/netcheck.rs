@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tether_proto::api::{ConnectionInfo, route};
 use tether_proto::derpmap::DerpMap;
+use tether_tailnet::ServerHeaders;
 use tether_tailnet::netcheck::{self, Options, Report, Sockets};
 use tokio::net::UdpSocket;
 
@@ -59,7 +60,11 @@ pub async fn run(g: &Globals, args: NetcheckArgs) -> Result<()> {
         v4: Some(&v4),
         v6: v6.as_ref(),
     };
-    let report = netcheck::run(&info.derp_map, sockets, &Options::default()).await;
+    let opts = Options {
+        server_headers: ServerHeaders::new(&api.base, g.headers.clone()),
+        ..Options::default()
+    };
+    let report = netcheck::run(&info.derp_map, sockets, &opts).await;
     let out = Output {
         report,
         interface_mtus: interface_mtus(),
