@@ -86,7 +86,9 @@ impl ConnNetcheck {
 impl Netcheck for ConnNetcheck {
     fn report(&self) -> ReportFuture<'_> {
         Box::pin(async move {
-            let map = self.conn.upgrade().ok_or(NetcheckError::Closed)?.derp_map();
+            let conn = self.conn.upgrade().ok_or(NetcheckError::Closed)?;
+            let (map, server_headers) = (conn.derp_map(), conn.server_headers());
+            drop(conn);
             let v4 = tokio::net::UdpSocket::bind("0.0.0.0:0")
                 .await
                 .map_err(NetcheckError::Bind)?;
@@ -96,7 +98,11 @@ impl Netcheck for ConnNetcheck {
                 v4: Some(&v4),
                 v6: v6.as_ref(),
             };
-            Ok(netcheck::run(&map, sockets, &Options::default()).await)
+            let opts = Options {
+                server_headers,
+                ..Options::default()
+            };
+            Ok(netcheck::run(&map, sockets, &opts).await)
         })
     }
 }

@@ -103,7 +103,12 @@ fn main() {
         "benchbench",
     ]);
     let created = run(&["create", "dev"]);
-    let token = created.split("--token ").nth(1).unwrap().trim().to_string();
+    let token = created
+        .split("TETHER_AGENT_TOKEN=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
     let _agent = Proc(
         Command::new(TETHER.bin())
             .args(["agent", "--url", &url, "--token", &token])

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,9 +52,10 @@ impl ApiCallError {
 }
 
 impl ApiClient {
-    /// A client for `base`.
-    pub fn new(base: Url, token: Option<String>) -> Result<Self> {
+    /// A client for `base`, sending `headers` (those of `--header`) with every request.
+    pub fn new(base: Url, token: Option<String>, headers: HeaderMap) -> Result<Self> {
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("tether-cli/", env!("CARGO_PKG_VERSION")))
@@ -114,7 +116,13 @@ impl ApiClient {
                 "" => b.message,
                 detail => format!("{}\n{detail}", b.message),
             })
-            .unwrap_or_else(|_| format!("the server answered {status}: {}", text.trim()));
+            .unwrap_or_else(|_| {
+                // Not the tether server's error shape: often an access proxy in front of it.
+                format!(
+                    "the server answered {status}: {} (not an answer of the tether server itself: if a proxy in front of it needs headers, pass them with --header or --header-command)",
+                    crate::cmd::agent::first_line(&text)
+                )
+            });
         Err(ApiCallError::Status { status, message })
     }
 
@@ -190,8 +198,12 @@ mod tests {
 
     #[test]
     fn a_workspace_name_cannot_reach_another_route() {
-        let api = ApiClient::new(Url::parse("http://127.0.0.1:3000/").expect("url"), None)
-            .expect("client");
+        let api = ApiClient::new(
+            Url::parse("http://127.0.0.1:3000/").expect("url"),
+            None,
+            HeaderMap::new(),
+        )
+        .expect("client");
         for (name, path) in [
             ("../users/me", "/api/v2/workspaces/..%2Fusers%2Fme"),
             ("../../healthz", "/api/v2/workspaces/..%2F..%2Fhealthz"),

@@ -3,8 +3,11 @@
 
 mod client;
 mod cmd;
+mod headers;
+mod redact;
 mod session;
 mod sshclient;
+mod sshforward;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +44,16 @@ struct Cli {
     #[arg(long, global = true, env = "TETHER_DISABLE_DIRECT_CONNECTIONS")]
     disable_direct_connections: bool,
 
+    /// An HTTP header for every request to the server, `KEY=VALUE` (repeatable), for an
+    /// access proxy in front of it. Without it, TETHER_HEADER (comma-separated) is used.
+    #[arg(long = "header", global = true, value_name = "KEY=VALUE")]
+    header: Vec<String>,
+
+    /// A command (run once by `sh -c`, with TETHER_URL set) whose output lines are
+    /// `KEY=VALUE` headers for every request to the server.
+    #[arg(long, global = true, value_name = "CMD", env = "TETHER_HEADER_COMMAND")]
+    header_command: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -74,7 +87,8 @@ enum Command {
     PortForward(cmd::port_forward::PortForwardArgs),
     /// Add a `Host tether.*` block to your SSH config so `ssh tether.<workspace>` works.
     ConfigSsh(cmd::config_ssh::ConfigSshArgs),
-    /// Report UDP reachability, NAT mapping and DERP region latency as JSON.
+    /// Report UDP reachability, NAT mapping and DERP region latency (`--format json` for
+    /// scripts).
     Netcheck(cmd::netcheck::NetcheckArgs),
     /// Ping a workspace's agent over the tailnet and explain the path (p2p or DERP).
     Ping(cmd::ping::PingArgs),
@@ -92,6 +106,12 @@ pub struct Globals {
     pub config: session::ConfigDir,
     /// `--disable-direct-connections`.
     pub disable_direct: bool,
+    /// `--header`, `TETHER_HEADER` and `--header-command`, for every request to the server.
+    pub headers: reqwest::header::HeaderMap,
+    /// `--header` as given (for `config-ssh`'s ProxyCommand).
+    pub header_flags: Vec<String>,
+    /// `--header-command` as given.
+    pub header_command: Option<String>,
 }
 
 impl Globals {
@@ -111,7 +131,13 @@ impl Globals {
                 None => return session::not_logged_in(),
             },
         };
-        client::ApiClient::new(url, Some(token))
+        redact::secret(&token);
+        self.api(url, Some(token))
+    }
+
+    /// An API client for `url` with the global headers.
+    pub fn api(&self, url: Url, token: Option<String>) -> anyhow::Result<client::ApiClient> {
+        client::ApiClient::new(url, token, self.headers.clone())
     }
 }
 
@@ -127,7 +153,7 @@ fn init_logging(verbose: bool, server: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(redact::Stderr)
         .init();
 }
 
@@ -147,17 +173,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let globals = Globals {
-        url: cli.url,
-        token: cli.token,
-        config: session::ConfigDir::new(cli.global_config),
-        disable_direct: cli.disable_direct_connections,
-    };
+    let config = session::ConfigDir::new(cli.global_config);
     let result = runtime.block_on(async move {
+        // The header command learns which server it is for, when that is known here.
+        let server = match &cli.command {
+            Command::Agent(a) => Some(a.url.clone()),
+            Command::Login(a) => a.server_url.clone().or_else(|| cli.url.clone()),
+            _ => cli.url.clone().or_else(|| config.url().ok().flatten()),
+        };
+        let headers = match &cli.command {
+            Command::Server(_) => Default::default(),
+            _ => {
+                headers::collect(&cli.header, cli.header_command.as_deref(), server.as_ref())
+                    .await?
+            }
+        };
+        let globals = Globals {
+            url: cli.url,
+            token: cli.token,
+            config,
+            disable_direct: cli.disable_direct_connections,
+            headers,
+            header_flags: cli.header,
+            header_command: cli.header_command,
+        };
         match cli.command {
             Command::Ssh(a) => return cmd::ssh::run(&globals, a).await,
             Command::Ping(a) => return cmd::ping::run(&globals, a).await,
-            Command::Agent(a) => cmd::agent::run(a).await,
+            Command::Agent(a) => cmd::agent::run(a, globals.headers).await,
             Command::Server(cfg) => tether_server::run(*cfg).await.map_err(anyhow::Error::from),
             Command::Login(args) => cmd::login::run(&globals, args).await,
             Command::Logout => cmd::login::logout(&globals).await,

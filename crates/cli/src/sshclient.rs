@@ -10,6 +10,8 @@ use anyhow::{Context, Result, anyhow};
 use russh::ChannelMsg;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::sshforward::{Allowed, RemoteForward};
+
 /// What to run.
 pub struct SessionOpts {
     /// A command, or None for a login shell.
@@ -20,12 +22,45 @@ pub struct SessionOpts {
     pub tty: bool,
     /// Remote login name (the agent runs everything as its own user anyway).
     pub user: String,
+    /// `-A`: the local agent socket to forward (`SSH_AUTH_SOCK`).
+    pub forward_agent: Option<std::path::PathBuf>,
+    /// `-R` forwards, requested before the session starts.
+    pub remote_forwards: Vec<RemoteForward>,
 }
 
-struct AcceptAny;
+/// Trusts the agent's host key (see below) and serves the channels it opens back for
+/// `-A` and `-R`, refusing others.
+struct Client {
+    allowed: Allowed,
+}
 
-impl russh::client::Handler for AcceptAny {
+impl russh::client::Handler for Client {
     type Error = russh::Error;
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.allowed
+            .forwarded_tcpip(channel.into_stream(), connected_port, reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.allowed.agent(channel.into_stream(), reply);
+        Ok(())
+    }
 
     // The tailnet already authenticated the agent end to end (WireGuard keys from the
     // coordinator), so the SSH host key adds nothing; Coder skips the check too.
@@ -89,7 +124,14 @@ where
         nodelay: true,
         ..Default::default()
     });
-    let mut handle = russh::client::connect_stream(config, stream, AcceptAny)
+    let allowed = Allowed {
+        agent: opts.forward_agent.clone(),
+        ..Allowed::default()
+    };
+    let client = Client {
+        allowed: allowed.clone(),
+    };
+    let mut handle = russh::client::connect_stream(config, stream, client)
         .await
         .context("SSH handshake with the agent failed")?;
     let auth = handle
@@ -99,10 +141,39 @@ where
     if !auth.success() {
         return Err(anyhow!("the agent's SSH server refused the session"));
     }
+    // Every forward is in place before the command starts, so it can use them at once.
+    for f in &opts.remote_forwards {
+        let port = handle
+            .tcpip_forward(f.bind.clone(), u32::from(f.port))
+            .await
+            .map_err(|e| match e {
+                russh::Error::RequestDenied => anyhow!(
+                    "the agent refused the remote forward of port {} (is it in use in the workspace?)",
+                    f.port
+                ),
+                e => anyhow!("could not set up the remote forward of port {}: {e}", f.port),
+            })?;
+        // The agent reports the port it chose for 0; else the one asked for.
+        let port = if f.port == 0 { port } else { u32::from(f.port) };
+        if f.port == 0 {
+            eprintln!(
+                "Allocated port {port} for remote forward to {}:{}",
+                f.host, f.host_port
+            );
+        }
+        allowed
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((port, f.clone()));
+    }
     let channel = handle
         .channel_open_session()
         .await
         .context("could not open an SSH session")?;
+    if opts.forward_agent.is_some() {
+        channel.agent_forward(false).await?;
+    }
     for (k, v) in &opts.env {
         channel.set_env(false, k.clone(), v.clone()).await?;
     }

@@ -131,7 +131,12 @@ fn ping_report(lab: &Lab, cfg: &Path, scenario: &str) -> String {
 /// mapping varies by destination IP (two STUN servers are in the map, see
 /// `Lab::start_server`).
 fn assert_mapping_varies(lab: &Lab, role: &str, cfg: &Path, varies: bool) {
-    let out = lab.run(role, cfg, &["netcheck"], Duration::from_secs(60));
+    let out = lab.run(
+        role,
+        cfg,
+        &["netcheck", "--format", "json"],
+        Duration::from_secs(60),
+    );
     assert_eq!(out.code, 0, "netcheck in {role} failed: {}", out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("netcheck printed no JSON ({e}): {}", out.stdout));

@@ -7,10 +7,10 @@ use tether_testing::{TestServer, Tether};
 
 const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));
 
-/// Runs `tether netcheck` and parses its JSON.
+/// Runs `tether netcheck --format json` and parses its JSON.
 fn netcheck(srv: &TestServer) -> Value {
     let cfg = TETHER.first_user(srv);
-    let out = TETHER.run(&cfg, &["netcheck"]);
+    let out = TETHER.run(&cfg, &["netcheck", "--format", "json"]);
     assert_eq!(out.code, 0, "netcheck failed: {}", out.stderr);
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("netcheck printed no JSON ({e}): {}", out.stdout))

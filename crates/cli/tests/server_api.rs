@@ -34,12 +34,17 @@ fn first_user_workspaces_and_list() {
 
     let out = TETHER.run(&cfg, &["create", "dev"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // The agent token goes in the environment, not on the agent's command line.
     assert!(
         out.stdout
-            .contains(&format!("tether agent --url {} --token ", srv.url)),
+            .lines()
+            .any(|l| l.trim_start().starts_with("TETHER_AGENT_TOKEN=")
+                && l.trim_end()
+                    .ends_with(&format!(" tether agent --url {}", srv.url))),
         "{}",
         out.stdout
     );
+    assert!(!out.stdout.contains("--token "), "{}", out.stdout);
 
     let out = TETHER.run(&cfg, &["create", "Bad_Name"]);
     assert_eq!(out.code, 1);

@@ -1,5 +1,6 @@
 //! `tether speedtest` against a real server and agent on loopback: download and upload
-//! with JSON output whose rows are consistent with each other, the table format, `-d`
+//! with JSON output (alone on stdout, with the path and latency as fields) whose rows are
+//! consistent with each other, the table format, `-d`
 //! waiting for a direct path, and `-d` failing fast (with the reason) when the server
 //! blocks direct connections while the relayed test still works.
 #![allow(clippy::unwrap_used)]
@@ -73,12 +74,32 @@ fn num(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
-/// Checks `-o json` output (after the path line) for a test of `seconds`, and returns
-/// the report.
-fn check_json(stdout: &str, seconds: f64) -> Value {
-    let (first, json) = stdout.split_once('\n').unwrap();
-    assert!(is_path_line(first), "first line: {first:?}");
-    let report: Value = serde_json::from_str(json).unwrap();
+/// Checks `-o json` output for a test of `seconds`, and returns the report: stdout is
+/// only the JSON, the path line went to stderr, and the JSON has the same path.
+fn check_json(out: &Out, seconds: f64) -> Value {
+    let first = out
+        .stderr
+        .lines()
+        .find(|l| is_path_line(l))
+        .unwrap_or_else(|| panic!("no path line on stderr: {}", out.stderr));
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not only JSON ({e}): {}", out.stdout));
+    let (ms, via) = first.split_once("ms via ").unwrap();
+    let latency = num(&report, "latency_ms");
+    assert!(
+        (latency - ms.parse::<f64>().unwrap()).abs() <= 0.5 + 1e-9,
+        "{first} vs {report}"
+    );
+    match via {
+        "direct" => {
+            assert_eq!(report["path"], "direct", "{report}");
+            assert!(report["direct_addr"].is_string(), "{report}");
+        }
+        region => {
+            assert_eq!(report["path"], "derp", "{report}");
+            assert_eq!(report["derp_region"], region, "{report}");
+        }
+    }
     let intervals = report["intervals"].as_array().unwrap();
     assert!(intervals.len() >= 2, "{report}");
     // Intervals tile the client's clock from 0, each with bytes moving.
@@ -126,7 +147,7 @@ fn download_json_rows_add_up() {
         "{}",
         out.stderr
     );
-    check_json(&out.stdout, 2.0);
+    check_json(&out, 2.0);
 }
 
 #[test]
@@ -139,7 +160,7 @@ fn upload_json_rows_add_up_to_the_agents_count() {
         out.stderr
     );
     // The overall bytes are the agent's count; they equal what the client wrote.
-    check_json(&out.stdout, 2.0);
+    check_json(&out, 2.0);
     assert!(
         !out.stderr.contains("note: the agent received"),
         "{}",

@@ -25,6 +25,7 @@ use crate::frame::{
     self, BoxError, ClientInfo, Frame, FrameDecoder, FrameError, FrameType, MAX_PACKET_SIZE,
     MAX_SERVER_KEY_LEN, PeerGoneReason,
 };
+use crate::headers::ServerHeaders;
 use crate::server::reserve_read;
 use crate::ws::WsIo;
 
@@ -49,6 +50,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// A single write taking longer than this fails the connection.
     pub write_timeout: Duration,
+    /// Extra headers for the upgrade request, sent to the tether server's origin only.
+    pub headers: ServerHeaders,
 }
 
 impl ClientConfig {
@@ -64,6 +67,7 @@ impl ClientConfig {
             dial_timeout: Duration::from_secs(10),
             idle_timeout: frame::CLIENT_IDLE_TIMEOUT,
             write_timeout: Duration::from_secs(10),
+            headers: ServerHeaders::none(),
         }
     }
 }
@@ -668,7 +672,7 @@ async fn plain_upgrade(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
             trace!(error = %e, "DERP upgrade connection ended");
         }
     });
-    let req = http::Request::get(request_path(&cfg.url))
+    let mut req = http::Request::get(request_path(&cfg.url))
         .header(http::header::HOST, authority)
         .header(http::header::UPGRADE, "DERP")
         .header(http::header::CONNECTION, "Upgrade")
@@ -678,6 +682,7 @@ async fn plain_upgrade(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
         )
         .body(String::new())
         .map_err(|e| ClientError::BadUrl(e.to_string()))?;
+    cfg.headers.apply(&cfg.url, req.headers_mut());
     let resp = sender.send_request(req).await?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Err(ClientError::UpgradeRefused(resp.status().as_u16()));
@@ -702,6 +707,7 @@ async fn websocket(cfg: &ClientConfig) -> Result<BoxIo, ClientError> {
         http::header::SEC_WEBSOCKET_PROTOCOL,
         http::HeaderValue::from_static(crate::http::WS_PROTOCOL),
     );
+    cfg.headers.apply(&cfg.url, req.headers_mut());
     let (io, _) = dial(cfg).await?;
     let config = Some(crate::ws::client_config());
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, io, config).await?;

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod frame;
+pub mod headers;
 pub mod http;
 pub mod server;
 mod ws;

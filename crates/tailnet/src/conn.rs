@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_derp::client::ClientConfig;
+use tether_derp::headers::ServerHeaders;
 use tether_key::NodePrivate;
 use tether_proto::coord::{self as proto, Node};
 use tether_proto::derpmap::{DERP_PATH, DerpMap};
@@ -116,7 +117,7 @@ impl Conn {
         let info = config::connection_info(&cfg).await?;
         let home = match cfg.home_region {
             Some(region) if info.derp_map.regions.contains_key(&region) => region,
-            _ => endpoints::first_home_region(&info.derp_map).await?,
+            _ => endpoints::first_home_region(&info.derp_map, &cfg.headers).await?,
         };
         let private = NodePrivate::generate();
         let (ws, welcome) = coordination::connect(&cfg).await?;
@@ -149,6 +150,7 @@ impl Conn {
         let mut derp_base = ClientConfig::new(derp_url, private.clone());
         derp_base.force_websocket = cfg.force_websockets.unwrap_or(info.derp_force_websockets);
         derp_base.insecure_tls = cfg.insecure_tls;
+        derp_base.headers = cfg.headers.clone();
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -459,6 +461,12 @@ impl Conn {
     /// The DERP map in use (as the server last sent it).
     pub fn derp_map(&self) -> DerpMap {
         self.shared.derp_map().clone()
+    }
+
+    /// The extra headers for the server's URL this node joined with
+    /// ([`ConnConfig::headers`]).
+    pub fn server_headers(&self) -> ServerHeaders {
+        self.shared.derp_base.headers.clone()
     }
 
     /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.

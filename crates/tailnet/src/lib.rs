@@ -48,3 +48,4 @@ pub use conn::{
 pub use error::TailnetError;
 pub use path::{PathInfo, PathKind, PeerStatus, Pong};
 pub use stream::{TcpListener, TcpStream, UdpSocket};
+pub use tether_derp::headers::ServerHeaders;

@@ -39,4 +39,4 @@ pub use logs::{init_tracing, init_tracing_with};
 pub use process::{Out, free_tcp_port, run_async, run_with_input, wait_ready_file};
 pub use server::TestServer;
 pub use server_process::ServerProcess;
-pub use tether::{AgentProcess, Deployment, Tether, session_token};
+pub use tether::{AgentProcess, Deployment, Tether, agent_token, session_token};

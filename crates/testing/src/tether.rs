@@ -107,16 +107,12 @@ impl Tether {
         cfg
     }
 
-    /// Creates workspace `name`; returns its agent token, parsed from the printed command.
+    /// Creates workspace `name`; returns its agent token, parsed from the printed command
+    /// (`TETHER_AGENT_TOKEN=… tether agent --url …`).
     pub fn create_workspace(&self, cfg: &Path, name: &str) -> String {
         let out = self.run(cfg, &["create", name]);
         assert_eq!(out.code, 0, "create failed: {}", out.stderr);
-        let line = out
-            .stdout
-            .lines()
-            .find(|l| l.contains("tether agent --url"))
-            .unwrap();
-        line.split("--token ").nth(1).unwrap().trim().to_string()
+        agent_token(&out.stdout)
     }
 
     /// Waits (up to `limit`) until `tether list` shows `ws` as connected.
@@ -151,6 +147,17 @@ impl Tether {
         self.wait_connected(&cfg, "dev", Duration::from_secs(20));
         (srv, cfg, agent)
     }
+}
+
+/// The agent token in what `tether create` printed.
+pub fn agent_token(create_stdout: &str) -> String {
+    create_stdout
+        .lines()
+        .find(|l| l.contains("tether agent --url"))
+        .and_then(|l| l.split("TETHER_AGENT_TOKEN=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("create printed no agent command: {create_stdout}"))
+        .to_string()
 }
 
 /// Reads the stored session token of a CLI config dir.

@@ -5,10 +5,11 @@
 //! The server may be down: the agent retries with backoff forever and logs one line per
 //! change of state; only a refused token ends it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use tether_agent::http_api::ConnNetcheck;
 use tether_agent::user::User;
 use tether_agent::{HttpApi, ReconnectingPty, Services, SshServer};
@@ -22,13 +23,45 @@ pub struct AgentArgs {
     /// The server URL the agent dials (may differ from the access URL).
     #[arg(long, env = "TETHER_AGENT_URL")]
     pub url: Url,
-    /// The workspace's agent token (printed by `tether create`).
-    #[arg(long, env = "TETHER_AGENT_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// The workspace's agent token (printed by `tether create`). Prefer the environment
+    /// variable or `--token-file`: a command line is visible to every user in `ps`.
+    #[arg(
+        long,
+        env = "TETHER_AGENT_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the agent token (surrounding whitespace is ignored).
+    #[arg(long, env = "TETHER_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
-/// Runs the agent until a fatal error.
-pub async fn run(args: AgentArgs) -> Result<()> {
+impl AgentArgs {
+    /// The token, from `--token`/`TETHER_AGENT_TOKEN` or read from `--token-file`.
+    fn token(&self) -> Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let Some(path) = &self.token_file else {
+            bail!("the agent needs a token: set TETHER_AGENT_TOKEN or pass --token-file");
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read the agent token from {}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        Ok(token.to_string())
+    }
+}
+
+/// Runs the agent until a fatal error; `headers` (of `--header`) go with every request to
+/// the server.
+pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result<()> {
+    let token = args.token()?;
+    crate::redact::secret(&token);
     // One host key and one set of web terminal sessions for the life of the process,
     // across reconnects.
     let ssh = SshServer::new()?;
@@ -37,7 +70,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         Backoff::with_random_seed(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error = String::new();
     loop {
-        let cfg = ConnConfig::new(args.url.clone(), Auth::Agent(args.token.clone()));
+        let cfg = ConnConfig::new(args.url.clone(), Auth::Agent(token.clone()))
+            .with_headers(headers.clone());
         match Conn::join(cfg).await {
             Ok(conn) => {
                 tracing::info!(server = %args.url, agent = %conn.id(), ip = %conn.ip(), "agent connected; serving SSH on ports 22 and 1, the web terminal on 2, speedtest on 3, the HTTP API on 4");
@@ -54,6 +88,16 @@ pub async fn run(args: AgentArgs) -> Result<()> {
                     .await?;
                 // serve only returns if the tailnet closed for good; start over.
                 backoff.reset();
+            }
+            Err(TailnetError::Refused {
+                status: status @ (401 | 403),
+                body,
+                ..
+            }) if !from_tether(&body) => {
+                bail!(
+                    "something in front of the server refused the agent ({status}: {}); if an access proxy needs headers, pass them with --header or --header-command",
+                    first_line(&body)
+                )
             }
             Err(TailnetError::Refused {
                 status: 401 | 403, ..
@@ -75,4 +119,20 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             }
         }
     }
+}
+
+/// Whether an error body has the tether server's JSON shape (else a proxy answered).
+pub fn from_tether(body: &str) -> bool {
+    serde_json::from_str::<tether_proto::api::ErrorBody>(body).is_ok()
+}
+
+/// The first line of a body, at most 200 characters.
+pub fn first_line(body: &str) -> String {
+    body.trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect()
 }

@@ -29,6 +29,47 @@ pub struct ConfigSshArgs {
     /// Show the change without writing it.
     #[arg(long, env = "TETHER_SSH_DRY_RUN")]
     pub dry_run: bool,
+    /// An SSH option for the Host block, `"Key Value"` or `Key=Value` (repeatable); it
+    /// replaces the block's own line for the same key.
+    #[arg(short = 'o', long = "ssh-option", value_parser = SshOption::parse)]
+    pub ssh_options: Vec<SshOption>,
+}
+
+/// One `-o/--ssh-option`: a keyword and its value, as ssh_config(5) writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshOption {
+    /// The keyword (`ForwardAgent`).
+    pub key: String,
+    /// Its value (`yes`).
+    pub value: String,
+}
+
+impl SshOption {
+    /// `Key Value`, `Key=Value` or `Key = Value`; one line, a keyword of letters and digits.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.contains(['\n', '\r']) {
+            return Err(format!("{s:?} spans more than one line"));
+        }
+        let s = s.trim();
+        let end = s
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .ok_or_else(|| format!("{s:?} is not \"Key Value\" (a keyword, then its value)"))?;
+        let (key, rest) = s.split_at(end);
+        let value = rest.trim_start();
+        let value = value.strip_prefix('=').unwrap_or(value).trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{key:?} is not an SSH option keyword (like ForwardAgent)"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!("SSH option {key} has no value"));
+        }
+        Ok(Self {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+    }
 }
 
 fn expand_home(p: &str) -> Result<PathBuf> {
@@ -52,24 +93,64 @@ fn quote(word: &str) -> String {
     }
 }
 
-/// The managed block, markers included, ending with a newline.
-pub fn block(binary: &Path, config_dir: &Path, prefix: &str) -> String {
+/// `value` as one word of the ProxyCommand, which OpenSSH expands `%` tokens in and then
+/// runs with `sh -c`: single-quoted unless plain, `%` doubled.
+fn shell_word(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c));
+    let word = if plain {
+        value.to_string()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    };
+    word.replace('%', "%%")
+}
+
+/// The managed block, markers included, ending with a newline. `options` come first,
+/// each replacing the block's own line for its keyword (keywords ignore case, as ssh does).
+/// `headers` are global flags (`--header K=V`, `--header-command CMD`) the ProxyCommand
+/// passes on, so `ssh` reaches the server through the same access proxy.
+pub fn block(
+    binary: &Path,
+    config_dir: &Path,
+    prefix: &str,
+    options: &[SshOption],
+    headers: &[(&str, &str)],
+) -> String {
+    let flags: String = headers
+        .iter()
+        .map(|(flag, value)| format!(" {flag} {}", shell_word(value)))
+        .collect();
     let proxy = format!(
-        "{} --global-config {} ssh --stdio --ssh-host-prefix {} %h",
+        "{} --global-config {}{flags} ssh --stdio --ssh-host-prefix {} %h",
         quote(&binary.display().to_string()),
         quote(&config_dir.display().to_string()),
         quote(prefix)
     );
+    let own = [
+        ("ConnectTimeout", "=", "0".to_string()),
+        ("StrictHostKeyChecking", "=", "no".to_string()),
+        ("UserKnownHostsFile", "=", "/dev/null".to_string()),
+        ("LogLevel", " ", "ERROR".to_string()),
+        ("ProxyCommand", " ", proxy),
+    ];
+    let mut lines = String::new();
+    for o in options {
+        lines.push_str(&format!("\t{} {}\n", o.key, o.value));
+    }
+    for (key, sep, value) in own {
+        if !options.iter().any(|o| o.key.eq_ignore_ascii_case(key)) {
+            lines.push_str(&format!("\t{key}{sep}{value}\n"));
+        }
+    }
     format!(
         "{START}\n\
          # This section is written by `tether config-ssh`; edits inside it are lost\n\
          # the next time it runs. Delete the whole section to remove it.\n\
          Host {prefix}*\n\
-         \tConnectTimeout=0\n\
-         \tStrictHostKeyChecking=no\n\
-         \tUserKnownHostsFile=/dev/null\n\
-         \tLogLevel ERROR\n\
-         \tProxyCommand {proxy}\n\
+         {lines}\
          {END}\n"
     )
 }
@@ -133,6 +214,19 @@ fn line_offsets(text: &str, marker: &str) -> Vec<usize> {
     out
 }
 
+/// The `--header` and `--header-command` flags this run was given, for the ProxyCommand.
+fn header_flags(g: &Globals) -> Vec<(&'static str, &str)> {
+    let mut out: Vec<(&'static str, &str)> = g
+        .header_flags
+        .iter()
+        .map(|h| ("--header", h.as_str()))
+        .collect();
+    if let Some(cmd) = &g.header_command {
+        out.push(("--header-command", cmd.as_str()));
+    }
+    out
+}
+
 /// Runs `tether config-ssh`.
 pub async fn run(g: &Globals, args: ConfigSshArgs) -> Result<()> {
     let path = expand_home(&args.ssh_config_file)?;
@@ -145,7 +239,13 @@ pub async fn run(g: &Globals, args: ConfigSshArgs) -> Result<()> {
     };
     let new = update(
         &existing,
-        &block(&binary, &config_dir, &args.ssh_host_prefix),
+        &block(
+            &binary,
+            &config_dir,
+            &args.ssh_host_prefix,
+            &args.ssh_options,
+            &header_flags(g),
+        ),
     )?;
     // Name a workspace in the closing hint, when we can list them.
     let example = match g.client() {
@@ -223,6 +323,8 @@ mod tests {
             Path::new("/usr/bin/tether"),
             Path::new(&format!("/home/u/.config/{tag}")),
             "tether.",
+            &[],
+            &[],
         )
     }
 
@@ -232,7 +334,13 @@ mod tests {
         assert!(blk.starts_with(START) && blk.ends_with(&format!("{END}\n")));
         assert!(blk.contains("Host tether.*\n"));
         assert!(blk.contains("\tProxyCommand /usr/bin/tether --global-config /home/u/.config/tether ssh --stdio --ssh-host-prefix tether. %h\n"));
-        let spaced = block(Path::new("/opt/my apps/tether"), Path::new("/c"), "t.");
+        let spaced = block(
+            Path::new("/opt/my apps/tether"),
+            Path::new("/c"),
+            "t.",
+            &[],
+            &[],
+        );
         assert!(spaced.contains("ProxyCommand \"/opt/my apps/tether\" --global-config"));
     }
 
@@ -282,5 +390,69 @@ mod tests {
         );
         let two = format!("{}{}", b("a"), b("b"));
         assert_eq!(update(&two, &b("x")), Err(ConfigError::Duplicate));
+    }
+
+    #[test]
+    fn ssh_options_go_first_and_replace_the_blocks_own() {
+        let opt = |s: &str| SshOption::parse(s).expect(s);
+        assert_eq!(
+            opt("ForwardAgent yes"),
+            SshOption {
+                key: "ForwardAgent".into(),
+                value: "yes".into()
+            }
+        );
+        assert_eq!(opt("Port=2222").value, "2222");
+        assert_eq!(opt(" User = bob ").key, "User");
+        assert_eq!(opt("RemoteCommand tmux new -A").value, "tmux new -A");
+        for bad in [
+            "ForwardAgent",
+            "",
+            "Forward-Agent yes",
+            "User x\nHost *",
+            "=yes",
+        ] {
+            assert!(SshOption::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let blk = block(
+            Path::new("/usr/bin/tether"),
+            Path::new("/c"),
+            "tether.",
+            &[opt("ForwardAgent yes"), opt("loglevel DEBUG")],
+            &[],
+        );
+        let host = blk.find("Host tether.*\n").expect("host line");
+        let body: Vec<&str> = blk[host..].lines().skip(1).collect();
+        assert_eq!(
+            body,
+            [
+                "\tForwardAgent yes",
+                "\tloglevel DEBUG",
+                "\tConnectTimeout=0",
+                "\tStrictHostKeyChecking=no",
+                "\tUserKnownHostsFile=/dev/null",
+                "\tProxyCommand /usr/bin/tether --global-config /c ssh --stdio --ssh-host-prefix tether. %h",
+                END,
+            ]
+        );
+    }
+
+    #[test]
+    fn header_flags_reach_the_proxy_command_quoted_for_sh_and_ssh() {
+        let blk = block(
+            Path::new("/usr/bin/tether"),
+            Path::new("/c"),
+            "tether.",
+            &[],
+            &[
+                ("--header", "X-Auth=abc"),
+                ("--header", "Cookie=a b; it's 100%"),
+                ("--header-command", "cat $HOME/token"),
+            ],
+        );
+        assert!(
+            blk.contains("\tProxyCommand /usr/bin/tether --global-config /c --header X-Auth=abc --header 'Cookie=a b; it'\\''s 100%%' --header-command 'cat $HOME/token' ssh --stdio --ssh-host-prefix tether. %h\n"),
+            "{blk}"
+        );
     }
 }

@@ -7,7 +7,6 @@ use url::Url;
 
 use super::{prompt, prompt_password};
 use crate::Globals;
-use crate::client::ApiClient;
 
 /// `tether login` flags.
 #[derive(Debug, clap::Args)]
@@ -42,7 +41,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             ),
         },
     };
-    let api = ApiClient::new(url.clone(), None)?;
+    let api = g.api(url.clone(), None)?;
     let first = api.get_status(route::USERS_FIRST).await?;
     let resp: LoginResponse = if first == StatusCode::NOT_FOUND {
         eprintln!("This server has no users yet; creating the first (admin) user.");
@@ -64,6 +63,7 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
                 p
             }
         };
+        crate::redact::secret(&password);
         api.post(
             route::USERS_FIRST,
             &CreateUserRequest {
@@ -83,14 +83,21 @@ pub async fn run(g: &Globals, args: LoginArgs) -> Result<()> {
             Some(p) => p,
             None => prompt_password("Password", "--password")?,
         };
+        crate::redact::secret(&password);
         api.post(route::USERS_LOGIN, &LoginRequest { username, password })
             .await?
     } else {
         bail!(
-            "{url} does not look like a tether server (GET {} answered {first})",
-            route::USERS_FIRST
+            "{url} does not look like a tether server (GET {} answered {first}){}",
+            route::USERS_FIRST,
+            if first == StatusCode::FORBIDDEN || first == StatusCode::UNAUTHORIZED {
+                "; if a proxy in front of it needs headers, pass them with --header or --header-command"
+            } else {
+                ""
+            }
         );
     };
+    crate::redact::secret(&resp.session_token);
     g.config
         .save(&url, &resp.session_token)
         .context("logged in, but could not store the session token")?;
@@ -110,7 +117,8 @@ pub async fn logout(g: &Globals) -> Result<()> {
         return Ok(());
     };
     if let Some(url) = g.url.clone().or(g.config.url()?)
-        && let Err(e) = ApiClient::new(url, Some(token))?
+        && let Err(e) = g
+            .api(url, Some(token))?
             .post_empty(route::USERS_LOGOUT)
             .await
     {

@@ -1,5 +1,6 @@
 //! `tether ping WS [-n N] [-t TIMEOUT]`, after `coder ping`: disco pings to the
-//! workspace's agent over the current best path, one line per pong, then diagnostics
+//! workspace's agent over the current best path, one line per pong, then a summary like
+//! ping(8)'s (also after Ctrl-C: sent, received, loss, min/avg/max, paths), diagnostics
 //! (home DERP region, coordination, the agent's node and endpoints, WireGuard handshake)
 //! and a verdict that names why the connection is relayed when it is not direct.
 //! The global `-v` adds the tailnet's debug log on stderr.
@@ -13,12 +14,16 @@ use tether_tailnet::{Diagnostics, PathKind, Pong, TailnetError, verdict};
 use crate::Globals;
 use crate::cmd::ssh::open_tunnel;
 
+mod stats;
+
+use stats::Stats;
+
 /// `tether ping` flags.
 #[derive(Debug, clap::Args)]
 pub struct PingArgs {
     /// Workspace name.
     pub workspace: String,
-    /// Number of pings to send, one second apart.
+    /// Number of pings to send, one second apart (Ctrl-C stops early; the summary follows).
     #[arg(short = 'n', long = "num", default_value_t = 5)]
     pub num: u32,
     /// How long to wait for each pong (e.g. `5s`, `500ms`, `1m`; a bare number is seconds).
@@ -31,37 +36,60 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// How long the first ping waits, at least, for the WireGuard session with the agent.
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(10);
 
-/// Runs `tether ping`; exits 0 if any pong arrived, 1 otherwise.
+/// Runs `tether ping`; exits 0 if any pong arrived, 1 otherwise. Ctrl-C stops the pings
+/// early; the summary and diagnostics follow all the same.
 pub async fn run(g: &Globals, args: PingArgs) -> Result<i32> {
     let ws = args.workspace.as_str();
     let tunnel = open_tunnel(g, ws).await?;
     let agent = tunnel.workspace.agent_id;
     let map = tunnel.conn.derp_map();
     let start = Instant::now();
-    // Without a session the pings below time out and the report says why.
-    tunnel.wait_session(args.timeout.max(HANDSHAKE_WAIT)).await;
-    let mut ticks = tokio::time::interval(INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut any_pong = false;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut stats = Stats::default();
     let mut did_p2p = false;
     let mut last_direct = false;
-    for _ in 0..args.num {
-        ticks.tick().await;
-        match tunnel.conn.ping(agent, args.timeout).await {
-            Ok(pong) => {
-                any_pong = true;
-                last_direct = matches!(pong.via, PathKind::Direct { .. });
-                if last_direct && !did_p2p {
-                    did_p2p = true;
-                    println!("{}", established_line(start.elapsed()));
+    // Without a session the pings below time out and the report says why.
+    let waited = tokio::select! {
+        _ = tunnel.wait_session(args.timeout.max(HANDSHAKE_WAIT)) => true,
+        _ = &mut interrupted => false,
+    };
+    if waited {
+        let mut ticks = tokio::time::interval(INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for _ in 0..args.num {
+            // A ping still waiting for its pong when Ctrl-C comes is not counted.
+            let answer = tokio::select! {
+                r = async {
+                    ticks.tick().await;
+                    tunnel.conn.ping(agent, args.timeout).await
+                } => r,
+                _ = &mut interrupted => break,
+            };
+            match answer {
+                Ok(pong) => {
+                    stats.answered(&pong);
+                    last_direct = matches!(pong.via, PathKind::Direct { .. });
+                    if last_direct && !did_p2p {
+                        did_p2p = true;
+                        println!("{}", established_line(start.elapsed()));
+                    }
+                    println!("{}", pong_line(ws, &pong, &map));
                 }
-                println!("{}", pong_line(ws, &pong, &map));
-            }
-            Err(TailnetError::Timeout { .. }) => println!("ping to {ws} timed out"),
-            Err(e) => {
-                return Err(e).with_context(|| format!("could not ping workspace {ws}"));
+                Err(TailnetError::Timeout { .. }) => {
+                    stats.lost();
+                    println!("ping to {ws} timed out");
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not ping workspace {ws}"));
+                }
             }
         }
+    }
+    let any_pong = stats.received() > 0;
+    println!();
+    for line in stats.lines(ws, &map) {
+        println!("{line}");
     }
     let diag = tunnel.conn.diagnostics(agent);
     println!();

@@ -1,8 +1,8 @@
 //! `tether speedtest WS [-d] [-t 5s] [--direction up|down] [-o table|json]`, after
-//! `coder speedtest`: prints the path to the workspace's agent and its latency, then
-//! measures throughput through the tailnet against the agent's speedtest responder on
-//! port 3 (protocol in [`tether_agent::speedtest`]), one row per second of this side's
-//! clock and an overall row.
+//! `coder speedtest`: prints the path to the workspace's agent and its latency (on stderr
+//! with `-o json`, whose JSON has them as fields), then measures throughput through the
+//! tailnet against the agent's speedtest responder on port 3 (protocol in
+//! [`tether_agent::speedtest`]), one row per second of this side's clock and an overall row.
 
 use std::time::Duration;
 
@@ -33,7 +33,8 @@ pub struct SpeedtestArgs {
     /// Which way to measure: `down` (the agent sends) or `up` (this side sends).
     #[arg(long, value_enum, default_value_t = Way::Down)]
     pub direction: Way,
-    /// Output format.
+    /// Output format; `json` prints only the JSON on stdout (with the latency and path as
+    /// fields), the path line goes to stderr.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -102,7 +103,11 @@ async fn test(tunnel: &Tunnel, args: &SpeedtestArgs) -> Result<()> {
     } else {
         ping(tunnel, ws).await?
     };
-    println!("{}", path_line(&pong, &map));
+    // In JSON mode stdout carries only the JSON (which has the path as fields).
+    match args.output {
+        Output::Table => println!("{}", path_line(&pong, &map)),
+        Output::Json => eprintln!("{}", path_line(&pong, &map)),
+    }
 
     let direction = Direction::from(args.direction);
     eprintln!(
@@ -131,7 +136,10 @@ async fn test(tunnel: &Tunnel, args: &SpeedtestArgs) -> Result<()> {
     let report = Report::new(&measured);
     match args.output {
         Output::Table => print!("{}", report.table()),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Json => {
+            let json = JsonReport::new(report, &pong, &map);
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
     }
     Ok(())
 }
@@ -440,6 +448,37 @@ struct Report {
     intervals: Vec<Row>,
 }
 
+/// What `-o json` prints: the report with the latency and path of the test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct JsonReport {
+    /// The pong's round trip before the test, in milliseconds.
+    latency_ms: f64,
+    /// `direct` or `derp`.
+    path: &'static str,
+    /// The DERP region's code (as in the path line) when relayed.
+    derp_region: Option<String>,
+    /// The peer's UDP address when direct.
+    direct_addr: Option<std::net::SocketAddr>,
+    #[serde(flatten)]
+    report: Report,
+}
+
+impl JsonReport {
+    fn new(report: Report, pong: &Pong, map: &DerpMap) -> Self {
+        let (path, derp_region, direct_addr) = match pong.via {
+            PathKind::Direct { addr } => ("direct", None, Some(addr)),
+            PathKind::Derp { .. } => ("derp", Some(via(&pong.via, map)), None),
+        };
+        Self {
+            latency_ms: pong.latency.as_secs_f64() * 1000.0,
+            path,
+            derp_region,
+            direct_addr,
+            report,
+        }
+    }
+}
+
 impl Report {
     fn new(m: &Measured) -> Self {
         Self {
@@ -654,6 +693,45 @@ mod tests {
         assert_eq!(json["overall"]["end_time_seconds"], 2.0);
         assert_eq!(json["intervals"][1]["throughput_mbits"], 630.0);
         assert_eq!(json["intervals"][1]["bytes"], 78_750_000);
+    }
+
+    #[test]
+    fn json_has_the_path_and_latency() {
+        let map: DerpMap = serde_json::from_str(
+            r#"{"Regions":{"999":{"RegionID":999,"RegionCode":"tether","RegionName":"x","Nodes":[]}}}"#,
+        )
+        .expect("DERP map");
+        let span = Span {
+            start: ms(0),
+            end: ms(1000),
+            bytes: 1000,
+        };
+        let report = Report::new(&Measured {
+            intervals: vec![span],
+            overall: span,
+        });
+        let relayed = Pong {
+            latency: Duration::from_micros(28_600),
+            via: PathKind::Derp { region: 999 },
+        };
+        let json =
+            serde_json::to_value(JsonReport::new(report.clone(), &relayed, &map)).expect("json");
+        assert_eq!(json["path"], "derp");
+        assert_eq!(json["derp_region"], "tether");
+        assert_eq!(json["direct_addr"], serde_json::Value::Null);
+        assert!((json["latency_ms"].as_f64().expect("latency") - 28.6).abs() < 1e-9);
+        assert_eq!(json["overall"]["bytes"], 1000);
+        assert_eq!(json["intervals"][0]["bytes"], 1000);
+        let direct = Pong {
+            latency: Duration::from_micros(300),
+            via: PathKind::Direct {
+                addr: "127.0.0.1:41641".parse().expect("addr"),
+            },
+        };
+        let json = serde_json::to_value(JsonReport::new(report, &direct, &map)).expect("json");
+        assert_eq!(json["path"], "direct");
+        assert_eq!(json["direct_addr"], "127.0.0.1:41641");
+        assert_eq!(json["derp_region"], serde_json::Value::Null);
     }
 
     #[test]

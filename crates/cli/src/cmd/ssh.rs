@@ -12,6 +12,7 @@ use tether_tailnet::{Auth, Conn, ConnConfig, NODE_WAIT, TailnetError, TcpStream}
 
 use crate::Globals;
 use crate::cmd::workspaces::ago;
+use crate::sshforward::RemoteForward;
 
 /// `tether ssh` flags.
 #[derive(Debug, clap::Args)]
@@ -33,6 +34,13 @@ pub struct SshArgs {
     /// Force a PTY even for a command (`-t`), like `ssh -t`.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Forward the local SSH agent (`SSH_AUTH_SOCK`) into the session, like `ssh -A`.
+    #[arg(short = 'A', long, conflicts_with = "stdio")]
+    pub forward_agent: bool,
+    /// Remote forward, like `ssh -R`: the workspace's `[bind:]port` to `host:hostport` as
+    /// seen from here (repeatable; port 0 lets the agent choose).
+    #[arg(short = 'R', long = "remote-forward", value_name = "[BIND:]PORT:HOST:HOSTPORT", value_parser = RemoteForward::parse, conflicts_with = "stdio")]
+    pub remote_forwards: Vec<RemoteForward>,
 }
 
 /// A live tunnel to a workspace's agent.
@@ -73,7 +81,8 @@ pub async fn open_tunnel(g: &Globals, name: &str) -> Result<Tunnel> {
 /// deployment's 409) is the server's one sentence, at once.
 pub async fn join(g: &Globals, api: &crate::client::ApiClient) -> Result<Conn> {
     let token = api.token().map(str::to_string).unwrap_or_default();
-    let mut cfg = ConnConfig::new(api.base.clone(), Auth::Session(token));
+    let mut cfg =
+        ConnConfig::new(api.base.clone(), Auth::Session(token)).with_headers(g.headers.clone());
     cfg.disable_direct = g.disable_direct;
     match Conn::join(cfg).await {
         Ok(conn) => Ok(conn),
@@ -141,6 +150,11 @@ pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
         .strip_prefix(&args.ssh_host_prefix)
         .unwrap_or(&args.workspace)
         .to_string();
+    let forward_agent = match (args.forward_agent, std::env::var_os("SSH_AUTH_SOCK")) {
+        (false, _) => None,
+        (true, Some(sock)) if !sock.is_empty() => Some(sock.into()),
+        (true, _) => bail!("-A needs a local SSH agent, but SSH_AUTH_SOCK is not set"),
+    };
     let tunnel = open_tunnel(g, &name).await?;
     let stream = tunnel.dial(22).await?;
     let code = if args.stdio {
@@ -189,6 +203,8 @@ pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
                 env,
                 tty,
                 user,
+                forward_agent,
+                remote_forwards: args.remote_forwards,
             },
         )
         .await?

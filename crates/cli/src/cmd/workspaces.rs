@@ -33,6 +33,103 @@ pub struct ListArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
+    /// Columns of the table, comma-separated (repeatable): name, owner, status,
+    /// last-seen, relay, created-at.
+    #[arg(
+        short = 'c',
+        long = "column",
+        value_delimiter = ',',
+        value_parser = Column::parse,
+        default_value = "name,status,last-seen,relay"
+    )]
+    pub columns: Vec<Column>,
+}
+
+/// A column of `tether list`'s table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// The workspace's name.
+    Name,
+    /// Its owner's username.
+    Owner,
+    /// Whether its agent is connected.
+    Status,
+    /// When its agent was last seen.
+    LastSeen,
+    /// The agent's home DERP region.
+    Relay,
+    /// When it was created.
+    CreatedAt,
+}
+
+impl Column {
+    /// Every column, in the order `--help` and errors list them.
+    pub const ALL: [Column; 6] = [
+        Self::Name,
+        Self::Owner,
+        Self::Status,
+        Self::LastSeen,
+        Self::Relay,
+        Self::CreatedAt,
+    ];
+
+    /// The name `-c` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Owner => "owner",
+            Self::Status => "status",
+            Self::LastSeen => "last-seen",
+            Self::Relay => "relay",
+            Self::CreatedAt => "created-at",
+        }
+    }
+
+    /// The table's header cell.
+    fn header(self) -> &'static str {
+        match self {
+            Self::Name => "NAME",
+            Self::Owner => "OWNER",
+            Self::Status => "STATUS",
+            Self::LastSeen => "LAST SEEN",
+            Self::Relay => "RELAY",
+            Self::CreatedAt => "CREATED AT",
+        }
+    }
+
+    /// A `-c` name, in any case, with `-`, `_` or a space between words (the header's
+    /// spelling `last seen` works too).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let want = s.trim().to_ascii_lowercase().replace(['_', ' '], "-");
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == want)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = Self::ALL.iter().map(|c| c.name()).collect();
+                format!(
+                    "there is no column {s:?}; the valid columns are {}",
+                    valid.join(", ")
+                )
+            })
+    }
+
+    fn cell(self, w: &Workspace, now: DateTime<Utc>) -> String {
+        match self {
+            Self::Name => w.name.clone(),
+            Self::Owner => w.owner.clone(),
+            Self::Status => match w.status {
+                AgentStatus::Connected => "connected".into(),
+                AgentStatus::Disconnected => "disconnected".into(),
+            },
+            Self::LastSeen if w.status == AgentStatus::Connected => "now".into(),
+            Self::LastSeen => ago(w.last_seen_at, now),
+            Self::Relay => w
+                .relay
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |r| r.region_code.clone()),
+            Self::CreatedAt => w.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        }
+    }
 }
 
 /// `tether delete` flags.
@@ -59,7 +156,13 @@ pub async fn create(g: &Globals, args: CreateArgs) -> Result<()> {
     println!(
         "Start its agent inside the workspace with this command (the token is shown only once):\n"
     );
-    println!("  tether agent --url {url} --token {}\n", resp.agent_token);
+    // The token goes in the environment, never on the agent's command line, where `ps`
+    // would show it to every user of the workspace.
+    println!(
+        "  TETHER_AGENT_TOKEN={} tether agent --url {url}\n",
+        resp.agent_token
+    );
+    println!("(or put the token in a file only you can read and pass `--token-file FILE`)");
     Ok(())
 }
 
@@ -76,39 +179,24 @@ pub fn ago(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Renders the workspace table.
-pub fn table(list: &[Workspace], now: DateTime<Utc>) -> String {
-    let rows: Vec<[String; 4]> = list
+/// Renders the workspace table with `columns`, in that order.
+pub fn table_of(list: &[Workspace], now: DateTime<Utc>, columns: &[Column]) -> String {
+    let header: Vec<String> = columns.iter().map(|c| c.header().to_string()).collect();
+    let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|w| {
-            let status = match w.status {
-                AgentStatus::Connected => "connected",
-                AgentStatus::Disconnected => "disconnected",
-            };
-            let seen = if w.status == AgentStatus::Connected {
-                "now".into()
-            } else {
-                ago(w.last_seen_at, now)
-            };
-            let relay = w
-                .relay
-                .as_ref()
-                .map_or_else(|| "-".to_string(), |r| r.region_code.clone());
-            [w.name.clone(), status.into(), seen, relay]
-        })
+        .map(|w| columns.iter().map(|c| c.cell(w, now)).collect())
         .collect();
-    let header = ["NAME", "STATUS", "LAST SEEN", "RELAY"];
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
         }
     }
     let mut out = String::new();
-    for r in std::iter::once(header.map(String::from)).chain(rows) {
+    for r in std::iter::once(header).chain(rows) {
         let line: Vec<String> = r
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
@@ -125,7 +213,7 @@ pub async fn list(g: &Globals, args: ListArgs) -> Result<()> {
         Output::Table if list.is_empty() => {
             println!("You have no workspaces; create one with `tether create NAME`.")
         }
-        Output::Table => print!("{}", table(&list, Utc::now())),
+        Output::Table => print!("{}", table_of(&list, Utc::now(), &args.columns)),
     }
     Ok(())
 }
@@ -175,7 +263,7 @@ mod tests {
             agent_version: None,
             server_path: None,
         };
-        let t = table(
+        let t = table_of(
             &[
                 ws(
                     "dev",
@@ -190,10 +278,55 @@ mod tests {
                 ws("old-box", AgentStatus::Disconnected, None, None),
             ],
             now,
+            &[
+                Column::Name,
+                Column::Status,
+                Column::LastSeen,
+                Column::Relay,
+            ],
         );
         assert_eq!(
             t,
             "NAME     STATUS        LAST SEEN  RELAY\ndev      connected     now        tether\nold-box  disconnected  never      -\n"
+        );
+    }
+
+    #[test]
+    fn columns_parse_and_choose_the_table() {
+        assert_eq!(Column::parse("last-seen"), Ok(Column::LastSeen));
+        assert_eq!(Column::parse("LAST SEEN"), Ok(Column::LastSeen));
+        assert_eq!(Column::parse(" created_at "), Ok(Column::CreatedAt));
+        assert_eq!(
+            Column::parse("template"),
+            Err("there is no column \"template\"; the valid columns are name, owner, status, last-seen, relay, created-at".into())
+        );
+        let now = Utc::now();
+        let w = Workspace {
+            id: uuid::Uuid::nil(),
+            name: "dev".into(),
+            owner: "alice".into(),
+            agent_id: uuid::Uuid::nil(),
+            status: AgentStatus::Disconnected,
+            last_seen_at: Some(now - chrono::Duration::seconds(50)),
+            relay: None,
+            created_at: chrono::DateTime::parse_from_rfc3339("2025-01-02T03:04:05Z")
+                .expect("time")
+                .with_timezone(&Utc),
+            agent_version: None,
+            server_path: None,
+        };
+        assert_eq!(
+            table_of(
+                &[w],
+                now,
+                &[
+                    Column::Relay,
+                    Column::Owner,
+                    Column::LastSeen,
+                    Column::CreatedAt
+                ]
+            ),
+            "RELAY  OWNER  LAST SEEN  CREATED AT\n-      alice  50s ago    2025-01-02 03:04:05 UTC\n"
         );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tether_derp::headers::ServerHeaders;
 use tether_proto::api::{AGENT_TOKEN_HEADER, ConnectionInfo, SESSION_TOKEN_HEADER, route};
 use url::Url;
 
@@ -80,6 +81,10 @@ pub struct ConnConfig {
     pub derp_region_urls: BTreeMap<u32, Url>,
     /// Start with this home DERP region instead of measuring (it must be in the map).
     pub home_region: Option<u32>,
+    /// Extra headers for every request to the server (connection info, coordination,
+    /// DERP and latency checks at the server's origin), for an access proxy in front of
+    /// it; see [`ConnConfig::with_headers`].
+    pub headers: ServerHeaders,
 }
 
 impl ConnConfig {
@@ -93,7 +98,14 @@ impl ConnConfig {
             disable_direct: false,
             derp_region_urls: BTreeMap::new(),
             home_region: None,
+            headers: ServerHeaders::none(),
         }
+    }
+
+    /// The same config sending `headers` with every request to the server.
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = ServerHeaders::new(&self.server, headers);
+        self
     }
 
     /// The server URL joined with `path`.
@@ -135,6 +147,7 @@ pub(super) async fn connection_info(cfg: &ConnConfig) -> Result<ConnectionInfo, 
     let url = cfg.url(info_path)?;
     let client = reqwest::Client::builder()
         .timeout(HTTP_TIMEOUT)
+        .default_headers(cfg.headers.for_url(&url).cloned().unwrap_or_default())
         .build()
         .map_err(|e| TailnetError::Unreachable {
             url: url.to_string(),

@@ -145,6 +145,8 @@ async fn connect_ws(cfg: &ConnConfig) -> Result<Ws, TailnetError> {
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     );
+    // The WebSocket URL (ws/wss) is the server's (http/https) one.
+    cfg.headers.apply(&cfg.server, req.headers_mut());
     let (ws, _) = match tokio::time::timeout(HTTP_TIMEOUT, connect_limited(req)).await {
         Err(_) => {
             return Err(TailnetError::Timeout {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
+use tether_derp::headers::ServerHeaders;
 use tether_proto::derpmap::DerpMap;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
@@ -114,7 +115,10 @@ pub(super) async fn refresh(
 
 /// The home region to start with: with one DERP region, that one; with several, the
 /// lowest-latency one by a short netcheck (ties and failures: the lowest region ID).
-pub(super) async fn first_home_region(map: &DerpMap) -> Result<u32, TailnetError> {
+pub(super) async fn first_home_region(
+    map: &DerpMap,
+    headers: &ServerHeaders,
+) -> Result<u32, TailnetError> {
     let fallback = match netinfo::first_home_plan(map).ok_or(TailnetError::NoDerp)? {
         FirstHome::Only(region) => return Ok(region),
         FirstHome::Measure { fallback } => fallback,
@@ -126,6 +130,7 @@ pub(super) async fn first_home_region(map: &DerpMap) -> Result<u32, TailnetError
         previous_home: None,
         stun_timeout: FIRST_HOME_PROBE / 2,
         report_timeout: FIRST_HOME_PROBE,
+        server_headers: headers.clone(),
     };
     let report = netcheck::run(map, netcheck::Sockets::single(&sock), &opts).await;
     let home = netinfo::first_home(&report, fallback);

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tether_derp::headers::ServerHeaders;
 use tether_proto::derpmap::{DerpMap, DerpRegion};
 use tether_stun::message::{TransactionId, binding_request, parse_binding_response};
 use tokio::net::UdpSocket;
@@ -71,6 +72,8 @@ pub struct Options {
     pub stun_timeout: Duration,
     /// Upper bound of the whole report.
     pub report_timeout: Duration,
+    /// Extra headers for the HTTP(S) latency checks of DERP nodes at the server's origin.
+    pub server_headers: ServerHeaders,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             previous_home: None,
             stun_timeout: STUN_PHASE_TIMEOUT,
             report_timeout: REPORT_TIMEOUT,
+            server_headers: ServerHeaders::none(),
         }
     }
 }
@@ -118,7 +122,7 @@ pub async fn run(map: &DerpMap, sockets: Sockets<'_>, opts: &Options) -> Report 
             udp = !m.stun.is_empty(),
             "netcheck HTTP(S) latency phase"
         );
-        m.http = http_phase(map, &regions, deadline).await;
+        m.http = http_phase(map, &regions, deadline, &opts.server_headers).await;
     }
     let report = build_report(map, &m, opts.previous_home);
     debug!(
@@ -348,12 +352,17 @@ pub async fn stun_round<I: StunIo>(
 }
 
 /// Times `GET /derp/latency-check` on each region's first reachable DERP node.
-async fn http_phase(map: &DerpMap, regions: &[u32], deadline: Instant) -> BTreeMap<u32, Duration> {
+async fn http_phase(
+    map: &DerpMap,
+    regions: &[u32],
+    deadline: Instant,
+    headers: &ServerHeaders,
+) -> BTreeMap<u32, Duration> {
     let probes = regions
         .iter()
         .filter_map(|id| map.regions.get(id))
         .map(|region| async move {
-            let latency = timeout_at(deadline, http_latency(region))
+            let latency = timeout_at(deadline, http_latency(region, headers))
                 .await
                 .ok()
                 .flatten();
@@ -368,11 +377,16 @@ async fn http_phase(map: &DerpMap, regions: &[u32], deadline: Instant) -> BTreeM
 
 /// One region's HTTP(S) latency: a first request opens the connection (TCP, TLS), the
 /// second one on the same connection is timed, so the number is about one round trip.
-async fn http_latency(region: &DerpRegion) -> Option<Duration> {
+async fn http_latency(region: &DerpRegion, headers: &ServerHeaders) -> Option<Duration> {
     for node in region.nodes.iter().filter(|n| !n.stun_only) {
         let url = format!("{}/latency-check", node.derp_url());
+        let extra = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| headers.for_url(&u).cloned())
+            .unwrap_or_default();
         let mut builder = reqwest::Client::builder()
             .danger_accept_invalid_certs(node.insecure_for_tests)
+            .default_headers(extra)
             .timeout(REPORT_TIMEOUT);
         let host = node.host_name.trim_matches(['[', ']']);
         if host.parse::<std::net::IpAddr>().is_err()

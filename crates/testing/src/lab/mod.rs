@@ -553,9 +553,9 @@ impl Lab {
             .stdout
             .lines()
             .find(|l| l.contains("tether agent --url"))
-            .and_then(|l| l.split("--token ").nth(1))
+            .and_then(|l| l.split("TETHER_AGENT_TOKEN=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
             .expect("create printed no agent command")
-            .trim()
             .to_string();
         let agent_cfg = self.config_dir("agent");
         self.spawn(
