@@ -1,0 +1,423 @@
+//! A strict parser of the Prometheus text exposition format (version 0.0.4), so tests
+//! can check that a scrape is valid, not only that it contains a substring.
+//!
+//! It refuses what Prometheus would refuse and a little more: a malformed line, a name
+//! or label name outside the allowed characters, a bad escape, a value that is not a
+//! float, a `TYPE` after its samples or given twice, a family whose lines are not
+//! together, the same series twice, and text that does not end in a newline.
+
+use std::collections::{BTreeMap, HashSet};
+
+/// Why a scrape is not valid exposition text: the line (1-based) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The line number, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The sample's name (a histogram's `_bucket`, `_sum`, `_count` included).
+    pub name: String,
+    /// Its labels, by name.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// A metric family: its `HELP`, `TYPE` and samples.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Family {
+    /// The `HELP` text, unescaped, if there was one.
+    pub help: Option<String>,
+    /// The `TYPE`, if there was one (`untyped` otherwise).
+    pub kind: Option<String>,
+    /// The samples, in order.
+    pub samples: Vec<Sample>,
+}
+
+/// A parsed scrape: families by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scrape {
+    /// Every family, by name.
+    pub families: BTreeMap<String, Family>,
+}
+
+impl Scrape {
+    /// The value of the sample `name` whose labels include every one of `labels`; `None`
+    /// if there is none, and the first if several match.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples(name)
+            .find(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    }
+
+    /// The sum of every sample `name` whose labels include every one of `labels`
+    /// (0 when there is none).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples(name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Every sample named `name`, in any family.
+    pub fn samples<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.families
+            .values()
+            .flat_map(|f| f.samples.iter())
+            .filter(move |s| s.name == name)
+    }
+}
+
+const KINDS: [&str; 5] = ["counter", "gauge", "histogram", "summary", "untyped"];
+
+/// Parses a whole scrape.
+///
+/// # Errors
+/// The first line that is not valid, with why.
+pub fn parse(text: &str) -> Result<Scrape, ParseError> {
+    let mut scrape = Scrape::default();
+    let mut groups = Groups::default();
+    let mut series: HashSet<(String, Vec<(String, String)>)> = HashSet::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(ParseError {
+            line: text.lines().count(),
+            reason: "the text does not end with a newline".into(),
+        });
+    }
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        let err = |reason: String| ParseError { line: n, reason };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('#') {
+            let rest = rest.trim_start_matches([' ', '\t']);
+            let (keyword, rest) = split_word(rest);
+            match keyword {
+                "HELP" => {
+                    let (name, help) = split_word(rest);
+                    check_metric_name(name).map_err(err)?;
+                    groups.enter(name).map_err(err)?;
+                    let family = scrape.families.entry(name.into()).or_default();
+                    if family.help.is_some() {
+                        return Err(err(format!("a second HELP for {name}")));
+                    }
+                    family.help = Some(unescape(help, false).map_err(err)?);
+                }
+                "TYPE" => {
+                    let (name, kind) = split_word(rest);
+                    check_metric_name(name).map_err(err)?;
+                    let kind = kind.trim_end_matches([' ', '\t']);
+                    if !KINDS.contains(&kind) {
+                        return Err(err(format!("unknown TYPE {kind:?} for {name}")));
+                    }
+                    groups.enter(name).map_err(err)?;
+                    let family = scrape.families.entry(name.into()).or_default();
+                    if family.kind.is_some() {
+                        return Err(err(format!("a second TYPE for {name}")));
+                    }
+                    if !family.samples.is_empty() {
+                        return Err(err(format!("the TYPE of {name} comes after its samples")));
+                    }
+                    family.kind = Some(kind.into());
+                }
+                // Any other comment is allowed and means nothing.
+                _ => {}
+            }
+            continue;
+        }
+        let sample = parse_sample(line).map_err(err)?;
+        let family = family_of(&scrape, groups.current.as_deref(), &sample.name);
+        groups.enter(&family).map_err(err)?;
+        let key = (
+            sample.name.clone(),
+            sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        if !series.insert(key) {
+            return Err(err(format!("the series {line:?} appears twice")));
+        }
+        scrape
+            .families
+            .entry(family)
+            .or_default()
+            .samples
+            .push(sample);
+    }
+    Ok(scrape)
+}
+
+/// Which family the lines are in, and which are over: a family's lines come together.
+#[derive(Default)]
+struct Groups {
+    current: Option<String>,
+    closed: HashSet<String>,
+}
+
+impl Groups {
+    /// Moves to `family`; switching to another family closes the current one for good.
+    fn enter(&mut self, family: &str) -> Result<(), String> {
+        if self.current.as_deref() == Some(family) {
+            return Ok(());
+        }
+        if self.closed.contains(family) {
+            return Err(format!("the lines of {family} are not together"));
+        }
+        if let Some(prev) = self.current.replace(family.to_string()) {
+            self.closed.insert(prev);
+        }
+        Ok(())
+    }
+}
+
+/// The family a sample belongs to: the current histogram or summary for its suffixed
+/// names, else the sample's own name.
+fn family_of(scrape: &Scrape, current: Option<&str>, name: &str) -> String {
+    if let Some(cur) = current
+        && let Some(kind) = scrape.families.get(cur).and_then(|f| f.kind.as_deref())
+    {
+        let suffixes: &[&str] = match kind {
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "summary" => &["", "_sum", "_count"],
+            _ => &[],
+        };
+        if suffixes.iter().any(|s| name.strip_suffix(s) == Some(cur)) {
+            return cur.to_string();
+        }
+    }
+    name.to_string()
+}
+
+fn split_word(s: &str) -> (&str, &str) {
+    match s.find([' ', '\t']) {
+        Some(i) => (&s[..i], s[i + 1..].trim_start_matches([' ', '\t'])),
+        None => (s, ""),
+    }
+}
+
+fn check_metric_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid metric name"))
+    }
+}
+
+fn check_label_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid label name"))
+    }
+}
+
+/// Undoes `\\` and `\n` (and `\"` in label values); any other escape is an error.
+fn unescape(s: &str, quotes: bool) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('"') if quotes => out.push('"'),
+            other => return Err(format!("bad escape \\{}", other.unwrap_or(' '))),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
+    let name = &line[..name_end];
+    check_metric_name(name)?;
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = parse_labels(after, &mut labels)?;
+    }
+    let mut fields = rest.split([' ', '\t']).filter(|f| !f.is_empty());
+    let value = fields
+        .next()
+        .ok_or_else(|| format!("no value in {line:?}"))?;
+    let value = parse_value(value)?;
+    if let Some(ts) = fields.next() {
+        ts.parse::<i64>()
+            .map_err(|_| format!("timestamp {ts:?} is not an integer"))?;
+    }
+    if let Some(extra) = fields.next() {
+        return Err(format!("unexpected {extra:?} after the value"));
+    }
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+/// Parses `name="value",...}` and returns what follows the `}`.
+fn parse_labels<'a>(
+    mut s: &'a str,
+    labels: &mut BTreeMap<String, String>,
+) -> Result<&'a str, String> {
+    loop {
+        s = s.trim_start_matches([' ', '\t']);
+        if let Some(after) = s.strip_prefix('}') {
+            if !after.is_empty() && !after.starts_with([' ', '\t']) {
+                return Err("no space between the labels and the value".into());
+            }
+            return Ok(after);
+        }
+        let eq = s.find('=').ok_or("a label without '='")?;
+        let key = s[..eq].trim_end_matches([' ', '\t']);
+        check_label_name(key)?;
+        s = s[eq + 1..].trim_start_matches([' ', '\t']);
+        s = s
+            .strip_prefix('"')
+            .ok_or_else(|| format!("the value of label {key} is not quoted"))?;
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in s.char_indices() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or_else(|| format!("the value of label {key} is not closed"))?;
+        let value = unescape(&s[..end], true)?;
+        if labels.insert(key.to_string(), value).is_some() {
+            return Err(format!("label {key} given twice"));
+        }
+        s = s[end + 1..].trim_start_matches([' ', '\t']);
+        if let Some(after) = s.strip_prefix(',') {
+            s = after;
+        } else if !s.starts_with('}') {
+            return Err("labels must be separated by ','".into());
+        }
+    }
+}
+
+fn parse_value(v: &str) -> Result<f64, String> {
+    match v {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" | "Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        _ => {
+            let ok = v
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'));
+            match v.parse::<f64>() {
+                Ok(x) if ok => Ok(x),
+                _ => Err(format!("{v:?} is not a number")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_valid_scrape_parses_into_families() {
+        let text = "\
+# HELP a_total Things, with a \\\\ and a \\n.
+# TYPE a_total counter
+a_total{x=\"1\",y=\"q\\\"uote\"} 3
+a_total{x=\"2\",} 4 1700000000000
+# TYPE h histogram
+h_bucket{le=\"0.1\"} 1
+h_bucket{le=\"+Inf\"} 2
+h_sum 0.3
+h_count 2
+# a comment
+g -1.5e3
+u NaN
+";
+        let s = parse(text).unwrap();
+        let a = &s.families["a_total"];
+        assert_eq!(a.help.as_deref(), Some("Things, with a \\ and a \n."));
+        assert_eq!(a.kind.as_deref(), Some("counter"));
+        assert_eq!(s.value("a_total", &[("y", "q\"uote")]), Some(3.0));
+        assert_eq!(s.sum("a_total", &[]), 7.0);
+        assert_eq!(s.families["h"].samples.len(), 4);
+        assert_eq!(s.value("g", &[]), Some(-1500.0));
+        assert!(s.value("u", &[]).unwrap().is_nan());
+        assert_eq!(s.value("missing", &[]), None);
+    }
+
+    #[test]
+    fn malformed_text_is_refused_with_its_line() {
+        let bad = [
+            ("a 1", 1, "newline"),
+            ("1a 1\n", 1, "metric name"),
+            ("a{1x=\"v\"} 1\n", 1, "label name"),
+            ("a{x=v} 1\n", 1, "not quoted"),
+            ("a{x=\"v} 1\n", 1, "not closed"),
+            ("a{x=\"v\" y=\"w\"} 1\n", 1, "separated"),
+            ("a{x=\"\\t\"} 1\n", 1, "escape"),
+            ("a{x=\"v\",x=\"w\"} 1\n", 1, "twice"),
+            ("a{x=\"v\"}1\n", 1, "no space"),
+            ("a\n", 1, "no value"),
+            ("a one\n", 1, "not a number"),
+            ("a 0x10\n", 1, "not a number"),
+            ("a 1 2.5\n", 1, "timestamp"),
+            ("a 1 2 3\n", 1, "unexpected"),
+            ("# TYPE a countr\n", 1, "unknown TYPE"),
+            ("# TYPE a counter\n# TYPE a gauge\n", 2, "second TYPE"),
+            ("# HELP a x\n# HELP a y\n", 2, "second HELP"),
+            ("a 1\n# TYPE a gauge\n", 2, "after its samples"),
+            ("a 1\nb 1\na{x=\"1\"} 2\n", 3, "not together"),
+            ("a 1\na 2\n", 2, "twice"),
+        ];
+        for (text, line, why) in bad {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.reason.contains(why), "{text:?}: {e}");
+        }
+    }
+}
