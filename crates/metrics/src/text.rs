@@ -5,6 +5,15 @@
 //! or label name outside the allowed characters, a bad escape, a value that is not a
 //! float, a `TYPE` after its samples or given twice, a family whose lines are not
 //! together, the same series twice, and text that does not end in a newline.
+//!
+//! It also holds every family to the conventions a well-behaved exporter keeps (and
+//! tether's do), checked once the format is: a `HELP` and a `TYPE` for every family with
+//! samples; a counter's name ends in
+//! `_total`, its samples carry exactly that name and are finite and not negative; a
+//! gauge's samples carry the family's name; a histogram has only `_bucket` (with a
+//! numeric `le`), `_sum` and `_count` samples, and per series its buckets do not
+//! decrease, end at `le="+Inf"` and agree with `_count`; a summary's plain samples carry
+//! a `quantile`.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -34,6 +43,8 @@ pub struct Sample {
     pub labels: BTreeMap<String, String>,
     /// Its value.
     pub value: f64,
+    /// The line it was on, from 1.
+    pub line: usize,
 }
 
 /// A metric family: its `HELP`, `TYPE` and samples.
@@ -147,7 +158,8 @@ pub fn parse(text: &str) -> Result<Scrape, ParseError> {
             }
             continue;
         }
-        let sample = parse_sample(line).map_err(err)?;
+        let mut sample = parse_sample(line).map_err(err)?;
+        sample.line = n;
         let family = family_of(&scrape, groups.current.as_deref(), &sample.name);
         groups.enter(&family).map_err(err)?;
         let key = (
@@ -168,7 +180,133 @@ pub fn parse(text: &str) -> Result<Scrape, ParseError> {
             .samples
             .push(sample);
     }
+    // The conventions after the format, so a malformed text is reported as that.
+    let mut in_order: Vec<(&str, &Family, &Sample)> = scrape
+        .families
+        .iter()
+        .flat_map(|(name, f)| f.samples.iter().map(move |s| (name.as_str(), f, s)))
+        .collect();
+    in_order.sort_by_key(|(_, _, s)| s.line);
+    for (name, family, sample) in in_order {
+        check_convention(name, family, sample).map_err(|reason| ParseError {
+            line: sample.line,
+            reason,
+        })?;
+    }
+    for (name, family) in &scrape.families {
+        if family.kind.as_deref() == Some("histogram") {
+            check_histogram(name, family).map_err(|reason| ParseError {
+                line: text.lines().count(),
+                reason,
+            })?;
+        }
+    }
     Ok(scrape)
+}
+
+/// The rules of one sample of `family` (`declared`: its HELP, TYPE and samples).
+fn check_convention(family: &str, declared: &Family, s: &Sample) -> Result<(), String> {
+    if declared.help.is_none() {
+        return Err(format!("{family} has no HELP"));
+    }
+    let Some(kind) = declared.kind.as_deref() else {
+        return Err(format!("{family} has no TYPE"));
+    };
+    match kind {
+        "counter" => {
+            if !family.ends_with("_total") {
+                return Err(format!("the counter {family} does not end in _total"));
+            }
+            if s.name != family {
+                return Err(format!(
+                    "{} is not the name of the counter {family}",
+                    s.name
+                ));
+            }
+            if !(s.value.is_finite() && s.value >= 0.0) {
+                return Err(format!("the counter {family} has the value {}", s.value));
+            }
+        }
+        "gauge" | "untyped" if s.name != family => {
+            return Err(format!("{} is not the name of the {kind} {family}", s.name));
+        }
+        "histogram" => {
+            if s.name == format!("{family}_bucket") {
+                let le = s
+                    .labels
+                    .get("le")
+                    .ok_or_else(|| format!("a bucket of {family} has no le label"))?;
+                parse_value(le).map_err(|e| format!("the le of a bucket of {family}: {e}"))?;
+            } else if s.labels.contains_key("le") {
+                return Err(format!("{} has an le label", s.name));
+            }
+        }
+        "summary" if s.name == family && !s.labels.contains_key("quantile") => {
+            return Err(format!(
+                "a sample of the summary {family} has no quantile label"
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Per series of a histogram: buckets in increasing `le` whose counts do not decrease,
+/// the last at `+Inf`, equal to `_count`.
+fn check_histogram(name: &str, family: &Family) -> Result<(), String> {
+    let series_of = |s: &Sample| {
+        s.labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "le")
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let bucket = format!("{name}_bucket");
+    let count = format!("{name}_count");
+    let mut buckets: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &family.samples {
+        if s.name == bucket {
+            let le = s
+                .labels
+                .get("le")
+                .and_then(|v| parse_value(v).ok())
+                .unwrap_or(f64::NAN);
+            buckets.entry(series_of(s)).or_default().push((le, s.value));
+        } else if s.name == count {
+            counts.insert(series_of(s), s.value);
+        }
+    }
+    for (series, bs) in &buckets {
+        for w in bs.windows(2) {
+            if !(w[0].0 < w[1].0) {
+                return Err(format!(
+                    "the buckets of {name}{{{series}}} are not in increasing le"
+                ));
+            }
+            if w[1].1 < w[0].1 {
+                return Err(format!("the bucket counts of {name}{{{series}}} decrease"));
+            }
+        }
+        let Some(&(le, last)) = bs.last() else {
+            continue;
+        };
+        if le != f64::INFINITY {
+            return Err(format!("{name}{{{series}}} has no le=\"+Inf\" bucket"));
+        }
+        if counts.get(series) != Some(&last) {
+            return Err(format!(
+                "the _count of {name}{{{series}}} is not its +Inf bucket"
+            ));
+        }
+    }
+    for series in counts.keys() {
+        if !buckets.contains_key(series) {
+            return Err(format!("{name}{{{series}}} has a _count and no buckets"));
+        }
+    }
+    Ok(())
 }
 
 /// Which family the lines are in, and which are over: a family's lines come together.
@@ -289,6 +427,7 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
         name: name.to_string(),
         labels,
         value,
+        line: 0,
     })
 }
 
@@ -369,13 +508,18 @@ mod tests {
 # TYPE a_total counter
 a_total{x=\"1\",y=\"q\\\"uote\"} 3
 a_total{x=\"2\",} 4 1700000000000
+# HELP h Times.
 # TYPE h histogram
 h_bucket{le=\"0.1\"} 1
 h_bucket{le=\"+Inf\"} 2
 h_sum 0.3
 h_count 2
 # a comment
+# HELP g A gauge.
+# TYPE g gauge
 g -1.5e3
+# HELP u Untyped.
+# TYPE u untyped
 u NaN
 ";
         let s = parse(text).unwrap();
@@ -419,5 +563,92 @@ u NaN
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.reason.contains(why), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn families_that_break_the_conventions_are_refused() {
+        let head = |name: &str, kind: &str| format!("# HELP {name} x\n# TYPE {name} {kind}\n");
+        let hist = head("h", "histogram");
+        let bad = [
+            ("a 1\n".to_string(), 1, "no HELP"),
+            ("# HELP a x\na 1\n".to_string(), 2, "no TYPE"),
+            ("# TYPE a gauge\na 1\n".to_string(), 2, "no HELP"),
+            (
+                format!("{}a 1\n", head("a", "counter")),
+                3,
+                "does not end in _total",
+            ),
+            (
+                format!("{}a_total -1\n", head("a_total", "counter")),
+                3,
+                "value -1",
+            ),
+            (
+                format!("{}a_total NaN\n", head("a_total", "counter")),
+                3,
+                "value NaN",
+            ),
+            (
+                format!("{}a_total +Inf\n", head("a_total", "counter")),
+                3,
+                "value inf",
+            ),
+            (
+                format!("{}a_total 1\na 2\n", head("a_total", "counter")),
+                4,
+                "no HELP",
+            ),
+            (format!("{}h_bucket 1\n", hist), 3, "no le label"),
+            (
+                format!("{}h_bucket{{le=\"x\"}} 1\n", hist),
+                3,
+                "not a number",
+            ),
+            (
+                format!("{}h_sum{{le=\"1\"}} 1\n", hist),
+                3,
+                "has an le label",
+            ),
+            (
+                format!("{}h_bucket{{le=\"1\"}} 1\nh_count 1\n", hist),
+                4,
+                "no le=\"+Inf\"",
+            ),
+            (
+                format!(
+                    "{}h_bucket{{le=\"1\"}} 2\nh_bucket{{le=\"+Inf\"}} 1\nh_count 1\n",
+                    hist
+                ),
+                5,
+                "decrease",
+            ),
+            (
+                format!(
+                    "{}h_bucket{{le=\"+Inf\"}} 1\nh_bucket{{le=\"1\"}} 1\nh_count 1\n",
+                    hist
+                ),
+                5,
+                "increasing le",
+            ),
+            (
+                format!("{}h_bucket{{le=\"+Inf\"}} 2\nh_count 1\n", hist),
+                4,
+                "not its +Inf bucket",
+            ),
+            (format!("{}h_count 1\n", hist), 3, "no buckets"),
+            (format!("{}s 1\n", head("s", "summary")), 3, "no quantile"),
+        ];
+        for (text, line, why) in bad {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.reason.contains(why), "{text:?}: {e}");
+        }
+        let good = format!(
+            "{}a_total{{x=\"1\"}} 0\n{}h_bucket{{le=\"1\"}} 1\nh_bucket{{le=\"+Inf\"}} 1\nh_sum 0.5\nh_count 1\n{}s{{quantile=\"0.5\"}} 1\ns_sum 1\ns_count 1\n",
+            head("a_total", "counter"),
+            hist,
+            head("s", "summary")
+        );
+        parse(&good).unwrap();
     }
 }

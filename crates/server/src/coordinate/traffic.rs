@@ -45,7 +45,11 @@ impl Traffic {
     }
 
     pub(super) fn received(&self, parsed: bool) {
-        let c = if parsed { &self.received } else { &self.malformed };
+        let c = if parsed {
+            &self.received
+        } else {
+            &self.malformed
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 

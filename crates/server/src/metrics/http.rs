@@ -118,7 +118,9 @@ async fn track(
     let route: Cow<'static, str> = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or(Cow::Borrowed(FALLBACK), |p| Cow::Owned(p.as_str().to_owned()));
+        .map_or(Cow::Borrowed(FALLBACK), |p| {
+            Cow::Owned(p.as_str().to_owned())
+        });
     let method = method_label(req.method());
     m.in_flight.inc();
     let guard = InFlight(m.in_flight.clone());
