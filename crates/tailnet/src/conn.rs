@@ -20,6 +20,7 @@ mod derp_links;
 mod driver;
 mod endpoints;
 mod local;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -45,7 +46,7 @@ use crate::control;
 use crate::core::{Core, Seed};
 use crate::error::TailnetError;
 use crate::netinfo::StunVerdict;
-use crate::path::{PathInfo, PeerStatus, Pong};
+use crate::path::{PathInfo, PeerStatus, Pong, Traffic};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
 use crate::udp::DirectSocket;
 use coordination::CoordCmd;
@@ -174,6 +175,7 @@ impl Conn {
             direct_off_by_server: info.disable_direct_connections,
             direct_off_locally: cfg.disable_direct,
             stun_verdict: Mutex::new(StunVerdict::default()),
+            traffic: Default::default(),
         });
 
         let node = Node {
@@ -393,6 +395,20 @@ impl Conn {
     /// The path to `peer`, if known.
     pub fn path(&self, peer: Uuid) -> Option<PathInfo> {
         self.shared.lock().path(peer)
+    }
+
+    /// Every known peer with its path.
+    pub fn peer_paths(&self) -> Vec<(Uuid, PathInfo)> {
+        let core = self.shared.lock();
+        core.peer_ids()
+            .into_iter()
+            .filter_map(|id| core.path(id).map(|p| (id, p)))
+            .collect()
+    }
+
+    /// Datagrams and bytes sent and received since this node joined, by kind of path.
+    pub fn traffic(&self) -> Traffic {
+        self.shared.traffic.read()
     }
 
     /// Sends a disco ping to `peer` on its primary path (the trusted direct address,
