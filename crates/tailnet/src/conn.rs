@@ -94,6 +94,9 @@ pub struct Diagnostics {
     pub peer: Option<PeerStatus>,
 }
 
+/// Longest [`Conn::close`] waits for closed TCP connections' FINs to be acknowledged.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
 /// A node on the tailnet.
 pub struct Conn {
     shared: Arc<Shared>,
@@ -485,8 +488,18 @@ impl Conn {
         self.shared.derp_base.headers.clone()
     }
 
-    /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.
+    /// Leaves: lets TCP connections that were just closed deliver their FIN (at most
+    /// [`CLOSE_FLUSH`]), tells the coordinator (peers see DISCONNECTED), stops every task.
     pub async fn close(self) {
+        // Without this the agent learns of a finished `tether ssh` only from its SSH
+        // keepalives, minutes later.
+        let deadline = tokio::time::Instant::now() + CLOSE_FLUSH;
+        while self.shared.lock().netstack().tcp_fin_unacked()
+            && tokio::time::Instant::now() < deadline
+        {
+            self.shared.wake_driver();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Drop the relay links first: once the coordinator forgets our key the relay
         // closes them, and that must not read as a lost connection to reconnect.
         self.shared.links().clear();
