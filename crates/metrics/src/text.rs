@@ -280,7 +280,7 @@ fn check_histogram(name: &str, family: &Family) -> Result<(), String> {
     }
     for (series, bs) in &buckets {
         for w in bs.windows(2) {
-            if !(w[0].0 < w[1].0) {
+            if w[0].0.partial_cmp(&w[1].0) != Some(std::cmp::Ordering::Less) {
                 return Err(format!(
                     "the buckets of {name}{{{series}}} are not in increasing le"
                 ));
