@@ -352,3 +352,60 @@ fn server_and_agent_metrics_move_with_a_relayed_ssh_session() {
         s.sum("tether_agent_peers", &[]) == 0.0
     });
 }
+
+#[test]
+fn metrics_are_off_unless_asked_for_and_a_taken_port_is_named() {
+    let srv = TETHER.server_process(&[]);
+    assert_eq!(srv.ready.prometheus_address, None);
+    assert!(
+        !srv.banner().iter().any(|l| l.contains("metrics")),
+        "{:?}",
+        srv.banner()
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = TETHER.run(
+        &srv.config_dir("x"),
+        &[
+            "agent",
+            "--url",
+            &srv.url,
+            "--token",
+            "t",
+            "--prometheus-address",
+            &addr,
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("already in use (--prometheus-address {addr})")),
+        "{}",
+        out.stderr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = TETHER.command(&dir.path().join("cfg"));
+    cmd.args([
+        "server",
+        "--http-address",
+        "127.0.0.1:0",
+        "--stun-address",
+        "disable",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
+    .args(["--prometheus-address", &addr]);
+    let out = tether_testing::run_with_input(cmd, b"", Duration::from_secs(30));
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("--prometheus-address"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("TETHER_PROMETHEUS_ADDRESS"),
+        "{}",
+        out.stderr
+    );
+}
