@@ -12,6 +12,7 @@
 //!   outlive their connections, each with a terminal screen model so that an attaching
 //!   connection gets a repaint of exactly what is on screen, and flow control.
 //! - [`http_api`]: the agent's HTTP API: listening TCP ports (from `/proc`), netcheck.
+//! - [`metrics`]: what `tether agent --prometheus-address` serves at `/metrics`.
 //! - [`pty`]: a program on a pseudo-terminal (spawn with a size, output and input
 //!   streams, resize, signal, exit status), free of SSH types, for SSH and the web
 //!   terminal alike.
@@ -32,6 +33,7 @@
 
 pub mod forward;
 pub mod http_api;
+pub mod metrics;
 pub mod pty;
 pub mod reconnecting_pty;
 pub mod services;

@@ -258,6 +258,9 @@ where
     let _ = handle
         .disconnect(russh::Disconnect::ByApplication, "", "en")
         .await;
+    // The session task writes the disconnect and drops the stream (its FIN); the caller
+    // leaves the tailnet only after that.
+    let _ = tokio::time::timeout(Duration::from_secs(1), handle).await;
     status.ok_or_else(|| anyhow!("the SSH session ended without an exit status (connection lost?)"))
 }
 

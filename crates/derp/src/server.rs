@@ -92,12 +92,44 @@ pub struct ServerStats {
     pub packets_forwarded: u64,
     /// Payload bytes written to their destination.
     pub bytes_forwarded: u64,
-    /// Packets dropped (unknown destination, full queue, or destination left).
+    /// Packets dropped (unknown destination, full queue, or destination left): the sum
+    /// of [`ServerStats::dropped`].
     pub packets_dropped: u64,
+    /// Packets dropped, by reason.
+    pub dropped: DropStats,
     /// Logins refused by the admission check.
     pub refused_by_admission: u64,
     /// Logins accepted since start.
     pub accepted_total: u64,
+}
+
+/// Packets the relay dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropStats {
+    /// The destination's queue was full; its oldest packet made room (head drop).
+    pub queue_full: u64,
+    /// No connection has the destination key.
+    pub unknown_destination: u64,
+    /// The destination left with packets still queued for it.
+    pub destination_gone: u64,
+    /// A write to the destination timed out with these packets in it.
+    pub write_timeout: u64,
+}
+
+impl DropStats {
+    /// Every drop, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.queue_full + self.unknown_destination + self.destination_gone + self.write_timeout
+    }
+}
+
+/// Why the relay dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    QueueFull,
+    UnknownDestination,
+    DestinationGone,
+    WriteTimeout,
 }
 
 /// Why a connection ended abnormally.
@@ -218,7 +250,8 @@ struct Counters {
     connections: AtomicUsize,
     packets_forwarded: AtomicU64,
     bytes_forwarded: AtomicU64,
-    packets_dropped: AtomicU64,
+    /// Indexed by [`DropReason`].
+    dropped: [AtomicU64; 4],
     refused: AtomicU64,
     accepted: AtomicU64,
 }
@@ -304,12 +337,20 @@ impl Server {
     /// Current counters.
     pub fn stats(&self) -> ServerStats {
         let c = &self.counters;
+        let drops = |d: DropReason| c.dropped[d as usize].load(Ordering::Relaxed);
+        let dropped = DropStats {
+            queue_full: drops(DropReason::QueueFull),
+            unknown_destination: drops(DropReason::UnknownDestination),
+            destination_gone: drops(DropReason::DestinationGone),
+            write_timeout: drops(DropReason::WriteTimeout),
+        };
         ServerStats {
             clients: self.state().clients.len(),
             connections: c.connections.load(Ordering::Relaxed),
             packets_forwarded: c.packets_forwarded.load(Ordering::Relaxed),
             bytes_forwarded: c.bytes_forwarded.load(Ordering::Relaxed),
-            packets_dropped: c.packets_dropped.load(Ordering::Relaxed),
+            packets_dropped: dropped.total(),
+            dropped,
             refused_by_admission: c.refused.load(Ordering::Relaxed),
             accepted_total: c.accepted.load(Ordering::Relaxed),
         }
@@ -350,11 +391,9 @@ impl Server {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn drop_packets(&self, n: u64) {
+    fn drop_packets(&self, why: DropReason, n: u64) {
         if n > 0 {
-            self.counters
-                .packets_dropped
-                .fetch_add(n, Ordering::Relaxed);
+            self.counters.dropped[why as usize].fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -512,7 +551,7 @@ impl Server {
             let q = conn.queues();
             (q.data.len() + q.disco.len()) as u64
         };
-        self.drop_packets(stranded);
+        self.drop_packets(DropReason::DestinationGone, stranded);
         if !last {
             return;
         }
@@ -599,10 +638,10 @@ impl Server {
                 if dropped > 0 {
                     debug!(dst = %dst, dropped, "destination queue full, dropped oldest");
                 }
-                self.drop_packets(dropped);
+                self.drop_packets(DropReason::QueueFull, dropped);
             }
             None => {
-                self.drop_packets(1);
+                self.drop_packets(DropReason::UnknownDestination, 1);
                 trace!(dst = %dst, "packet for unknown destination dropped");
                 if frame::is_disco(&packet) && limiter.allow() {
                     conn.enqueue_ctrl(Frame::PeerGone {
@@ -667,7 +706,7 @@ impl Server {
             })
             .await
             .map_err(|_| {
-                self.drop_packets(packets);
+                self.drop_packets(DropReason::WriteTimeout, packets);
                 ServeError::WriteTimeout
             })??;
             buf.clear();

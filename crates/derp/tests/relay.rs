@@ -300,7 +300,10 @@ async fn peer_gone_after_sender_leaves_and_not_here_for_disco() {
         (2..=3).contains(&not_here),
         "rate limited NotHere replies: {not_here}"
     );
-    assert!(srv.derp.stats().packets_dropped >= 12);
+    let st = srv.derp.stats();
+    assert!(st.packets_dropped >= 12);
+    assert!(st.dropped.unknown_destination >= 12, "{st:?}");
+    assert_eq!(st.dropped.queue_full, 0, "{st:?}");
 }
 
 #[tokio::test]
@@ -352,6 +355,15 @@ async fn slow_reader_does_not_stall_others() {
     .await
     .expect("sleeper closed by write timeout");
     assert_eq!(srv.derp.stats().clients, 2);
+    // Head drops while queued, then what was queued or being written when it was closed.
+    let st = srv.derp.stats();
+    assert!(st.dropped.queue_full > 0, "{st:?}");
+    assert!(
+        st.dropped.write_timeout + st.dropped.destination_gone > 0,
+        "{st:?}"
+    );
+    assert_eq!(st.dropped.unknown_destination, 0, "{st:?}");
+    assert_eq!(st.packets_dropped, st.dropped.total());
     drop(still_connected);
 }
 

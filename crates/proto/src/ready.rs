@@ -17,6 +17,9 @@ pub struct Ready {
     pub tls_address: Option<SocketAddr>,
     /// The bound UDP address of the built-in STUN server, if it runs.
     pub stun_address: Option<SocketAddr>,
+    /// The bound address of `/metrics`, if `--prometheus-address` is set.
+    #[serde(default)]
+    pub prometheus_address: Option<SocketAddr>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The server's process id.
@@ -37,6 +40,7 @@ mod tests {
             http_address: "127.0.0.1:4000".parse().unwrap(),
             tls_address: None,
             stun_address: Some("127.0.0.1:4001".parse().unwrap()),
+            prometheus_address: None,
             data_dir: "/var/lib/tether".into(),
             pid: 7,
             version: "0.1.0".into(),
@@ -49,6 +53,7 @@ mod tests {
                 "http_address": "127.0.0.1:4000",
                 "tls_address": null,
                 "stun_address": "127.0.0.1:4001",
+                "prometheus_address": null,
                 "data_dir": "/var/lib/tether",
                 "pid": 7,
                 "version": "0.1.0",

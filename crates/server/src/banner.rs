@@ -43,6 +43,9 @@ pub fn print(server: &Server) {
         "  DERP map:    {} region(s)",
         server.derp_map().regions.len()
     );
+    if let Some(addr) = server.prometheus_address() {
+        say!("  metrics:     http://{addr}/metrics (Prometheus)");
+    }
     if config.browser_only {
         say!("  browser-only: users' tailnet connections are refused; use the web terminal");
     }

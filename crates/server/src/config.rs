@@ -97,6 +97,11 @@ pub struct Config {
     #[arg(long, env = "TETHER_SERVER_TAILNET_IDLE_AFTER", default_value = "30m", value_parser = parse_duration, hide = true)]
     pub server_tailnet_idle_after: Duration,
 
+    /// Serve Prometheus metrics at http://ADDRESS/metrics, and nothing else there; off
+    /// unless set. Keep it on a private address. Port 0 picks a free port (printed at start).
+    #[arg(long, env = "TETHER_PROMETHEUS_ADDRESS")]
+    pub prometheus_address: Option<SocketAddr>,
+
     /// Seconds of silence after which the coordinator reports a peer LOST.
     #[arg(long, env = "TETHER_COORDINATOR_LOST_AFTER", default_value = "15s", value_parser = parse_duration, hide = true)]
     pub coordinator_lost_after: Duration,

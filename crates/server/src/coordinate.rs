@@ -21,6 +21,9 @@ use tether_tailnet::LocalLink;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+mod traffic;
+pub use traffic::{Traffic, TrafficStats};
+
 /// Messages queued for one socket before it is considered too slow.
 const OUTBOX: usize = 512;
 
@@ -41,6 +44,7 @@ pub struct Hub {
     derp: Option<Arc<tether_derp::server::Server>>,
     heartbeat: Duration,
     wake: tokio::sync::Notify,
+    traffic: Traffic,
 }
 
 /// What a served peer did that its endpoint may want to record.
@@ -91,6 +95,7 @@ impl Hub {
             derp,
             heartbeat,
             wake: tokio::sync::Notify::new(),
+            traffic: Traffic::default(),
         })
     }
 
@@ -108,6 +113,11 @@ impl Hub {
         // The call may have moved the next heartbeat deadline earlier.
         self.wake.notify_one();
         r
+    }
+
+    /// What the coordinator's connections carried.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// Read-only access.
@@ -140,6 +150,7 @@ impl Hub {
                     "coordinator peer too slow to read its updates; disconnecting"
                 );
                 let _ = tx.try_send(Cmd::Close("too slow".into()));
+                self.traffic.slow();
                 inner.coord.disconnected(conn, Instant::now());
             }
         }
@@ -176,6 +187,7 @@ impl Hub {
         inner.conns.insert(conn, tx);
         match inner.coord.connect(conn, role, Instant::now()) {
             Ok(()) => {
+                self.traffic.accepted(&role);
                 self.flush(&mut inner);
                 Ok((conn, rx))
             }
@@ -200,6 +212,7 @@ impl Hub {
         let now = Instant::now();
         match limits::parse_request(text) {
             Ok(req) => {
+                self.traffic.received(true);
                 self.with(|c| {
                     c.heard_from(conn, now);
                     c.handle_request(conn, req.clone(), now);
@@ -207,6 +220,7 @@ impl Hub {
                 Ok(req)
             }
             Err(e) => {
+                self.traffic.received(false);
                 self.with(|c| c.heard_from(conn, now));
                 Err(Response::Error {
                     message: e.to_string(),
@@ -243,6 +257,7 @@ impl Hub {
                             if !send(text).await {
                                 break;
                             }
+                            hub.traffic.sent();
                         }
                         Some(Cmd::Close(reason)) => {
                             tracing::debug!(conn, %reason, "closing the server node's coordination link");
@@ -315,6 +330,7 @@ impl Hub {
                         if !matches!(tokio::time::timeout(Duration::from_secs(10), send).await, Ok(Ok(()))) {
                             break;
                         }
+                        self.traffic.sent();
                     }
                     Some(Cmd::Close(reason)) => {
                         tracing::debug!(conn, %reason, "closing coordinator connection");

@@ -13,6 +13,7 @@ pub mod config;
 pub mod coordinate;
 pub mod derpmap;
 pub mod listen;
+pub mod metrics;
 pub mod node;
 pub mod passwords;
 pub mod ready;

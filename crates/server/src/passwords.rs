@@ -8,7 +8,7 @@
 pub mod throttle;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,26 @@ impl PoolLimits {
     }
 }
 
+/// How logins ended, counted for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoginStats {
+    /// The password was correct.
+    pub succeeded: u64,
+    /// The password was wrong, or there is no such user.
+    pub failed: u64,
+    /// Refused before checking by the per-account or per-source limits (429).
+    pub rate_limited: u64,
+    /// Not checked: the hashing queue was full or the wait too long (503), or the
+    /// check itself failed.
+    pub unchecked: u64,
+}
+
+/// Indexes of [`Passwords::logins`].
+const SUCCEEDED: usize = 0;
+const FAILED: usize = 1;
+const RATE_LIMITED: usize = 2;
+const UNCHECKED: usize = 3;
+
 /// A job for a hashing thread, given the thread's argon2 memory.
 type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
 
@@ -72,6 +92,7 @@ pub struct Passwords {
     waiting: AtomicUsize,
     pool: PoolLimits,
     throttle: Arc<Mutex<LoginThrottle>>,
+    logins: [AtomicU64; 4],
 }
 
 impl Passwords {
@@ -107,7 +128,23 @@ impl Passwords {
             waiting: AtomicUsize::new(0),
             pool,
             throttle: Arc::new(Mutex::new(LoginThrottle::new(limits))),
+            logins: Default::default(),
         }
+    }
+
+    /// How the logins so far ended.
+    pub fn login_stats(&self) -> LoginStats {
+        let get = |i: usize| self.logins[i].load(Ordering::Relaxed);
+        LoginStats {
+            succeeded: get(SUCCEEDED),
+            failed: get(FAILED),
+            rate_limited: get(RATE_LIMITED),
+            unchecked: get(UNCHECKED),
+        }
+    }
+
+    fn count_login(&self, which: usize) {
+        self.logins[which].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs `f` on a hashing thread once a slot is free.
@@ -155,7 +192,9 @@ impl Passwords {
         password: String,
         phc: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let attempt = self.begin(source, account)?;
+        let attempt = self.begin(source, account).inspect_err(|_| {
+            self.count_login(RATE_LIMITED);
+        })?;
         let checked = self
             .run(move |m| match phc {
                 Some(h) => secret::verify_password_with(&password, &h, m),
@@ -165,11 +204,13 @@ impl Passwords {
                 }
             })
             .await;
-        attempt.finish(match &checked {
-            Ok(true) => Outcome::Correct,
-            Ok(false) => Outcome::Wrong,
-            Err(_) => Outcome::Unchecked,
-        });
+        let (outcome, counted) = match &checked {
+            Ok(true) => (Outcome::Correct, SUCCEEDED),
+            Ok(false) => (Outcome::Wrong, FAILED),
+            Err(_) => (Outcome::Unchecked, UNCHECKED),
+        };
+        self.count_login(counted);
+        attempt.finish(outcome);
         checked
     }
 
@@ -311,5 +352,12 @@ mod tests {
         // Another account from the same source is not.
         let other = p.check_login(src, "bob", "x".into(), None).await;
         assert!(!other.expect("checked"));
+        let counted = LoginStats {
+            succeeded: 1,
+            failed: 11,
+            rate_limited: 1,
+            unchecked: 0,
+        };
+        assert_eq!(p.login_stats(), counted);
     }
 }

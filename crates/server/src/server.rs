@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::config::{Config, StunListen};
 use crate::state::{AppState, DerpMapStatus, StunInfo};
-use crate::{StartError, api, coordinate, derpmap, listen, node, passwords, site};
+use crate::{StartError, api, coordinate, derpmap, listen, metrics, node, passwords, site};
 
 /// Key under which the relay's private key is kept in the store (shared by replicas).
 const DERP_KEY_CONFIG: &str = "derp_server_private_key";
@@ -40,6 +40,8 @@ pub struct Server {
     derp_map: DerpMap,
     refresh: Option<Refresh>,
     app: axum::Router,
+    conns: Arc<listen::ConnTable>,
+    prometheus: Option<(metrics::Prometheus, metrics::Sources)>,
     has_users: bool,
 }
 
@@ -105,6 +107,10 @@ impl Server {
             _ => None,
         };
         let access_url = config.effective_access_url(http_addr);
+        let prometheus = match config.prometheus_address {
+            Some(addr) => Some(metrics::Prometheus::bind(addr).await?),
+            None => None,
+        };
 
         let stun_listen = config.stun_listen().map_err(StartError::Config)?;
         let stun = match stun_listen {
@@ -209,11 +215,17 @@ impl Server {
             browser_only: config.browser_only,
             agent_versions: Default::default(),
         };
+        let conns = listen::conn_table();
+        let sources = metrics::Sources::new(&state, conns.clone());
         let mut app = api::router(state).merge(site::router(&access_url));
         if let Some(derp) = &derp {
             app = app.merge(tether_derp::http::router(derp.clone()));
         }
-        let app = app.layer(axum::middleware::from_fn(log_request));
+        let mut app = app.layer(axum::middleware::from_fn(log_request));
+        if let Some(p) = &prometheus {
+            app = p.instrument(app);
+        }
+        let prometheus = prometheus.map(|p| (p, sources));
         let has_users = store.user_count().await? > 0;
 
         Ok(Self {
@@ -232,6 +244,8 @@ impl Server {
             derp_map,
             refresh,
             app,
+            conns,
+            prometheus,
             has_users,
         })
     }
@@ -254,6 +268,11 @@ impl Server {
     /// The bound UDP address of the built-in STUN server, when it runs.
     pub fn stun_address(&self) -> Option<SocketAddr> {
         self.stun_addr
+    }
+
+    /// The bound address of `/metrics`, when `--prometheus-address` is set.
+    pub fn prometheus_address(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().map(|(p, _)| p.local_addr())
     }
 
     /// The data directory (holding the SQLite database).
@@ -281,7 +300,7 @@ impl Server {
         self.has_users
     }
 
-    /// Serves HTTP(S), STUN, the coordinator's timers and the DERP map refresh until
+    /// Serves HTTP(S), STUN, metrics, the coordinator's timers and the DERP map refresh until
     /// `shutdown` completes; then stops them and drops every DERP client. Connections
     /// already accepted that are not DERP finish on their own (or with the runtime).
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
@@ -300,7 +319,10 @@ impl Server {
                 r.status,
             ));
         }
-        let conns = listen::conn_table();
+        if let Some((p, sources)) = self.prometheus {
+            tasks.spawn(p.serve(sources));
+        }
+        let conns = self.conns;
         tasks.spawn(listen::serve(
             self.http,
             self.app.clone(),

@@ -20,6 +20,7 @@ mod derp_links;
 mod driver;
 mod endpoints;
 mod local;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -45,7 +46,7 @@ use crate::control;
 use crate::core::{Core, Seed};
 use crate::error::TailnetError;
 use crate::netinfo::StunVerdict;
-use crate::path::{PathInfo, PeerStatus, Pong};
+use crate::path::{PathInfo, PeerStatus, Pong, Traffic};
 use crate::stream::{self, TcpListener, TcpStream, UdpSocket};
 use crate::udp::DirectSocket;
 use coordination::CoordCmd;
@@ -92,6 +93,9 @@ pub struct Diagnostics {
     /// The peer asked about, if it is known.
     pub peer: Option<PeerStatus>,
 }
+
+/// Longest [`Conn::close`] waits for closed TCP connections' FINs to be acknowledged.
+pub const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 
 /// A node on the tailnet.
 pub struct Conn {
@@ -174,6 +178,7 @@ impl Conn {
             direct_off_by_server: info.disable_direct_connections,
             direct_off_locally: cfg.disable_direct,
             stun_verdict: Mutex::new(StunVerdict::default()),
+            traffic: Default::default(),
         });
 
         let node = Node {
@@ -395,6 +400,20 @@ impl Conn {
         self.shared.lock().path(peer)
     }
 
+    /// Every known peer with its path.
+    pub fn peer_paths(&self) -> Vec<(Uuid, PathInfo)> {
+        let core = self.shared.lock();
+        core.peer_ids()
+            .into_iter()
+            .filter_map(|id| core.path(id).map(|p| (id, p)))
+            .collect()
+    }
+
+    /// Datagrams and bytes sent and received since this node joined, by kind of path.
+    pub fn traffic(&self) -> Traffic {
+        self.shared.traffic.read()
+    }
+
     /// Sends a disco ping to `peer` on its primary path (the trusted direct address,
     /// else DERP, which also starts path discovery) and waits up to `timeout` for the
     /// pong with its TxID: the round-trip time and the path the ping took.
@@ -469,8 +488,18 @@ impl Conn {
         self.shared.derp_base.headers.clone()
     }
 
-    /// Leaves: tells the coordinator (peers see DISCONNECTED), stops every task.
+    /// Leaves: lets TCP connections that were just closed deliver their FIN (at most
+    /// [`CLOSE_FLUSH`]), tells the coordinator (peers see DISCONNECTED), stops every task.
     pub async fn close(self) {
+        // Without this the agent learns of a finished `tether ssh` only from its SSH
+        // keepalives, minutes later.
+        let deadline = tokio::time::Instant::now() + CLOSE_FLUSH;
+        while self.shared.lock().netstack().tcp_fin_unacked()
+            && tokio::time::Instant::now() < deadline
+        {
+            self.shared.wake_driver();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // Drop the relay links first: once the coordinator forgets our key the relay
         // closes them, and that must not read as a lost connection to reconnect.
         self.shared.links().clear();

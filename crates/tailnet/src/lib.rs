@@ -46,6 +46,6 @@ pub use conn::{
     Auth, Conn, ConnConfig, DIAL_TIMEOUT, Diagnostics, LocalControl, LocalLink, NODE_WAIT,
 };
 pub use error::TailnetError;
-pub use path::{PathInfo, PathKind, PeerStatus, Pong};
+pub use path::{PathCounts, PathInfo, PathKind, PeerStatus, Pong, Traffic};
 pub use stream::{TcpListener, TcpStream, UdpSocket};
 pub use tether_derp::headers::ServerHeaders;

@@ -73,3 +73,48 @@ pub struct PeerStatus {
     /// The peer's own verdict on hard NAT, as it published it (`None` while unknown).
     pub mapping_varies_by_dest_ip: Option<bool>,
 }
+
+/// Datagrams and bytes on one kind of path, as they went to the UDP socket or the DERP
+/// link (WireGuard and disco, encrypted; STUN not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PathCounts {
+    /// Datagrams sent.
+    pub sent_packets: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Datagrams received.
+    pub received_packets: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+}
+
+/// What this node sent and received since it joined, by kind of path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Over UDP straight to peers.
+    pub direct: PathCounts,
+    /// Through DERP relays.
+    pub derp: PathCounts,
+}
+
+impl std::ops::Add for PathCounts {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            sent_packets: self.sent_packets + o.sent_packets,
+            sent_bytes: self.sent_bytes + o.sent_bytes,
+            received_packets: self.received_packets + o.received_packets,
+            received_bytes: self.received_bytes + o.received_bytes,
+        }
+    }
+}
+
+impl std::ops::Add for Traffic {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            direct: self.direct + o.direct,
+            derp: self.derp + o.derp,
+        }
+    }
+}

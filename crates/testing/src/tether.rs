@@ -71,8 +71,14 @@ impl Tether {
 
     /// Starts `tether agent --url URL --token TOKEN`.
     pub fn agent(&self, url: &str, token: &str) -> AgentProcess {
+        self.agent_with(url, token, &[])
+    }
+
+    /// Starts `tether agent --url URL --token TOKEN FLAGS…`.
+    pub fn agent_with(&self, url: &str, token: &str, flags: &[&str]) -> AgentProcess {
         let child = Command::new(self.bin)
             .args(["agent", "--url", url, "--token", token])
+            .args(flags)
             .env("TETHER_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -41,6 +41,8 @@ struct SessionChannel {
     pty: Option<PtyRequest>,
     agent: bool,
     running: Option<Running>,
+    /// Counts the channel as open while it exists.
+    _open: Option<super::stats::Open>,
 }
 
 /// The forwarded agent socket of a connection (shared by its sessions).
@@ -53,15 +55,17 @@ struct AgentSocket {
 /// One SSH connection.
 pub(crate) struct ConnHandler {
     user: Arc<User>,
+    counters: Arc<super::stats::Counters>,
     sessions: HashMap<ChannelId, SessionChannel>,
     remote_forwards: HashMap<u32, AbortOnDrop>,
     agent: Option<AgentSocket>,
 }
 
 impl ConnHandler {
-    pub(crate) fn new(user: Arc<User>) -> Self {
+    pub(crate) fn new(user: Arc<User>, counters: Arc<super::stats::Counters>) -> Self {
         Self {
             user,
+            counters,
             sessions: HashMap::new(),
             remote_forwards: HashMap::new(),
             agent: None,
@@ -214,6 +218,7 @@ impl Handler for ConnHandler {
             SessionChannel {
                 stdin: Some(pipe::spawn_reader(read)),
                 writer: Some(write),
+                _open: Some(self.counters.session()),
                 ..SessionChannel::default()
             },
         );

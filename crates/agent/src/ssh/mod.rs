@@ -7,6 +7,7 @@ mod handler;
 mod pipe;
 mod process;
 mod sftp;
+mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
 
 pub use russh::keys::{PrivateKey, PublicKey};
+pub use stats::SshStats;
 
 /// Channel window advertised to clients (16 MiB; russh's default of 2 MiB caps throughput).
 pub const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
@@ -47,6 +49,7 @@ pub struct SshServer {
     config: Arc<russh::server::Config>,
     user: Arc<crate::user::User>,
     host_key: PublicKey,
+    counters: Arc<stats::Counters>,
 }
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
@@ -94,12 +97,18 @@ impl SshServer {
             config: Arc::new(config),
             user: Arc::new(crate::user::User::current()),
             host_key: public,
+            counters: Arc::default(),
         }
     }
 
     /// The host public key clients will see.
     pub fn host_public_key(&self) -> &PublicKey {
         &self.host_key
+    }
+
+    /// Connections and session channels served so far and open now (shared by clones).
+    pub fn stats(&self) -> SshStats {
+        self.counters.read()
     }
 
     /// Serve one SSH connection on `stream` until the client disconnects.
@@ -117,7 +126,9 @@ impl SshServer {
         let span = tracing::info_span!("ssh", conn);
         async move {
             tracing::debug!("ssh connection started");
-            let handler = handler::ConnHandler::new(Arc::clone(&self.user));
+            let _open = self.counters.connection();
+            let handler =
+                handler::ConnHandler::new(Arc::clone(&self.user), Arc::clone(&self.counters));
             let session =
                 russh::server::run_stream(Arc::clone(&self.config), stream, handler).await?;
             let result = session.await;

@@ -5,12 +5,14 @@
 //! The server may be down: the agent retries with backoff forever and logs one line per
 //! change of state; only a refused token ends it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tether_agent::http_api::ConnNetcheck;
+use tether_agent::metrics::AgentMetrics;
 use tether_agent::user::User;
 use tether_agent::{HttpApi, ReconnectingPty, Services, SshServer};
 use tether_backoff::Backoff;
@@ -36,6 +38,10 @@ pub struct AgentArgs {
     /// A file holding the agent token (surrounding whitespace is ignored).
     #[arg(long, env = "TETHER_AGENT_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics, and nothing else there; off
+    /// unless set. Keep it on a private address (e.g. 127.0.0.1:9101).
+    #[arg(long, env = "TETHER_AGENT_PROMETHEUS_ADDRESS")]
+    pub prometheus_address: Option<SocketAddr>,
 }
 
 impl AgentArgs {
@@ -66,6 +72,17 @@ pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result
     // across reconnects.
     let ssh = SshServer::new()?;
     let terminals = ReconnectingPty::new(User::current(), Default::default());
+    let metrics = AgentMetrics::new(ssh.clone(), terminals.clone());
+    // Bound before joining, so a taken port fails the start; served for the agent's life.
+    let _metrics_task = match args.prometheus_address {
+        Some(addr) => {
+            let listener = AgentMetrics::bind(addr).await.map_err(anyhow::Error::msg)?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            eprintln!("tether agent: metrics at http://{bound}/metrics");
+            Some(AbortOnDrop(tokio::spawn(metrics.clone().serve(listener))))
+        }
+        None => None,
+    };
     let mut backoff =
         Backoff::with_random_seed(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error = String::new();
@@ -82,10 +99,13 @@ pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result
                     conn.ip()
                 );
                 let conn = Arc::new(conn);
+                metrics.joined(&conn);
                 let api = HttpApi::new(ConnNetcheck::new(&conn));
-                Services::standard(ssh.clone(), terminals.clone(), api)
+                let served = Services::standard(ssh.clone(), terminals.clone(), api)
                     .serve(conn)
-                    .await?;
+                    .await;
+                metrics.left();
+                served?;
                 // serve only returns if the tailnet closed for good; start over.
                 backoff.reset();
             }
@@ -118,6 +138,15 @@ pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result
                 tokio::time::sleep(backoff.next_delay()).await;
             }
         }
+    }
+}
+
+/// Aborts the metrics task when the agent ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -18,6 +18,7 @@ use tracing::{debug, info, trace};
 use uuid::Uuid;
 
 use super::derp_links::{RegionLink, link_to};
+use super::traffic::TrafficCounters;
 use crate::core::{Core, Event, Transmit};
 use crate::disco::{self, PacketKind, TxId};
 use crate::netinfo::StunVerdict;
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     pub(super) direct_off_locally: bool,
     /// What our latest STUN round found.
     pub(super) stun_verdict: Mutex<StunVerdict>,
+    /// Datagrams and bytes by kind of path.
+    pub(super) traffic: TrafficCounters,
 }
 
 impl Shared {
@@ -124,6 +127,7 @@ fn send_transmit(shared: &Arc<Shared>, batch: &mut SendBatch, t: Transmit) {
                 return;
             }
             batch.push(sock, addr, &t.data);
+            shared.traffic.direct_sent(t.data.len());
             return;
         }
     };
@@ -135,8 +139,11 @@ fn send_transmit(shared: &Arc<Shared>, batch: &mut SendBatch, t: Transmit) {
     let Some(link) = link_to(shared, &mut links, region) else {
         return;
     };
+    let len = t.data.len();
     if link.queue.try_send((t.dst, Bytes::from(t.data))).is_err() {
         trace!(peer = %t.peer, region, "DERP send queue full; dropping datagram");
+    } else {
+        shared.traffic.derp_sent(len);
     }
 }
 
@@ -199,11 +206,15 @@ pub(super) async fn drive(
                 let Some((region, src, data)) = got else { return };
                 let t = now();
                 let mut core = shared.lock();
+                shared.traffic.derp_received(data.len());
                 core.handle_derp(t, region, src, &data);
                 // Take what else is waiting in one go: one poll per batch.
                 for _ in 0..256 {
                     match inbound.try_recv() {
-                        Ok((region, src, data)) => core.handle_derp(t, region, src, &data),
+                        Ok((region, src, data)) => {
+                            shared.traffic.derp_received(data.len());
+                            core.handle_derp(t, region, src, &data);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -245,7 +256,10 @@ fn handle_udp(shared: &Shared, t: Instant, src: SocketAddr, data: &[u8]) {
             }
             Err(e) => trace!(%src, error = %e, "ignoring a STUN message"),
         },
-        PacketKind::Disco | PacketKind::WireGuard => shared.lock().handle_udp(t, src, data),
+        PacketKind::Disco | PacketKind::WireGuard => {
+            shared.traffic.direct_received(data.len());
+            shared.lock().handle_udp(t, src, data);
+        }
         PacketKind::Unknown => trace!(%src, len = data.len(), "ignoring an unknown UDP datagram"),
     }
 }

@@ -286,6 +286,19 @@ impl Netstack {
         }
     }
 
+    /// Whether a TCP connection has sent its FIN and not had it acknowledged yet (so
+    /// the peer may not have seen the close).
+    pub fn tcp_fin_unacked(&self) -> bool {
+        self.sockets.iter().any(|(_, s)| {
+            tcp::Socket::downcast(s).is_some_and(|s| {
+                matches!(
+                    s.state(),
+                    tcp::State::FinWait1 | tcp::State::Closing | tcp::State::LastAck
+                )
+            })
+        })
+    }
+
     /// Sends a FIN on `h` once its buffered data is out; reading goes on.
     pub fn tcp_shutdown(&mut self, h: TcpHandle) {
         self.tcp_socket(h).close();
