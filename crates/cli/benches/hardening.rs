@@ -7,9 +7,6 @@
 //! probes another build of `tether` (an older one, for before and after).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "../tests/attacker/mod.rs"]
-mod attacker;
-
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use attacker::*;
+use tether_testing::attacker::*;
 
 /// A flood stops early once the server's RSS passes this, to spare the machine.
 const RSS_SAFETY: u64 = 6 << 30;

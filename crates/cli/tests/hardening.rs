@@ -3,8 +3,6 @@
 //! the first-user race; plus secrets at rest and the error shape of a bad path.
 #![allow(clippy::unwrap_used)]
 
-mod attacker;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
@@ -12,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use attacker::*;
+use tether_testing::attacker::*;
 use tether_testing::{CoordConn, ServerProcess, Tether, session_token, welcome};
 
 const TETHER: Tether = Tether::at(env!("CARGO_BIN_EXE_tether"));

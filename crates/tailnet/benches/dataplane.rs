@@ -23,10 +23,8 @@ use tether_key::NodePublic;
 use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::Core;
 use tether_tailnet::netstack::{AcceptKey, TcpState};
+use tether_testing::pair;
 use uuid::Uuid;
-
-#[path = "../tests/pair/mod.rs"]
-mod pair;
 
 const REGION: u32 = 1;
 /// Seeds the two nodes' ids.

@@ -16,10 +16,8 @@ use tether_proto::coord::tailnet_ip;
 use tether_tailnet::core::{Core, Event, Transmit};
 use tether_tailnet::netstack::{AcceptKey, TcpState};
 use tether_tailnet::path::PathKind;
+use tether_testing::pair;
 use uuid::Uuid;
-
-#[path = "pair/mod.rs"]
-mod pair;
 
 const REGION: u32 = 999;
 

@@ -15,10 +15,8 @@ use tether_tailnet::core::{Core, Event};
 use tether_tailnet::disco;
 use tether_tailnet::netstack::{AcceptKey, TcpHandle, TcpState};
 use tether_tailnet::path::PathKind;
+use tether_testing::pair;
 use uuid::Uuid;
-
-#[path = "pair/mod.rs"]
-mod pair;
 
 const REGION: u32 = 999;
 const DERP_DELAY: Duration = Duration::from_millis(20);

@@ -19,15 +19,20 @@
 //! - [`checksum`]: SHA-256 of files and bytes; [`init_tracing`]: logs in tests.
 //! - [`relay`]: a DERP relay alone, and its clients; [`openssh`]: the agent's SSH
 //!   server with OpenSSH's clients; [`lab`]: the NAT lab in network namespaces.
+//! - [`pair`]: two sans-IO tailnet nodes and the [`pair::Trace`] of a simulation, for
+//!   the simulator tests and the dataplane bench; [`attacker`]: raw sockets and
+//!   WebSocket frames against a server, for the hardening tests and bench.
 
 // A harness fails by panicking with the step that failed; that is its job.
 #![allow(clippy::unwrap_used)]
 
+pub mod attacker;
 pub mod checksum;
 mod coordinator;
 pub mod lab;
 mod logs;
 pub mod openssh;
+pub mod pair;
 mod process;
 pub mod relay;
 mod server;

@@ -1,3 +1,8 @@
+use std::net::{Ipv6Addr, SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use tether_key::{NodePrivate, NodePublic};
+
 use super::*;
 use proptest::prelude::*;
 

@@ -1,7 +1,6 @@
-//! An attacker's tools against a server on loopback, for the hardening tests and the
-//! probe benchmark: raw sockets that trickle or send nothing, raw WebSocket frames,
+//! An attacker's tools against a server on loopback, for the CLI's hardening tests and
+//! its probe benchmark: raw sockets that trickle or send nothing, raw WebSocket frames,
 //! the server's resident set.
-#![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,7 +1,6 @@
-//! Two sans-IO nodes that know each other as peers: the setup the simulator tests and
-//! `benches/dataplane.rs` share (included by `#[path]`; each uses part of it), and the
-//! [`Trace`] two runs of a simulation are compared by.
-#![allow(dead_code)]
+//! Two sans-IO tailnet nodes that know each other as peers: the setup `tether-tailnet`'s
+//! simulator tests and its dataplane bench share, and the [`Trace`] two runs of a
+//! simulation are compared by.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
