@@ -27,7 +27,7 @@ pub struct User {
 pub enum UserStatus {
     /// May log in.
     Active,
-    /// May not log in, and holds no sessions.
+    /// May not log in; their sessions do not resolve until they are active again.
     Suspended,
 }
 

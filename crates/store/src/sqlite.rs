@@ -341,9 +341,7 @@ impl SqliteBackend {
         let session = Session {
             token_hash,
             user_id: user.id,
-            created_at: row
-                .try_get("session_created_at")
-                .map_err(|e| self.err(e))?,
+            created_at: row.try_get("session_created_at").map_err(|e| self.err(e))?,
             expires_at,
             last_used_at: last_used,
         };

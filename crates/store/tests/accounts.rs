@@ -52,7 +52,10 @@ async fn a_suspended_user_has_no_valid_session_until_activated() {
         .create_user(new_user("alice", true))
         .await
         .expect("admin");
-    let bob = store.create_user(new_user("bob", false)).await.expect("bob");
+    let bob = store
+        .create_user(new_user("bob", false))
+        .await
+        .expect("bob");
     let now = Utc::now();
     let hash = hash_token(&new_token());
     store
@@ -86,7 +89,13 @@ async fn a_suspended_user_has_no_valid_session_until_activated() {
         panic!("activating bob was refused");
     };
     assert_eq!(active.status, UserStatus::Active);
-    assert!(store.session_user(hash, now).await.expect("lookup").is_some());
+    assert!(
+        store
+            .session_user(hash, now)
+            .await
+            .expect("lookup")
+            .is_some()
+    );
     assert_eq!(
         store
             .set_user_status(Uuid::new_v4(), UserStatus::Suspended)
@@ -128,7 +137,11 @@ async fn the_last_active_admin_can_be_neither_suspended_nor_deleted() {
         store.delete_user(alice.id).await.expect("delete alice"),
         UserChange::LastAdmin
     );
-    let still = store.user_by_id(alice.id).await.expect("read").expect("kept");
+    let still = store
+        .user_by_id(alice.id)
+        .await
+        .expect("read")
+        .expect("kept");
     assert_eq!(still.status, UserStatus::Active);
     // A suspended admin is no admin to keep: root may be deleted.
     assert!(matches!(
@@ -145,7 +158,10 @@ async fn deleting_a_user_takes_their_sessions_and_refuses_while_they_own_workspa
         .create_user(new_user("alice", true))
         .await
         .expect("admin");
-    let bob = store.create_user(new_user("bob", false)).await.expect("bob");
+    let bob = store
+        .create_user(new_user("bob", false))
+        .await
+        .expect("bob");
     let now = Utc::now();
     let hashes: Vec<[u8; 32]> = (0..2).map(|_| hash_token(&new_token())).collect();
     for h in &hashes {
@@ -195,7 +211,10 @@ async fn deleting_a_user_takes_their_sessions_and_refuses_while_they_own_workspa
 async fn a_users_sessions_are_listed_newest_first_without_expired_ones_and_deleted_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir).await;
-    let bob = store.create_user(new_user("bob", false)).await.expect("bob");
+    let bob = store
+        .create_user(new_user("bob", false))
+        .await
+        .expect("bob");
     let other = store
         .create_user(new_user("carol", false))
         .await

@@ -17,7 +17,10 @@ impl Coordinator {
         let Some(&id) = self.conns.get(&conn) else {
             return false;
         };
-        if !matches!(self.peers.get(&id).map(|p| p.kind), Some(Kind::Client { .. })) {
+        if !matches!(
+            self.peers.get(&id).map(|p| p.kind),
+            Some(Kind::Client { .. })
+        ) {
             return false;
         }
         info!(peer = %id, conn, %reason, "client's access revoked");

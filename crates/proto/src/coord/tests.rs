@@ -213,7 +213,8 @@ fn every_response_has_its_exact_bytes() {
 fn revocation_is_understood_by_new_peers_and_harmless_to_old_ones() {
     let id = Uuid::from_u128(0x2b);
     // A 1.0 server's DISCONNECTED has no flag: not a revocation.
-    let old = r#"{"id":"00000000-0000-0000-0000-00000000002b","kind":"DISCONNECTED","reason":"bye"}"#;
+    let old =
+        r#"{"id":"00000000-0000-0000-0000-00000000002b","kind":"DISCONNECTED","reason":"bye"}"#;
     let u: PeerUpdate = serde_json::from_str(old).expect("de");
     assert_eq!(u, PeerUpdate::disconnected(id, "bye"));
     assert!(!u.revoked);
