@@ -160,6 +160,12 @@ impl ApiClient {
         self.send(Method::POST, path, None).await.map(drop)
     }
 
+    /// PUT with no body, and decode JSON.
+    pub async fn put<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiCallError> {
+        let resp = self.send(Method::PUT, path, None).await?;
+        decode(resp).await
+    }
+
     /// DELETE.
     pub async fn delete(&self, path: &str) -> Result<(), ApiCallError> {
         self.send(Method::DELETE, path, None).await.map(drop)

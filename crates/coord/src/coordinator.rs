@@ -3,7 +3,7 @@
 //!
 //! A sans-IO state machine. The driver owns the sockets and the clock: it calls
 //! [`Coordinator::connect`], [`Coordinator::handle_request`], [`Coordinator::heard_from`],
-//! [`Coordinator::disconnected`] and [`Coordinator::handle_timeout`] with the current
+//! [`Coordinator::disconnected`], [`Coordinator::revoke`] and [`Coordinator::handle_timeout`] with the current
 //! [`Instant`], then drains [`Coordinator::poll_output`] and routes each [`Output`] to
 //! its socket. Nothing here blocks, spawns or reads the clock.
 //!
@@ -854,6 +854,8 @@ impl Coordinator {
         assert_eq!(mirrored, self.stats().tunnels);
     }
 }
+
+mod revoke;
 
 #[cfg(test)]
 mod limits_tests;

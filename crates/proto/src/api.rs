@@ -41,6 +41,39 @@ pub struct User {
     pub is_admin: bool,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+    /// Whether the user may log in (absent from older servers: active).
+    #[serde(default)]
+    pub status: UserStatus,
+}
+
+/// Whether a user may log in, after Coder's user status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// May log in; their sessions work.
+    #[default]
+    Active,
+    /// May not log in, and their sessions do not work until they are activated again.
+    Suspended,
+}
+
+impl UserStatus {
+    /// The spelling on the wire: `active` or `suspended`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// `GET /api/v2/users` (admins only): every user, by username.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    /// The users.
+    pub users: Vec<User>,
+    /// How many.
+    pub count: usize,
 }
 
 /// `POST /api/v2/users/first` and `POST /api/v2/users`.

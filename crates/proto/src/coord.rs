@@ -3,7 +3,9 @@
 //! Shaped after Coder's tailnet v2 (node, add/remove tunnel, ready-for-handshake,
 //! peer updates NODE / DISCONNECTED / LOST / READY_FOR_HANDSHAKE) but carried as JSON
 //! rather than protobuf over dRPC. The server speaks first with [`Response::Welcome`].
-//! Unknown fields are ignored so that later minor versions can add them.
+//! Unknown fields are ignored so that later minor versions can add them, and a message
+//! of an unknown type is skipped, so [`PeerUpdate::revoked`] and
+//! [`Response::SessionEnded`] are understood by new peers and harmless to old ones.
 //!
 //! Also here: the protocol version and its check, and how a peer's tailnet address
 //! derives from its id ([`tailnet_ip`]), which both ends compute the same way.
@@ -148,6 +150,11 @@ pub struct PeerUpdate {
     /// Human-readable reason, for DISCONNECTED and LOST.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// DISCONNECTED only: the peer's access was taken away (its session logged out,
+    /// expired or revoked, its user suspended or deleted), so whatever it had open must
+    /// end now; a peer that merely left or was lost keeps its streams for a reconnect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 impl PeerUpdate {
@@ -158,6 +165,7 @@ impl PeerUpdate {
             kind: PeerUpdateKind::Node,
             node: Some(node),
             reason: String::new(),
+            revoked: false,
         }
     }
 
@@ -168,6 +176,16 @@ impl PeerUpdate {
             kind: PeerUpdateKind::Disconnected,
             node: None,
             reason: reason.into(),
+            revoked: false,
+        }
+    }
+
+    /// A DISCONNECTED update about peer `id` whose access was taken away: the other
+    /// side ends what the peer had open (see [`PeerUpdate::revoked`]).
+    pub fn revoked(id: Uuid, reason: impl Into<String>) -> Self {
+        Self {
+            revoked: true,
+            ..Self::disconnected(id, reason)
         }
     }
 
@@ -178,6 +196,7 @@ impl PeerUpdate {
             kind: PeerUpdateKind::Lost,
             node: None,
             reason: reason.into(),
+            revoked: false,
         }
     }
 
@@ -188,6 +207,7 @@ impl PeerUpdate {
             kind: PeerUpdateKind::ReadyForHandshake,
             node: None,
             reason: String::new(),
+            revoked: false,
         }
     }
 }
@@ -222,6 +242,13 @@ pub enum Response {
     Error {
         /// One sentence for the user.
         message: String,
+    },
+    /// The session this connection was opened with has ended (logged out, expired or
+    /// revoked, or its user suspended or deleted); the coordinator closes the
+    /// connection next, and connecting again with the same credentials is refused.
+    SessionEnded {
+        /// Why, for the user ("logged out", "session expired", ...).
+        reason: String,
     },
 }
 

@@ -102,6 +102,10 @@ pub struct Config {
     #[arg(long, env = "TETHER_PROMETHEUS_ADDRESS")]
     pub prometheus_address: Option<SocketAddr>,
 
+    /// How long a login session lasts; its coordinator connections end when it expires.
+    #[arg(long, env = "TETHER_SESSION_DURATION", default_value = "720h", value_parser = parse_duration)]
+    pub session_duration: Duration,
+
     /// Seconds of silence after which the coordinator reports a peer LOST.
     #[arg(long, env = "TETHER_COORDINATOR_LOST_AFTER", default_value = "15s", value_parser = parse_duration, hide = true)]
     pub coordinator_lost_after: Duration,

@@ -5,12 +5,16 @@
 //!
 //! Each socket has a bounded outbox; a peer too slow to drain it is disconnected rather
 //! than allowed to grow memory without bound.
+//!
+//! A user's client connection carries the session it was opened with
+//! ([`SessionTag`]); logging that session out, its expiry, or its user being suspended
+//! or deleted revokes the connection ([`revocation`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tether_coord::limits;
 use tether_coord::{ConnId, CoordError, Coordinator, Output, Role};
@@ -27,15 +31,28 @@ pub use traffic::{Traffic, TrafficStats};
 /// Messages queued for one socket before it is considered too slow.
 const OUTBOX: usize = 512;
 
+mod revocation;
+
+pub use revocation::{ClientSession, DELETED, EXPIRED, LOGGED_OUT, Revoked, SUSPENDED, SessionTag};
+
+/// The close code of a connection whose access was revoked (policy violation).
+const CLOSE_REVOKED: u16 = 1008;
+/// The close code of any other close by the server.
+const CLOSE_NORMAL: u16 = 1000;
+
 enum Cmd {
     Send(Response),
-    Close(String),
+    Close { code: u16, reason: String },
 }
 
 struct Inner {
     coord: Coordinator,
     conns: HashMap<ConnId, mpsc::Sender<Cmd>>,
     next_conn: ConnId,
+    /// The session of every user's client connection.
+    sessions: HashMap<ConnId, SessionTag>,
+    /// Connections being revoked, whose close gets [`CLOSE_REVOKED`].
+    revoking: std::collections::HashSet<ConnId>,
 }
 
 /// Shared handle to the coordinator and its sockets.
@@ -45,6 +62,8 @@ pub struct Hub {
     heartbeat: Duration,
     wake: tokio::sync::Notify,
     traffic: Traffic,
+    /// Told every revocation, for [`Hub::until_revoked`].
+    revoked: tokio::sync::broadcast::Sender<revocation::Revoked>,
 }
 
 /// What a served peer did that its endpoint may want to record.
@@ -91,11 +110,14 @@ impl Hub {
                 coord: Coordinator::new(config, derp_map),
                 conns: HashMap::new(),
                 next_conn: 1,
+                sessions: HashMap::new(),
+                revoking: Default::default(),
             }),
             derp,
             heartbeat,
             wake: tokio::sync::Notify::new(),
             traffic: Traffic::default(),
+            revoked: tokio::sync::broadcast::Sender::new(64),
         })
     }
 
@@ -137,8 +159,14 @@ impl Hub {
                     }
                 }
                 Output::Close { conn, reason } => {
+                    inner.sessions.remove(&conn);
+                    let code = if inner.revoking.remove(&conn) {
+                        CLOSE_REVOKED
+                    } else {
+                        CLOSE_NORMAL
+                    };
                     if let Some(tx) = inner.conns.remove(&conn) {
-                        let _ = tx.try_send(Cmd::Close(reason));
+                        let _ = tx.try_send(Cmd::Close { code, reason });
                     }
                 }
             }
@@ -149,8 +177,13 @@ impl Hub {
                     conn,
                     "coordinator peer too slow to read its updates; disconnecting"
                 );
-                let _ = tx.try_send(Cmd::Close("too slow".into()));
+                let _ = tx.try_send(Cmd::Close {
+                    code: CLOSE_NORMAL,
+                    reason: "too slow".into(),
+                });
                 self.traffic.slow();
+                inner.sessions.remove(&conn);
+                inner.revoking.remove(&conn);
                 inner.coord.disconnected(conn, Instant::now());
             }
         }
@@ -161,7 +194,8 @@ impl Hub {
         }
     }
 
-    /// Drives heartbeats: wakes at the coordinator's next deadline (at least once a second).
+    /// Drives heartbeats and session expiry: wakes at the coordinator's next deadline,
+    /// at least once a second, so an expired session's connections end within a second.
     pub async fn run_timers(self: Arc<Self>) {
         loop {
             let deadline = self.read(|c| c.poll_timeout());
@@ -174,12 +208,18 @@ impl Hub {
             // Not through `with`: its wake-up would make this loop spin.
             let mut inner = self.lock();
             inner.coord.handle_timeout(Instant::now());
+            revocation::end_expired(&mut inner, chrono::Utc::now());
             self.flush(&mut inner);
         }
     }
 
-    /// Registers a connection for `role`: its id and the queue of what to send it.
-    fn attach(&self, role: Role) -> Result<(ConnId, mpsc::Receiver<Cmd>), CoordError> {
+    /// Registers a connection for `role` (opened with `session`, for a user's client):
+    /// its id and the queue of what to send it.
+    fn attach(
+        &self,
+        role: Role,
+        session: Option<SessionTag>,
+    ) -> Result<(ConnId, mpsc::Receiver<Cmd>), CoordError> {
         let (tx, rx) = mpsc::channel(OUTBOX);
         let mut inner = self.lock();
         let conn = inner.next_conn;
@@ -188,6 +228,9 @@ impl Hub {
         match inner.coord.connect(conn, role, Instant::now()) {
             Ok(()) => {
                 self.traffic.accepted(&role);
+                if let Some(tag) = session {
+                    inner.sessions.insert(conn, tag);
+                }
                 self.flush(&mut inner);
                 Ok((conn, rx))
             }
@@ -202,6 +245,8 @@ impl Hub {
     fn detach(&self, conn: ConnId) {
         let mut inner = self.lock();
         inner.conns.remove(&conn);
+        inner.sessions.remove(&conn);
+        inner.revoking.remove(&conn);
         inner.coord.disconnected(conn, Instant::now());
         self.flush(&mut inner);
     }
@@ -233,7 +278,7 @@ impl Hub {
     /// the same messages as the WebSocket, as JSON text, with an empty text as the
     /// heartbeat. It lasts until either side drops its half.
     pub fn open_local(self: &Arc<Self>, role: Role) -> Result<LocalLink, CoordError> {
-        let (conn, mut rx) = self.attach(role)?;
+        let (conn, mut rx) = self.attach(role, None)?;
         let (to_node, from_hub) = mpsc::channel::<String>(OUTBOX);
         let (to_hub, mut from_node) = mpsc::channel::<String>(OUTBOX);
         let hub = self.clone();
@@ -259,7 +304,7 @@ impl Hub {
                             }
                             hub.traffic.sent();
                         }
-                        Some(Cmd::Close(reason)) => {
+                        Some(Cmd::Close { reason, .. }) => {
                             tracing::debug!(conn, %reason, "closing the server node's coordination link");
                             break;
                         }
@@ -292,18 +337,27 @@ impl Hub {
         })
     }
 
-    /// Serves one peer's socket until it ends. `on_event` hears when the peer reports a
-    /// new home DERP region and when it leaves (the agent endpoint keeps last-seen records).
+    /// Serves one peer's socket until it ends; a user's client comes with the session
+    /// it was opened with. `on_event` hears when the peer reports a new home DERP region
+    /// and when it leaves (the agent endpoint keeps last-seen records).
     pub async fn serve(
         self: Arc<Self>,
         socket: WebSocket,
         role: Role,
+        session: Option<ClientSession>,
         mut on_event: impl FnMut(PeerEvent) + Send,
     ) {
         let mut relay: Option<u32> = None;
         // Only a node the coordinator takes moves the recorded relay region.
         let own = matches!(role, Role::Agent { .. }).then(|| tailnet_ip(role.id()));
-        let (conn, mut rx) = match self.attach(role) {
+        let tag = session.as_ref().map(|s| s.tag);
+        let attached = self.attach(role, tag);
+        if let (Ok((conn, _)), Some(session)) = (&attached, session) {
+            // A logout between the upgrade's authentication and the attach above found
+            // no connection to end; this check after it closes that gap.
+            self.recheck(*conn, session).await;
+        }
+        let (conn, mut rx) = match attached {
             Ok(attached) => attached,
             Err(e) => {
                 let (mut sink, _) = socket.split();
@@ -332,9 +386,17 @@ impl Hub {
                         }
                         self.traffic.sent();
                     }
-                    Some(Cmd::Close(reason)) => {
-                        tracing::debug!(conn, %reason, "closing coordinator connection");
-                        let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                    Some(Cmd::Close { code, reason }) => {
+                        tracing::debug!(conn, code, %reason, "closing coordinator connection");
+                        let frame = Message::Close(Some(CloseFrame {
+                            code,
+                            reason: close_reason(&reason).into(),
+                        }));
+                        let close = async {
+                            let _ = sink.send(frame).await;
+                            let _ = sink.close().await;
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
                         break;
                     }
                     None => break,
@@ -378,4 +440,13 @@ impl Hub {
     pub fn new_client_id() -> Uuid {
         Uuid::new_v4()
     }
+}
+
+/// `reason` cut to the 123 bytes a close frame holds, at a character boundary.
+fn close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }

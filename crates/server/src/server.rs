@@ -213,6 +213,7 @@ impl Server {
             )),
             node: node.clone(),
             browser_only: config.browser_only,
+            session_duration: config.session_duration,
             agent_versions: Default::default(),
         };
         let conns = listen::conn_table();

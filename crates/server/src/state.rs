@@ -50,6 +50,8 @@ pub struct AppState {
     pub node: Arc<ServerNode>,
     /// Users' tailnet connections are refused; only the browser path works.
     pub browser_only: bool,
+    /// How long a login session lasts.
+    pub session_duration: std::time::Duration,
     /// Each agent's version as it last connected (from its coordination request).
     pub agent_versions: Arc<Mutex<HashMap<uuid::Uuid, String>>>,
 }

@@ -24,7 +24,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::StoreError;
-pub use model::{NewUser, NewWorkspace, User, Workspace};
+pub use model::{
+    NewUser, NewWorkspace, Session, User, UserChange, UserStatus, Workspace, session_id,
+};
 pub use permissions::private_dir;
 
 /// Handle to the database; clones share one connection pool.
@@ -97,6 +99,35 @@ impl Store {
         }
     }
 
+    /// Every user, ordered by username.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.list_users().await,
+        }
+    }
+
+    /// Sets a user's status. Suspending the last active admin is refused
+    /// ([`UserChange::LastAdmin`]), atomically, so two admins suspending each other at
+    /// once cannot leave the server without one. Sessions are not touched here.
+    pub async fn set_user_status(
+        &self,
+        id: Uuid,
+        status: UserStatus,
+    ) -> Result<UserChange, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.set_user_status(id, status).await,
+        }
+    }
+
+    /// Deletes a user and their sessions, unless they own workspaces
+    /// ([`UserChange::HasWorkspaces`]) or are the last active admin, both checked in the
+    /// deleting statement itself.
+    pub async fn delete_user(&self, id: Uuid) -> Result<UserChange, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.delete_user(id).await,
+        }
+    }
+
     /// Finds a user by id.
     pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         match &self.backend {
@@ -117,15 +148,42 @@ impl Store {
         }
     }
 
-    /// The user owning a session that has not expired at `now`, or `None`.
-    /// A hit records `now` as the session's last use.
+    /// The user owning a session that has not expired at `now`, or `None` (also when
+    /// the user is suspended). A hit records `now` as the session's last use.
     pub async fn session_user(
         &self,
         token_hash: [u8; 32],
         now: DateTime<Utc>,
     ) -> Result<Option<User>, StoreError> {
+        Ok(self.session(token_hash, now).await?.map(|(user, _)| user))
+    }
+
+    /// Like [`Store::session_user`], with the session itself (for its expiry).
+    pub async fn session(
+        &self,
+        token_hash: [u8; 32],
+        now: DateTime<Utc>,
+    ) -> Result<Option<(User, Session)>, StoreError> {
         match &self.backend {
-            Backend::Sqlite(db) => db.session_user(token_hash, now).await,
+            Backend::Sqlite(db) => db.session(token_hash, now).await,
+        }
+    }
+
+    /// A user's sessions that have not expired at `now`, newest first.
+    pub async fn sessions_for_user(
+        &self,
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.sessions_for_user(user_id, now).await,
+        }
+    }
+
+    /// Deletes every session of a user; returns how many there were.
+    pub async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.delete_user_sessions(user_id).await,
         }
     }
 

@@ -19,7 +19,9 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use crate::{NewUser, NewWorkspace, StoreError, User, Workspace};
+use crate::{NewUser, NewWorkspace, Session, StoreError, User, UserStatus, Workspace};
+
+mod accounts;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -36,7 +38,7 @@ const UNAVAILABLE_CODES: [i32; 8] = [5, 6, 8, 10, 11, 13, 14, 26];
 /// A session's last use is recorded to this precision.
 const LAST_USED_GRANULARITY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
-const USER_COLUMNS: &str = "id, username, email, is_admin, created_at, password_hash";
+const USER_COLUMNS: &str = "id, username, email, is_admin, created_at, password_hash, status";
 
 /// The workspace columns a [`Workspace`] is built from, owner username joined in.
 macro_rules! workspace_select {
@@ -183,6 +185,7 @@ impl SqliteBackend {
             is_admin: new.is_admin,
             created_at: now_micros(),
             password_hash: new.password_hash,
+            status: UserStatus::Active,
         };
         let sql = if only_if_first {
             "INSERT INTO users (id, username, email, is_admin, created_at, password_hash) \
@@ -307,14 +310,14 @@ impl SqliteBackend {
         }
     }
 
-    pub(crate) async fn session_user(
+    pub(crate) async fn session(
         &self,
         token_hash: [u8; 32],
         now: DateTime<Utc>,
-    ) -> Result<Option<User>, StoreError> {
+    ) -> Result<Option<(User, Session)>, StoreError> {
         let row = sqlx::query(
             "SELECT u.id, u.username, u.email, u.is_admin, u.created_at, u.password_hash, \
-             s.expires_at, s.last_used_at \
+             u.status, s.created_at AS session_created_at, s.expires_at, s.last_used_at \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
         )
         .bind(&token_hash[..])
@@ -330,7 +333,18 @@ impl SqliteBackend {
             return Ok(None);
         }
         let user = user_from_row(&row).map_err(|e| self.err(e))?;
+        if user.status != UserStatus::Active {
+            tracing::debug!(user = %user.username, "session of a suspended user");
+            return Ok(None);
+        }
         let last_used: DateTime<Utc> = row.try_get("last_used_at").map_err(|e| self.err(e))?;
+        let session = Session {
+            token_hash,
+            user_id: user.id,
+            created_at: row.try_get("session_created_at").map_err(|e| self.err(e))?,
+            expires_at,
+            last_used_at: last_used,
+        };
         // Last use is bookkeeping: written at most once per LAST_USED_GRANULARITY, so
         // reads do not turn into writes, and a failed write (a full disk, a locked
         // database) is logged without refusing a session that is valid.
@@ -344,7 +358,7 @@ impl SqliteBackend {
                 tracing::warn!(error = %self.err(e), "could not record the session's last use");
             }
         }
-        Ok(Some(user))
+        Ok(Some((user, session)))
     }
 
     pub(crate) async fn delete_session(&self, token_hash: [u8; 32]) -> Result<(), StoreError> {
@@ -634,6 +648,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         is_admin: row.try_get("is_admin")?,
         created_at: row.try_get("created_at")?,
         password_hash: row.try_get("password_hash")?,
+        status: UserStatus::from_stored(row.try_get("status")?),
     })
 }
 

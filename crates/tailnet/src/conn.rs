@@ -179,6 +179,7 @@ impl Conn {
             direct_off_locally: cfg.disable_direct,
             stun_verdict: Mutex::new(StunVerdict::default()),
             traffic: Default::default(),
+            ended: watch::Sender::new(None),
         });
 
         let node = Node {
@@ -250,6 +251,22 @@ impl Conn {
             .send(CoordCmd::AddTunnel(agent))
             .await
             .map_err(|_| TailnetError::Closed)
+    }
+
+    /// Why the server ended this node's session (logged out, expired, revoked, its user
+    /// suspended or deleted), once it has; every stream has ended then.
+    pub fn session_ended(&self) -> Option<String> {
+        self.shared.ended.borrow().clone()
+    }
+
+    /// Waits until the server ends this node's session; why.
+    pub async fn wait_session_ended(&self) -> String {
+        let mut rx = self.shared.ended.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The sender lives as long as this Conn.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Clients: drops the tunnel to `agent`: the coordinator is told (the agent forgets

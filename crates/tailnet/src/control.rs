@@ -20,7 +20,11 @@
 //!   an agent answers a peer it did not know with `ready_for_handshake`, once the node
 //!   has the peer;
 //! - READY_FOR_HANDSHAKE starts our WireGuard handshake with that peer now;
-//!   DISCONNECTED and LOST forget the peer;
+//!   DISCONNECTED and LOST forget the peer; a DISCONNECTED marked `revoked` (the peer's
+//!   access was taken away) also ends every stream with it;
+//! - `session_ended` (our session was logged out, expired or revoked) forgets every
+//!   peer, ends every stream and closes the session for good, as does a connect refused
+//!   with 401 ([`Session::handle_session_ended`]);
 //! - a pushed DERP map replaces ours; an `error` is logged and changes nothing;
 //! - nothing heard for the welcome's lost-after plus 5 s means the connection is dead;
 //! - a lost connection is re-made at once, a failed connect again after a backoff
@@ -94,6 +98,11 @@ pub enum Event {
     DerpMap(DerpMap),
     /// The coordinator gave us a new id (a client that reconnected).
     IdChanged(Uuid),
+    /// Forget this peer and end every stream with it: its access was revoked.
+    PeerRevoked(Uuid),
+    /// Our session ended, for this reason: forget every peer, end every stream; the
+    /// session is closed and does not reconnect.
+    SessionEnded(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,7 +322,23 @@ impl Session {
             }
             Response::Error { message } => warn!(%message, "the coordinator refused a request"),
             Response::Welcome { .. } => debug!("ignoring a second welcome"),
+            Response::SessionEnded { reason } => self.handle_session_ended(&reason),
         }
+    }
+
+    /// Our session ended (the coordinator said so, or refused to reconnect with 401):
+    /// every peer is forgotten, and the session closes for good without `disconnect`.
+    pub fn handle_session_ended(&mut self, reason: &str) {
+        if self.is_closed() {
+            return;
+        }
+        warn!(%reason, "the server ended this session");
+        self.state = State::Closed;
+        self.node_sent = false;
+        self.transmits.clear();
+        self.peers.clear();
+        self.events
+            .push_back(Event::SessionEnded(reason.to_owned()));
     }
 
     fn handle_update(&mut self, u: PeerUpdate, ready_for: &mut Vec<Uuid>) {
@@ -329,6 +354,11 @@ impl Session {
             PeerUpdateKind::ReadyForHandshake => {
                 debug!(peer = %u.id, "peer ready for handshake");
                 self.events.push_back(Event::Handshake(u.id));
+            }
+            PeerUpdateKind::Disconnected if u.revoked => {
+                info!(peer = %u.id, reason = %u.reason, "peer's access revoked");
+                self.peers.remove(&u.id);
+                self.events.push_back(Event::PeerRevoked(u.id));
             }
             PeerUpdateKind::Disconnected | PeerUpdateKind::Lost => {
                 info!(peer = %u.id, kind = ?u.kind, reason = %u.reason, "peer left");

@@ -67,16 +67,18 @@ pub async fn run(g: &Globals, args: PortForwardArgs) -> Result<()> {
         println!("{}", f.describe());
     }
     println!("Ready!");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        Some(r) = tasks.join_next() => {
-            if let Ok(Err(e)) = r {
-                return Err(e);
-            }
+    let serving = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            Some(r) = tasks.join_next() => match r {
+                Ok(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
         }
-    }
+    };
+    let r = tunnel.until_ended(serving).await;
     tasks.abort_all();
-    Ok(())
+    r
 }
 
 fn bind_error(f: &Forward) -> String {

@@ -105,6 +105,26 @@ impl Tunnel {
         self.conn.wait_session(self.workspace.agent_id, limit).await
     }
 
+    /// Runs `work` until it ends or the server ends this session (logged out, expired,
+    /// revoked, the user suspended or deleted), which is an error naming the reason.
+    pub async fn until_ended<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let r = tokio::select! {
+            r = work => r,
+            reason = self.conn.wait_session_ended() => {
+                bail!("the server ended this session: {reason}")
+            }
+        };
+        // The streams end when the session does (the reason is recorded before they
+        // see it): say why rather than how.
+        match (r, self.conn.session_ended()) {
+            (Err(_), Some(reason)) => bail!("the server ended this session: {reason}"),
+            (r, _) => r,
+        }
+    }
+
     /// Dials a TCP port of the agent.
     pub async fn dial(&self, port: u16) -> Result<TcpStream> {
         let agent = self.workspace.agent_id;
@@ -157,58 +177,61 @@ pub async fn run(g: &Globals, args: SshArgs) -> Result<i32> {
     };
     let tunnel = open_tunnel(g, &name).await?;
     let stream = tunnel.dial(22).await?;
-    let code = if args.stdio {
-        let (rd, mut wr) = tokio::io::split(stream);
-        let (stdin, mut stdout) = stdio_pipes();
-        let mut stdin = tokio::io::BufReader::with_capacity(STDIO_BUFFER, stdin);
-        let mut rd = tokio::io::BufReader::with_capacity(STDIO_BUFFER, rd);
-        let up = async {
-            let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
-        };
-        let down = async {
-            let r = tokio::io::copy_buf(&mut rd, &mut stdout).await;
-            let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
-            r
-        };
-        // The session is over when the agent's side closes; stdin may end first.
-        tokio::pin!(up, down);
-        let mut up_done = false;
-        loop {
-            tokio::select! {
-                () = &mut up, if !up_done => up_done = true,
-                r = &mut down => {
-                    r.context("the SSH stream broke")?;
-                    break;
+    let session = async {
+        Ok(if args.stdio {
+            let (rd, mut wr) = tokio::io::split(stream);
+            let (stdin, mut stdout) = stdio_pipes();
+            let mut stdin = tokio::io::BufReader::with_capacity(STDIO_BUFFER, stdin);
+            let mut rd = tokio::io::BufReader::with_capacity(STDIO_BUFFER, rd);
+            let up = async {
+                let _ = tokio::io::copy_buf(&mut stdin, &mut wr).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            };
+            let down = async {
+                let r = tokio::io::copy_buf(&mut rd, &mut stdout).await;
+                let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+                r
+            };
+            // The session is over when the agent's side closes; stdin may end first.
+            tokio::pin!(up, down);
+            let mut up_done = false;
+            loop {
+                tokio::select! {
+                    () = &mut up, if !up_done => up_done = true,
+                    r = &mut down => {
+                        r.context("the SSH stream broke")?;
+                        break;
+                    }
                 }
             }
-        }
-        0
-    } else {
-        let env = args
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => Ok((k.to_string(), v.to_string())),
-                None => bail!("--env {kv:?} is not KEY=VALUE"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let command = remote_command(&args.command);
-        let tty = args.tty || (command.is_none() && std::io::stdin().is_terminal());
-        let user = std::env::var("USER").unwrap_or_else(|_| "tether".into());
-        crate::sshclient::run(
-            stream,
-            crate::sshclient::SessionOpts {
-                command,
-                env,
-                tty,
-                user,
-                forward_agent,
-                remote_forwards: args.remote_forwards,
-            },
-        )
-        .await?
+            0
+        } else {
+            let env = args
+                .env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok((k.to_string(), v.to_string())),
+                    None => bail!("--env {kv:?} is not KEY=VALUE"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let command = remote_command(&args.command);
+            let tty = args.tty || (command.is_none() && std::io::stdin().is_terminal());
+            let user = std::env::var("USER").unwrap_or_else(|_| "tether".into());
+            crate::sshclient::run(
+                stream,
+                crate::sshclient::SessionOpts {
+                    command,
+                    env,
+                    tty,
+                    user,
+                    forward_agent,
+                    remote_forwards: args.remote_forwards,
+                },
+            )
+            .await?
+        })
     };
+    let code = tunnel.until_ended(session).await?;
     tunnel.conn.close().await;
     Ok(code)
 }

@@ -7,6 +7,7 @@ use tether_proto::derpmap::DerpRegion;
 
 use super::*;
 
+mod revoke;
 mod server;
 
 const USER_A: Uuid = Uuid::from_u128(0xa);

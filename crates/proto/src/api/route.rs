@@ -22,8 +22,14 @@ pub const USERS_LOGIN: &str = "/api/v2/users/login";
 pub const USERS_LOGOUT: &str = "/api/v2/users/logout";
 /// `GET`: the logged-in user.
 pub const USERS_ME: &str = "/api/v2/users/me";
-/// `POST`: create a user (admins only).
+/// `GET`: every user; `POST`: create a user (admins only).
 pub const USERS: &str = "/api/v2/users";
+/// `DELETE`: delete a user (admins only; by username or id).
+pub const USER: &str = "/api/v2/users/{user}";
+/// `PUT`: suspend a user (admins only): no login, their sessions stop working.
+pub const USER_SUSPEND: &str = "/api/v2/users/{user}/status/suspend";
+/// `PUT`: activate a suspended user again (admins only).
+pub const USER_ACTIVATE: &str = "/api/v2/users/{user}/status/activate";
 /// `GET`: the caller's workspaces; `POST`: create one.
 pub const WORKSPACES: &str = "/api/v2/workspaces";
 /// `GET`/`DELETE` one workspace by name: the server's route pattern (see [`workspace`]).
@@ -71,6 +77,11 @@ pub fn coordinate_query() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} cannot be sent as a name in a URL path")]
 pub struct BadSegment(pub String);
+
+/// The path of user `user` ([`USER`] with the username or id filled in).
+pub fn user(user: &str) -> Result<String, BadSegment> {
+    Ok(format!("{USERS}/{}", segment(user)?))
+}
 
 /// The path of the workspace named `name` ([`WORKSPACE`] with the name filled in).
 pub fn workspace(name: &str) -> Result<String, BadSegment> {

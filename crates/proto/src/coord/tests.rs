@@ -168,6 +168,7 @@ fn every_response_has_its_exact_bytes() {
                 updates: vec![
                     PeerUpdate::node(full_node()),
                     PeerUpdate::disconnected(id, "bye"),
+                    PeerUpdate::revoked(id, "logged out"),
                     PeerUpdate::lost(id, "silent"),
                     PeerUpdate::ready_for_handshake(id),
                 ],
@@ -177,6 +178,7 @@ fn every_response_has_its_exact_bytes() {
                     r#"{{"type":"peer_updates","updates":["#,
                     r#"{{"id":"00000000-0000-0000-0000-00000000001a","kind":"NODE","node":{node}}},"#,
                     r#"{{"id":"{ids}","kind":"DISCONNECTED","reason":"bye"}},"#,
+                    r#"{{"id":"{ids}","kind":"DISCONNECTED","reason":"logged out","revoked":true}},"#,
                     r#"{{"id":"{ids}","kind":"LOST","reason":"silent"}},"#,
                     r#"{{"id":"{ids}","kind":"READY_FOR_HANDSHAKE"}}]}}"#
                 ),
@@ -194,11 +196,39 @@ fn every_response_has_its_exact_bytes() {
             },
             r#"{"type":"error","message":"no"}"#.to_owned(),
         ),
+        (
+            Response::SessionEnded {
+                reason: "logged out".into(),
+            },
+            r#"{"type":"session_ended","reason":"logged out"}"#.to_owned(),
+        ),
     ];
     for (resp, want) in cases {
         assert_eq!(serde_json::to_string(&resp).expect("ser"), want);
         assert_eq!(serde_json::from_str::<Response>(&want).expect("de"), resp);
     }
+}
+
+#[test]
+fn revocation_is_understood_by_new_peers_and_harmless_to_old_ones() {
+    let id = Uuid::from_u128(0x2b);
+    // A 1.0 server's DISCONNECTED has no flag: not a revocation.
+    let old =
+        r#"{"id":"00000000-0000-0000-0000-00000000002b","kind":"DISCONNECTED","reason":"bye"}"#;
+    let u: PeerUpdate = serde_json::from_str(old).expect("de");
+    assert_eq!(u, PeerUpdate::disconnected(id, "bye"));
+    assert!(!u.revoked);
+    // A peer that does not know the flag still reads the update as DISCONNECTED.
+    #[derive(serde::Deserialize)]
+    struct OldUpdate {
+        kind: PeerUpdateKind,
+    }
+    let new = serde_json::to_string(&PeerUpdate::revoked(id, "logged out")).expect("ser");
+    let seen: OldUpdate = serde_json::from_str(&new).expect("old de");
+    assert_eq!(seen.kind, PeerUpdateKind::Disconnected);
+    // The flag is only on the wire when set.
+    let plain = serde_json::to_string(&PeerUpdate::disconnected(id, "bye")).expect("ser");
+    assert!(!plain.contains("revoked"), "{plain}");
 }
 
 #[test]
@@ -309,6 +339,7 @@ fn arb_update() -> impl Strategy<Value = PeerUpdate> {
     prop_oneof![
         arb_node().prop_map(PeerUpdate::node),
         (arb_uuid(), ".{0,20}").prop_map(|(id, r)| PeerUpdate::disconnected(id, r)),
+        (arb_uuid(), ".{0,20}").prop_map(|(id, r)| PeerUpdate::revoked(id, r)),
         (arb_uuid(), ".{0,20}").prop_map(|(id, r)| PeerUpdate::lost(id, r)),
         arb_uuid().prop_map(PeerUpdate::ready_for_handshake),
     ]
@@ -328,6 +359,7 @@ fn arb_response() -> impl Strategy<Value = Response> {
             .prop_map(|updates| Response::PeerUpdates { updates }),
         arb_map().prop_map(|derp_map| Response::DerpMap { derp_map }),
         ".{0,40}".prop_map(|message| Response::Error { message }),
+        ".{0,40}".prop_map(|reason| Response::SessionEnded { reason }),
     ]
 }
 

@@ -109,6 +109,8 @@ pub struct Session {
     pub token_hash: [u8; 32],
     /// Where the token came from.
     pub source: TokenSource,
+    /// When the session expires.
+    pub expires_at: chrono::DateTime<Utc>,
 }
 
 impl FromRequestParts<AppState> for Session {
@@ -126,7 +128,7 @@ impl FromRequestParts<AppState> for Session {
             )
         })?;
         let token_hash = secret::hash_token(&token);
-        let Some(user) = state.store.session_user(token_hash, Utc::now()).await? else {
+        let Some((user, session)) = state.store.session(token_hash, Utc::now()).await? else {
             return Err(ApiError::unauthorized(match source {
                 TokenSource::Cookie => "Your session has expired; log in again.",
                 _ => "Your session token is invalid or expired; run `tether login <url>` again.",
@@ -140,6 +142,7 @@ impl FromRequestParts<AppState> for Session {
             user,
             token_hash,
             source,
+            expires_at: session.expires_at,
         })
     }
 }

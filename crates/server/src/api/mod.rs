@@ -9,11 +9,12 @@ pub mod health;
 pub mod names;
 pub mod pty;
 pub mod tailnet;
+pub mod user_admin;
 pub mod users;
 pub mod workspaces;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tether_proto::api::route;
 
 use crate::state::AppState;
@@ -33,7 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route(route::USERS_LOGIN, post(users::login))
         .route(route::USERS_LOGOUT, post(users::logout))
         .route(route::USERS_ME, get(users::me))
-        .route(route::USERS, post(users::create))
+        .route(route::USERS, get(user_admin::list).post(users::create))
+        .route(route::USER, axum::routing::delete(user_admin::delete))
+        .route(route::USER_SUSPEND, put(user_admin::suspend))
+        .route(route::USER_ACTIVATE, put(user_admin::activate))
         .route(
             route::WORKSPACES,
             get(workspaces::list).post(workspaces::create),

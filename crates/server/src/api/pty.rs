@@ -24,8 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::agent::owned_agent;
-use super::auth::SessionUser;
+use super::auth::Session;
 use super::error::ApiError;
+use crate::coordinate::{ClientSession, SessionTag};
 use crate::state::AppState;
 
 /// Largest frame (and message) accepted from the page. The page sends pastes in pieces
@@ -53,6 +54,7 @@ mod code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
+    pub const POLICY: u16 = 1008;
     pub const INVALID: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
@@ -106,21 +108,30 @@ pub fn params(q: &HashMap<String, String>) -> Result<PtyParams, ApiError> {
 /// `GET /api/v2/workspaceagents/{agent_id}/pty?reconnect=&width=&height=[&command=]`.
 pub async fn pty(
     State(state): State<AppState>,
-    SessionUser(user): SessionUser,
+    session: Session,
     Path(agent_id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let user = &session.user;
     let agent = owned_agent(&state, user.id, &agent_id).await?;
     let p = params(&q)?;
     let init = pty::encode_init(p.reconnect, p.height, p.width, &p.command)
         .map_err(|e| ApiError::bad_request(format!("{e}.")))?;
     tracing::debug!(%agent, session = %p.reconnect, user = %user.username, "web terminal opening");
+    let client = ClientSession {
+        tag: SessionTag {
+            user: user.id,
+            token_hash: session.token_hash,
+            expires_at: session.expires_at,
+        },
+        store: state.store.clone(),
+    };
     Ok(ws
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .on_upgrade(move |socket| async move {
-            let (code, reason) = relay(socket, &state, agent, init).await;
+            let (code, reason) = relay(socket, &state, agent, init, client).await;
             tracing::debug!(%agent, code, %reason, "web terminal closed");
         }))
 }
@@ -157,8 +168,15 @@ fn for_agent(frame: &[u8]) -> Result<Option<Vec<u8>>, String> {
         .map_err(|e| format!("input frame: {e}"))
 }
 
-/// Runs one terminal connection to its end; returns how it was closed.
-async fn relay(socket: WebSocket, state: &AppState, agent: Uuid, init: Vec<u8>) -> (u16, String) {
+/// Runs one terminal connection to its end (at the latest when `session` is revoked or
+/// expires); returns how it was closed.
+async fn relay(
+    socket: WebSocket,
+    state: &AppState,
+    agent: Uuid,
+    init: Vec<u8>,
+    session: ClientSession,
+) -> (u16, String) {
     let (mut tx, mut rx) = socket.split();
     if state.hub.read(|c| c.agent_status(agent).is_none()) {
         let reason = "agent is not connected".to_string();
@@ -193,8 +211,12 @@ async fn relay(socket: WebSocket, state: &AppState, agent: Uuid, init: Vec<u8>) 
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut awaiting_pong = false;
+    let revoked = state.hub.until_revoked(session);
+    tokio::pin!(revoked);
     let (code, reason) = loop {
         tokio::select! {
+            // The terminal session on the agent lives on, for a reattach with a valid one.
+            why = &mut revoked => break (code::POLICY, why.to_string()),
             n = rd.read(&mut buf) => match n {
                 Ok(0) => break (code::NORMAL, "process exited".to_string()),
                 Ok(n) => {

@@ -14,9 +14,9 @@ use tether_proto::api::{BROWSER_ONLY_MESSAGE, ConnectionInfo, route};
 use tether_proto::coord as proto;
 use tether_proto::derpmap::DerpMap;
 
-use super::auth::{AgentAuth, SessionUser};
+use super::auth::{AgentAuth, Session, SessionUser};
 use super::error::ApiError;
-use crate::coordinate::{Hub, PeerEvent};
+use crate::coordinate::{ClientSession, Hub, PeerEvent, SessionTag};
 use crate::state::AppState;
 
 /// `GET /api/v2/derp-map`: the effective map.
@@ -75,10 +75,10 @@ fn limit(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 }
 
 /// `GET /api/v2/tailnet/coordinate?version=1.0` (WebSocket): a client's coordination
-/// (409 when browser-only).
+/// (409 when browser-only), lasting as long as the session it was opened with.
 pub async fn client_coordinate(
     State(state): State<AppState>,
-    SessionUser(user): SessionUser,
+    session: Session,
     Query(q): Query<HashMap<String, String>>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -88,10 +88,18 @@ pub async fn client_coordinate(
     let hub = state.hub.clone();
     let role = Role::Client {
         id: Hub::new_client_id(),
-        user: user.id,
+        user: session.user.id,
+    };
+    let session = ClientSession {
+        tag: SessionTag {
+            user: session.user.id,
+            token_hash: session.token_hash,
+            expires_at: session.expires_at,
+        },
+        store: state.store.clone(),
     };
     Ok(ws.on_upgrade(move |socket| async move {
-        hub.serve(socket, role, |_| {}).await;
+        hub.serve(socket, role, Some(session), |_| {}).await;
     }))
 }
 
@@ -136,7 +144,7 @@ pub async fn agent_coordinate(
     Ok(ws.on_upgrade(move |socket| async move {
         let name = ws_row.name.clone();
         let owner = ws_row.owner_username.clone();
-        hub.serve(socket, Role::Agent { id: agent_id }, move |event| {
+        hub.serve(socket, Role::Agent { id: agent_id }, None, move |event| {
             let (relay, left) = match event {
                 PeerEvent::Relay(r) => (Some(r), false),
                 PeerEvent::Left { relay } => (relay, true),

@@ -13,16 +13,15 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
-use tether_proto::api::{BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User};
+use tether_proto::api::{
+    BrowserSession, CreateUserRequest, LoginRequest, LoginResponse, User, UserStatus,
+};
 use tether_store::{NewUser, secret};
 
 use super::auth::{AdminUser, SESSION_COOKIE, Session, SessionUser};
 use super::error::{ApiError, ApiJson};
 use super::names;
 use crate::state::AppState;
-
-/// How long a session token lives.
-pub const SESSION_LIFETIME_DAYS: i64 = 30;
 
 /// The API view of a stored user.
 pub fn to_api(u: &tether_store::User) -> User {
@@ -32,6 +31,10 @@ pub fn to_api(u: &tether_store::User) -> User {
         email: u.email.clone(),
         is_admin: u.is_admin,
         created_at: u.created_at,
+        status: match u.status {
+            tether_store::UserStatus::Active => UserStatus::Active,
+            tether_store::UserStatus::Suspended => UserStatus::Suspended,
+        },
     }
 }
 
@@ -85,7 +88,10 @@ async fn new_session(
     user: &tether_store::User,
 ) -> Result<LoginResponse, ApiError> {
     let token = secret::new_token();
-    let expires_at = Utc::now() + Duration::days(SESSION_LIFETIME_DAYS);
+    let lifetime = Duration::from_std(state.session_duration).unwrap_or(Duration::MAX);
+    let expires_at = Utc::now()
+        .checked_add_signed(lifetime)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     state
         .store
         .create_session(user.id, secret::hash_token(&token), expires_at)
@@ -209,6 +215,13 @@ pub async fn login(
         .check_login(source, &account, req.password, hash)
         .await?;
     match user {
+        // Only who knows the password learns that the account is suspended.
+        Some(user) if ok && user.status == tether_store::UserStatus::Suspended => {
+            tracing::info!(user = %user.username, "login of a suspended user refused");
+            Err(ApiError::unauthorized(
+                "Your account is suspended; ask an admin to activate it.",
+            ))
+        }
         Some(user) if ok => {
             let session = new_session(&state, &user).await?;
             session_response(&state, StatusCode::OK, session, set_cookie)
@@ -233,15 +246,19 @@ impl FromRequestParts<AppState> for LogoutSession {
     }
 }
 
-/// `POST /api/v2/users/logout`: revokes the session presented (cookie or header) and
-/// clears the cookie. Logging out of a session that is already gone (expired, revoked,
-/// or never sent) succeeds too, so a stale page can always log out.
+/// `POST /api/v2/users/logout`: revokes the session presented (cookie or header), ends
+/// the coordinator connections opened with it, and clears the cookie. Logging out of a
+/// session that is already gone (expired, revoked, or never sent) succeeds too, so a
+/// stale page can always log out.
 pub async fn logout(
     State(state): State<AppState>,
     LogoutSession(session): LogoutSession,
 ) -> Result<Response, ApiError> {
     if let Some(session) = session {
         state.store.delete_session(session.token_hash).await?;
+        state
+            .hub
+            .end_session(session.token_hash, crate::coordinate::LOGGED_OUT);
     }
     let clear = [(header::SET_COOKIE, session_cookie(&state, "", 0)?)];
     Ok((StatusCode::NO_CONTENT, clear).into_response())

@@ -264,6 +264,11 @@ pub(super) async fn run(
                                 session.handle_connected(now(), welcome);
                                 ws = Some(socket);
                             }
+                            // The token no longer works: the session ended while we
+                            // were away, and retrying cannot help.
+                            Err(TailnetError::Refused { status: 401, .. }) => {
+                                session.handle_session_ended("the session token is no longer valid");
+                            }
                             Err(e) => session.handle_connect_failed(now(), &e.to_string()),
                         }
                     }
@@ -321,6 +326,15 @@ fn apply_events(shared: &Shared, session: &mut Session) {
             }
             Event::Handshake(id) => {
                 shared.lock().initiate_handshake(id, t);
+                peers_changed = true;
+            }
+            Event::PeerRevoked(id) => {
+                shared.lock().revoke_peer(id);
+                peers_changed = true;
+            }
+            Event::SessionEnded(reason) => {
+                shared.lock().end_all();
+                shared.end(reason);
                 peers_changed = true;
             }
             Event::DerpMap(map) => *shared.derp_map() = map,

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub(super) stun_verdict: Mutex<StunVerdict>,
     /// Datagrams and bytes by kind of path.
     pub(super) traffic: TrafficCounters,
+    /// Why the server ended our session, once it has.
+    pub(super) ended: watch::Sender<Option<String>>,
 }
 
 impl Shared {
@@ -96,6 +98,11 @@ impl Shared {
 
     pub(super) fn derp_map(&self) -> MutexGuard<'_, DerpMap> {
         self.derp_map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The server ended our session: whoever waits for it hears why.
+    pub(super) fn end(&self, reason: String) {
+        self.ended.send_replace(Some(reason));
     }
 
     pub(super) fn id(&self) -> MutexGuard<'_, Uuid> {

@@ -427,3 +427,68 @@ fn close_says_disconnect_once_and_ends_everything() {
     s.close();
     assert_eq!(transmits(&mut s), vec![]);
 }
+
+#[test]
+fn a_revoked_peer_is_forgotten_with_its_streams() {
+    let t0 = epoch();
+    let mut s = session(true, t0);
+    s.handle_text(t0, &updates(vec![PeerUpdate::node(node(2))]));
+    let _ = events(&mut s);
+    let _ = transmits(&mut s);
+    s.handle_text(
+        t0,
+        &updates(vec![
+            PeerUpdate::revoked(id(2), "logged out"),
+            PeerUpdate::disconnected(id(3), "left"),
+        ]),
+    );
+    assert_eq!(
+        events(&mut s),
+        vec![Event::PeerRevoked(id(2)), Event::PeerGone(id(3))]
+    );
+    assert!(s.is_connected());
+}
+
+#[test]
+fn session_ended_forgets_everything_and_never_reconnects() {
+    let t0 = epoch();
+    let mut s = session(false, t0);
+    s.add_tunnel(id(2));
+    s.handle_text(t0, &updates(vec![PeerUpdate::node(node(2))]));
+    let _ = events(&mut s);
+    let _ = transmits(&mut s);
+    let ended = serde_json::to_string(&Response::SessionEnded {
+        reason: "logged out".into(),
+    })
+    .unwrap();
+    s.handle_text(t0, &ended);
+    assert_eq!(
+        events(&mut s),
+        vec![Event::SessionEnded("logged out".into())]
+    );
+    assert!(s.is_closed());
+    assert_eq!(s.poll_timeout(), None);
+    // The close that follows changes nothing: no reconnect, no disconnect sent.
+    s.handle_lost(t0, "closed by the server");
+    s.close();
+    assert!(!s.connect_due(t0 + Duration::from_secs(60)));
+    assert_eq!(transmits(&mut s), vec![]);
+    s.handle_session_ended("again");
+    assert_eq!(events(&mut s), vec![]);
+}
+
+#[test]
+fn a_reconnect_refused_as_unauthorised_ends_the_session() {
+    let t0 = epoch();
+    let mut s = session(false, t0);
+    s.handle_lost(t0, "closed by the server");
+    assert!(s.connect_due(t0));
+    s.handle_session_ended("the session token is no longer valid");
+    assert_eq!(
+        events(&mut s),
+        vec![Event::SessionEnded(
+            "the session token is no longer valid".into()
+        )]
+    );
+    assert!(s.is_closed() && !s.connect_due(t0 + Duration::from_secs(60)));
+}

@@ -240,6 +240,34 @@ impl Core {
         p.pathsel.set_endpoints(now, eps);
     }
 
+    /// Forgets a peer whose access was revoked, and resets every TCP connection with it
+    /// first (its streams end instead of stalling). Returns whether it was known.
+    pub fn revoke_peer(&mut self, id: Uuid) -> bool {
+        let Some(addresses) = self.peers.get(&id).map(|p| p.cfg.addresses.clone()) else {
+            return false;
+        };
+        let reset = self
+            .netstack
+            .reset_connections(|ip| addresses.contains(&ip));
+        info!(peer = %id, connections = reset, "peer's access revoked; its connections reset");
+        self.remove_peer(id)
+    }
+
+    /// Our own access ended (the coordinator ended our session): every TCP connection
+    /// is reset and every peer forgotten.
+    pub fn end_all(&mut self) {
+        let reset = self.netstack.reset_connections(|_| true);
+        let peers: Vec<Uuid> = self.peers.keys().copied().collect();
+        info!(
+            peers = peers.len(),
+            connections = reset,
+            "tailnet session ended; every peer forgotten"
+        );
+        for id in peers {
+            self.remove_peer(id);
+        }
+    }
+
     /// Forgets a peer and its tunnel. Returns whether it was known.
     pub fn remove_peer(&mut self, id: Uuid) -> bool {
         let Some(p) = self.peers.remove(&id) else {

@@ -299,6 +299,26 @@ impl Netstack {
         })
     }
 
+    /// Resets (RST) every TCP connection whose remote address `to` picks: the peer's
+    /// access was revoked, so what it had open ends now rather than at a timeout. Their
+    /// readers and writers see the end at the next [`Netstack::poll`]. Returns how many.
+    pub fn reset_connections(&mut self, to: impl Fn(std::net::Ipv6Addr) -> bool) -> usize {
+        let mut reset = 0;
+        for (_, socket) in self.sockets.iter_mut() {
+            let Some(s) = tcp::Socket::downcast_mut(socket) else {
+                continue;
+            };
+            let remote = s.remote_endpoint().and_then(v6);
+            if remote.is_some_and(|r| to(*r.ip()))
+                && !matches!(s.state(), tcp::State::Closed | tcp::State::Listen)
+            {
+                s.abort();
+                reset += 1;
+            }
+        }
+        reset
+    }
+
     /// Sends a FIN on `h` once its buffered data is out; reading goes on.
     pub fn tcp_shutdown(&mut self, h: TcpHandle) {
         self.tcp_socket(h).close();

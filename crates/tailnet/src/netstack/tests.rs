@@ -171,6 +171,42 @@ fn data_nobody_will_read_resets_the_connection() {
     }
 }
 
+/// Resetting a revoked peer's connections ends exactly those, at once: a waiting
+/// reader is woken and reads the end, a writer gets an error; others stay open.
+#[test]
+fn resetting_a_peers_connections_ends_only_those() {
+    let now = Instant::now();
+    let (mut a, mut b, _c, r) = connected(now);
+    let mut other = Netstack::new(ip(3), now, 3);
+    b.tcp_listen(8).unwrap();
+    let c3 = other
+        .tcp_connect(SocketAddrV6::new(ip(2), 8, 0, 0))
+        .unwrap();
+    pump(&mut other, &mut b, now);
+    let r3 = b.tcp_accept(AcceptKey::Port(8), None).unwrap().handle;
+    assert_eq!(b.tcp_state(r3), TcpState::Established);
+    let (count, waker) = CountingWaker::new();
+    b.wait_recv(r, &waker);
+
+    assert_eq!(b.reset_connections(|peer| peer == ip(1)), 1);
+    b.poll(now);
+    assert_eq!(count.count(), 1, "the waiting reader was not woken");
+    assert_eq!(b.tcp_state(r), TcpState::Closed);
+    let mut buf = [0u8; 8];
+    assert_eq!(b.tcp_read(r, &mut buf).unwrap_or(0), 0);
+    assert!(
+        b.tcp_write(r, b"x").is_err(),
+        "a reset connection took data"
+    );
+    assert_eq!(b.tcp_state(r3), TcpState::Established);
+    other.tcp_write(c3, b"still").unwrap();
+    pump(&mut other, &mut b, now);
+    assert_eq!(b.tcp_read(r3, &mut buf).unwrap(), 5);
+    // Nothing is left to reset for that peer.
+    assert_eq!(b.reset_connections(|peer| peer == ip(1)), 0);
+    drop(a.pop_outbound());
+}
+
 /// A receiver whose application drains part of its buffer tells the sender at once,
 /// where smoltcp alone waits until its window has doubled.
 #[test]
