@@ -30,25 +30,40 @@ function killAll(signal) {
   }
 }
 
-/** Ends every process this run started and removes the scratch directory. */
-export async function cleanup() {
-  const b = browser;
-  browser = null;
-  await Promise.race([b?.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
-  killAll("SIGTERM");
-  const deadline = Date.now() + 3000;
-  while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
+function removeScratch() {
+  try {
+    rmSync(scratch, { recursive: true, force: true, maxRetries: 3 });
+  } catch (e) {
+    console.error(`could not remove ${scratch}: ${e.message}`);
   }
-  killAll("SIGKILL");
-  rmSync(scratch, { recursive: true, force: true });
+}
+
+let cleaning = null;
+
+/**
+ * Ends every process this run started (Chromium first, so it stops writing its profile)
+ * and removes the scratch directory. Safe to call more than once: every caller waits
+ * for the same cleanup.
+ */
+export function cleanup() {
+  cleaning ??= (async () => {
+    await Promise.race([browser?.close().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+    killAll("SIGTERM");
+    const deadline = Date.now() + 3000;
+    while (children.some((c) => c.exitCode === null && c.signalCode === null) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    killAll("SIGKILL");
+    removeScratch();
+  })();
+  return cleaning;
 }
 
 // Whatever happens (an exception, the bound, Ctrl-C), nothing is left behind: `exit`
 // handlers may only do synchronous work, which killing and removing are.
 process.on("exit", () => {
   killAll("SIGKILL");
-  rmSync(scratch, { recursive: true, force: true });
+  removeScratch();
 });
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
 
@@ -152,11 +167,11 @@ export async function launchBrowser(viewport = { width: 1200, height: 760 }) {
   return browser;
 }
 
-/** Saves a PNG of `page` as `out/NAME.png`. */
-export async function shot(page, name) {
+/** Saves a PNG of `page` (the viewport, or the whole page) as `out/NAME.png`. */
+export async function shot(page, name, { fullPage = false } = {}) {
   mkdirSync(out, { recursive: true });
   const path = join(out, `${name}.png`);
-  await page.screenshot({ path });
+  await page.screenshot({ path, fullPage });
   console.log(`  saved ${path}`);
 }
 

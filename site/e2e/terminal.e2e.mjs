@@ -101,7 +101,7 @@ try {
     await page.waitForURL(/\/@alice\/dev\/terminal\?reconnect=[0-9a-f-]{36}/);
     await connected("the terminal connects");
     // The shell's prompt (`$` or `#` last): typing before it would echo twice.
-    await seeLine(/[$#]$/, 30_000);
+    await seeLine(/[$#] ?$/, 30_000);
   });
   const reconnectId = new URL(page.url()).searchParams.get("reconnect");
 
@@ -184,8 +184,16 @@ try {
     await page.waitForSelector('.terminal-status:has-text("Disconnected")');
   });
 
-  await step("the health page renders", async () => {
+  await step("the dashboard shows how the server reaches the agent", async () => {
     await page.setViewportSize({ width: 1200, height: 760 });
+    await page.goto(url);
+    const cell = 'tr[data-workspace="dev"] td:nth-child(5)';
+    await page.waitForFunction((sel) => /p2p|DERP/.test(document.querySelector(sel)?.textContent ?? ""), cell);
+    console.log(`  server path: ${await page.innerText(cell)}`);
+    await shot(page, "dashboard-server-path");
+  });
+
+  await step("the health page renders", async () => {
     await page.goto(`${url}/health`);
     await page.waitForSelector("section[data-section]");
     const sections = await page.$$eval("section[data-section]", (ss) => ss.map((s) => s.getAttribute("data-section")));
@@ -193,7 +201,11 @@ try {
       if (!sections.includes(want)) throw new Error(`no ${want} section on the health page: ${sections.join(", ")}`);
     }
     console.log(`  sections: ${sections.join(", ")}`);
-    await shot(page, "health");
+    await page.click('section[data-section="server_tailnet"] summary');
+    // The server ⇄ agent path of the one agent, in the details' table.
+    const tailnet = await page.innerText('section[data-section="server_tailnet"]');
+    if (!/tunnels to 1 agent/.test(tailnet) || !/\t(p2p|derp)\t/i.test(tailnet)) throw new Error(`the server tailnet section shows no agent path:\n${tailnet}`);
+    await shot(page, "health", { fullPage: true });
   });
 
   if (problems.length) throw new Error(`the page had problems:\n${problems.join("\n")}`);

@@ -168,7 +168,6 @@ export function terminal(root: HTMLElement, ctx: PageContext, owner: string, nam
     const pty = new ReconnectingPty({
       url: (cols, rows) => ptyUrl(location, ws.agent_id, { reconnect: params.reconnect, cols, rows, command: params.command }),
       size: () => ({ cols: term.cols, rows: term.rows }),
-      screen: () => term.buffer.active.type,
       connect: (url) => new WebSocket(url),
       onOutput: (bytes) => term.write(bytes),
       // A reattach starts with the agent's repaint of the screen: draw it on a clean one.
