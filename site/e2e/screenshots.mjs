@@ -1,79 +1,23 @@
 // Screenshots of the dashboard against a real `tether server` and `tether agent`, in
 // Debian's Chromium driven by playwright-core (no browser download).
 //
-//   node e2e/screenshots.mjs [path/to/tether]     (default: ../target/debug/tether)
+//   TETHER_BIN=path/to/tether npm run screenshots   (default: ../target/debug/tether)
 //
 // Starts a server on a free loopback port with a fresh data dir, goes through first-user
 // setup in the page, creates a workspace, starts its agent, and saves PNGs of each page
-// into e2e/out/. Fails on any page error, console error or CSP violation.
+// into $E2E_OUT (default e2e/out/). Fails on any page error, console error or CSP
+// violation. The terminal's error paths run against a stand-in for the /pty endpoint;
+// terminal.e2e.mjs drives the real one.
 
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { bound, cleanup, dumpLogs, launchBrowser, out, shot as save, start, startServer } from "./harness.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const bin = resolve(process.argv[2] ?? join(here, "..", "..", "target", "debug", "tether"));
-const out = join(here, "out");
-mkdirSync(out, { recursive: true });
-const scratch = mkdtempSync(join(tmpdir(), "tether-shots-"));
-const children = [];
-
-function start(args, onLine) {
-  const child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TETHER_LOG: "info" } });
-  children.push(child);
-  let buf = "";
-  child.stdout.on("data", (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      onLine?.(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  child.stderr.on("data", (d) => process.stderr.write(`[${args[0]}] ${d}`));
-  return child;
-}
-
-function startServer() {
-  return new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error("the server did not start within 30 s")), 30_000);
-    let url = null;
-    start(
-      ["server", "--http-address", "127.0.0.1:0", "--stun-address", "127.0.0.1:0", "--data-dir", join(scratch, "data")],
-      (line) => {
-        const m = line.match(/^tether server listening on (http:\/\/\S+)/);
-        if (m) url = m[1];
-        if (url && line.includes("tether login")) {
-          clearTimeout(timer);
-          ok(url);
-        }
-      },
-    ).on("exit", (code) => fail(new Error(`the server exited (${code})`)));
-  });
-}
+bound(Number(process.env.E2E_TIMEOUT_MS || 180_000));
 
 const problems = [];
-let browser;
 try {
   const url = await startServer();
   console.log(`server at ${url}`);
-  // A fresh profile each run (playwright passes it as --user-data-dir).
-  browser = await chromium.launchPersistentContext(join(scratch, "chromium"), {
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    viewport: { width: 1200, height: 760 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+  const browser = await launchBrowser();
   const page = browser.pages()[0] ?? (await browser.newPage());
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("console", (m) => {
@@ -81,8 +25,7 @@ try {
   });
   const shot = async (name) => {
     await page.waitForTimeout(300);
-    await page.screenshot({ path: join(out, `${name}.png`) });
-    console.log(`saved ${name}.png (${page.url()})`);
+    await save(page, name);
   };
 
   // A new server sends the visitor to first-user setup.
@@ -117,7 +60,7 @@ try {
   await page.evaluate(async () => {
     await fetch("/api/v2/workspaces", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: "idle" }) });
   });
-  start(["agent", "--url", url, "--token", created.body.agent_token]);
+  start("agent", ["agent", "--url", url], { env: { TETHER_AGENT_TOKEN: created.body.agent_token } });
   await page.waitForSelector('tr[data-workspace="dev"] .badge-ok', { timeout: 30_000 });
   await shot("workspaces");
 
@@ -151,7 +94,7 @@ try {
     status: document.querySelector(".terminal-status")?.textContent,
   }));
   console.log(`terminal: ${JSON.stringify(state)}`);
-  await shot("terminal");
+  await shot("terminal-opened");
 
   await page.goto(`${url}/@alice/idle/terminal`);
   await page.waitForSelector("text=is not connected");
@@ -232,11 +175,11 @@ try {
   await page.waitForSelector('tr[data-workspace="dev"]');
 } catch (e) {
   problems.push(`failed: ${e instanceof Error ? e.stack : e}`);
+  dumpLogs();
 } finally {
-  await browser?.close();
-  for (const c of children) c.kill();
-  rmSync(scratch, { recursive: true, force: true });
+  await cleanup();
 }
+console.log(`screenshots in ${out}`);
 
 // Chromium logs every 4xx answer as a console error; the API's 401s and 404s are part
 // of the flow (who am I, is there a first user, an unknown workspace, a server without

@@ -16,6 +16,7 @@ const WORDS: Record<string, string> = {
   id: "ID",
   url: "URL",
   ms: "ms",
+  ip: "IP",
   ipv4: "IPv4",
   ipv6: "IPv6",
 };

@@ -1,7 +1,7 @@
 //! Coder's CLI details against a real server on loopback: `tether list -c` choosing
 //! columns (an unknown one named with the valid ones), `config-ssh -o` options in the Host
 //! block that OpenSSH then uses, and the agent token kept off the agent's command line
-//! (`TETHER_AGENT_TOKEN`, `--token-file`).
+//! (`TETHER_AGENT_TOKEN`, `--token-file`); a bad `--terminal-idle-timeout` is refused.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
@@ -189,5 +189,32 @@ fn the_agent_takes_its_token_from_the_environment_or_a_file() {
         let out = run_with_input(cmd, b"", Duration::from_secs(10));
         assert_ne!(out.code, 0);
         assert!(out.stderr.contains(want), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_bad_terminal_idle_timeout_is_a_sentence() {
+    for (value, want) in [
+        ("soon", "is not a duration like 5s or 500ms"),
+        ("0s", "must be more than 0"),
+    ] {
+        let mut cmd = Command::new(TETHER.bin());
+        cmd.args([
+            "agent",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--terminal-idle-timeout",
+            value,
+        ]);
+        let out = run_with_input(cmd, b"", Duration::from_secs(10));
+        assert_ne!(out.code, 0, "{value}");
+        assert!(out.stderr.contains(want), "{value}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("--terminal-idle-timeout"),
+            "{}",
+            out.stderr
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! binary (server and agent on loopback), driven by a WebSocket client as the dashboard
 //! drives it: `/api/v2/workspaceagents/{id}/pty` (resize, input, 10 MB of output with a
 //! matching checksum, two clients on one session, reattach with the screen's repaint,
-//! the end of the process, bad frames, who may connect), listening ports, the server's
-//! path in the workspace JSON, its idle tunnels, and `tether show`.
+//! reattach after a minute away, expiry after the agent's idle timeout (2 s here), the
+//! end of the process, bad frames, who may connect), listening ports, the server's path
+//! in the workspace JSON, its idle tunnels, and `tether show`.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
@@ -186,6 +187,20 @@ fn workspace_json(cfg: &std::path::Path, name: &str) -> Value {
 
 fn fixture(extra: &[&str]) -> Fixture {
     let (srv, cfg, agent) = TETHER.dev_workspace(extra);
+    fixture_of(srv, cfg, agent)
+}
+
+/// Like [`fixture`], with `agent_flags` on the agent's command line.
+fn fixture_with_agent(agent_flags: &[&str]) -> Fixture {
+    let srv = TestServer::start(&[]);
+    let cfg = TETHER.first_user(&srv);
+    let agent_token = TETHER.create_workspace(&cfg, "dev");
+    let agent = TETHER.agent_with(&srv.url, &agent_token, agent_flags);
+    TETHER.wait_connected(&cfg, "dev", Duration::from_secs(20));
+    fixture_of(srv, cfg, agent)
+}
+
+fn fixture_of(srv: TestServer, cfg: std::path::PathBuf, agent: AgentProcess) -> Fixture {
     let token = session_token(&cfg);
     let agent_id = workspace_json(&cfg, "dev")["agent_id"]
         .as_str()
@@ -255,6 +270,89 @@ async fn resize_input_two_clients_reattach_and_exit() {
     assert_eq!(u16::from(frame.code), 1000);
     assert_eq!(frame.reason.as_str(), "process exited");
     drop(f.agent);
+}
+
+/// The shell's pid, from `echo` of `$$` between two markers (`tag` keeps it apart from
+/// the echoed command line).
+async fn shell_pid(t: &mut Term, tag: &str) -> u32 {
+    let from = t.out.len();
+    t.type_line(&format!("echo {tag}-pid=$$=")).await;
+    let needle = format!("{tag}-pid=");
+    // The echoed command line holds `$$`, the output the digits.
+    let mut at = from;
+    loop {
+        at = t.wait_for(&needle, at, Duration::from_secs(20)).await;
+        t.wait_for("=", at, Duration::from_secs(20)).await;
+        let rest = String::from_utf8_lossy(&t.out[at..]).into_owned();
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if !digits.is_empty() && rest[digits.len()..].starts_with('=') {
+            return digits.parse().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_left_for_a_minute_reattaches_to_the_same_shell() {
+    let f = fixture(&[]);
+    let session = Uuid::new_v4();
+    let mut a = Term::open(&f.srv.url, &f.token, f.agent_id, session).await;
+    a.type_line("export MARK=x1; echo before-$((20+1))").await;
+    a.wait_for("before-21", 0, Duration::from_secs(30)).await;
+    let pid = shell_pid(&mut a, "a").await;
+    a.leave().await;
+
+    // The browser is gone for a minute (the agent keeps the session 5).
+    tokio::time::sleep(Duration::from_secs(61)).await;
+
+    let mut b = Term::open(&f.srv.url, &f.token, f.agent_id, session).await;
+    // The repaint holds what was on screen a minute ago.
+    b.wait_for("before-21", 0, Duration::from_secs(20)).await;
+    let from = b.out.len();
+    b.type_line("echo mark-is-$MARK").await;
+    b.wait_for("mark-is-x1", from, Duration::from_secs(20))
+        .await;
+    assert_eq!(shell_pid(&mut b, "b").await, pid, "another shell");
+    b.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_left_for_the_idle_timeout_ends_and_its_id_starts_afresh() {
+    let f = fixture_with_agent(&["--terminal-idle-timeout", "2s"]);
+    let session = Uuid::new_v4();
+    let mut a = Term::open(&f.srv.url, &f.token, f.agent_id, session).await;
+    a.type_line("export MARK=x1; echo before-$((20+1))").await;
+    a.wait_for("before-21", 0, Duration::from_secs(30)).await;
+    let pid = shell_pid(&mut a, "a").await;
+
+    // Attached, the session outlives its idle timeout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = a.out.len();
+    a.type_line("echo still-$((1+1))").await;
+    a.wait_for("still-2", from, Duration::from_secs(20)).await;
+    a.leave().await;
+
+    // Left alone, it ends: the agent hangs up its shell (the agent runs here, so the
+    // shell's pid is visible).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the shell {pid} outlived the idle timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The same id now starts a new shell: no old screen, no MARK.
+    let mut b = Term::open(&f.srv.url, &f.token, f.agent_id, session).await;
+    b.type_line("echo mark-is-[$MARK]").await;
+    b.wait_for("mark-is-[]", 0, Duration::from_secs(30)).await;
+    assert!(
+        find(&b.out, b"before-21").is_none(),
+        "the old screen came back: {:?}",
+        String::from_utf8_lossy(&b.out)
+    );
+    assert_ne!(shell_pid(&mut b, "b").await, pid);
+    b.leave().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

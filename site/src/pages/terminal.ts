@@ -30,6 +30,10 @@ export interface TerminalProbe {
   text(): string;
   /** The connection state. */
   state(): PtyStatus["state"];
+  /** The terminal's size in cells. */
+  size(): { cols: number; rows: number };
+  /** Which screen is shown: full-screen programs switch to the alternate one. */
+  screen(): "normal" | "alternate";
   /** Which renderer draws the terminal. */
   renderer: "webgl" | "dom";
 }
@@ -300,6 +304,8 @@ export function terminal(root: HTMLElement, ctx: PageContext, owner: string, nam
         return lines.join("\n").replace(/\n+$/, "");
       },
       state: () => pty.current.state,
+      size: () => ({ cols: term.cols, rows: term.rows }),
+      screen: () => term.buffer.active.type,
       get renderer() {
         return renderer;
       },

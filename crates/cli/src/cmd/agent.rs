@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// unless set. Keep it on a private address (e.g. 127.0.0.1:9101).
     #[arg(long, env = "TETHER_AGENT_PROMETHEUS_ADDRESS")]
     pub prometheus_address: Option<SocketAddr>,
+    /// A web terminal session with no browser attached ends after this long (`5m`,
+    /// `90s`, `500ms`).
+    #[arg(long, env = "TETHER_AGENT_TERMINAL_IDLE_TIMEOUT", default_value = "5m", value_parser = crate::cmd::ping::parse_duration)]
+    pub terminal_idle_timeout: Duration,
 }
 
 impl AgentArgs {
@@ -71,7 +75,13 @@ pub async fn run(args: AgentArgs, headers: reqwest::header::HeaderMap) -> Result
     // One host key and one set of web terminal sessions for the life of the process,
     // across reconnects.
     let ssh = SshServer::new()?;
-    let terminals = ReconnectingPty::new(User::current(), Default::default());
+    let terminals = ReconnectingPty::new(
+        User::current(),
+        tether_agent::reconnecting_pty::Config {
+            idle_timeout: args.terminal_idle_timeout,
+            ..Default::default()
+        },
+    );
     let metrics = AgentMetrics::new(ssh.clone(), terminals.clone());
     // Bound before joining, so a taken port fails the start; served for the agent's life.
     let _metrics_task = match args.prometheus_address {
