@@ -18,7 +18,9 @@ use url::Url;
 
 use crate::config::{Config, StunListen};
 use crate::state::{AppState, DerpMapStatus, StunInfo};
-use crate::{StartError, api, coordinate, derpmap, listen, metrics, node, passwords, site};
+use crate::{
+    StartError, allowed_hosts, api, coordinate, derpmap, listen, metrics, node, passwords, site,
+};
 
 /// Key under which the relay's private key is kept in the store (shared by replicas).
 const DERP_KEY_CONFIG: &str = "derp_server_private_key";
@@ -221,7 +223,13 @@ impl Server {
         if let Some(derp) = &derp {
             app = app.merge(tether_derp::http::router(derp.clone()));
         }
-        let mut app = app.layer(axum::middleware::from_fn(log_request));
+        let hosts = Arc::new(allowed_hosts::AllowedHosts::new(&access_url));
+        let mut app = app
+            .layer(axum::middleware::from_fn_with_state(
+                hosts,
+                allowed_hosts::check,
+            ))
+            .layer(axum::middleware::from_fn(log_request));
         if let Some(p) = &prometheus {
             app = p.instrument(app);
         }
