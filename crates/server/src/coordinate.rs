@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tether_coord::limits;
 use tether_coord::{ConnId, CoordError, Coordinator, Output, Role};
@@ -19,6 +19,7 @@ use tether_proto::coord::{Request, Response, tailnet_ip};
 use tether_proto::derpmap::DerpMap;
 use tether_tailnet::LocalLink;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod traffic;
@@ -26,6 +27,10 @@ pub use traffic::{Traffic, TrafficStats};
 
 /// Messages queued for one socket before it is considered too slow.
 const OUTBOX: usize = 512;
+/// The close code every WebSocket gets when the server shuts down (RFC 6455 going away).
+pub const GOING_AWAY: u16 = 1001;
+/// The close reason that goes with it.
+pub const SHUTTING_DOWN: &str = "server shutting down";
 
 enum Cmd {
     Send(Response),
@@ -45,6 +50,8 @@ pub struct Hub {
     heartbeat: Duration,
     wake: tokio::sync::Notify,
     traffic: Traffic,
+    /// Cancelled when the server shuts down: each socket sends 1001 and ends.
+    shutdown: CancellationToken,
 }
 
 /// What a served peer did that its endpoint may want to record.
@@ -79,11 +86,13 @@ impl tether_derp::server::Admission for CoordinatorAdmission {
 }
 
 impl Hub {
-    /// A hub over a fresh coordinator.
+    /// A hub over a fresh coordinator; its sockets close with 1001 once `shutdown` is
+    /// cancelled.
     pub fn new(
         config: tether_coord::Config,
         derp_map: DerpMap,
         derp: Option<Arc<tether_derp::server::Server>>,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let heartbeat = config.heartbeat;
         Arc::new(Self {
@@ -96,6 +105,7 @@ impl Hub {
             heartbeat,
             wake: tokio::sync::Notify::new(),
             traffic: Traffic::default(),
+            shutdown,
         })
     }
 
@@ -339,6 +349,12 @@ impl Hub {
                     }
                     None => break,
                 },
+                () = self.shutdown.cancelled() => {
+                    let frame = CloseFrame { code: GOING_AWAY, reason: SHUTTING_DOWN.into() };
+                    let close = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+                    break;
+                }
                 _ = ping.tick() => {
                     let send = sink.send(Message::Ping(Default::default()));
                     if !matches!(tokio::time::timeout(Duration::from_secs(10), send).await, Ok(Ok(()))) {

@@ -52,6 +52,9 @@ pub struct AppState {
     pub browser_only: bool,
     /// Each agent's version as it last connected (from its coordination request).
     pub agent_versions: Arc<Mutex<HashMap<uuid::Uuid, String>>>,
+    /// Cancelled when the server starts shutting down: every WebSocket then closes with
+    /// 1001 (going away).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
