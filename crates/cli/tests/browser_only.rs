@@ -107,6 +107,7 @@ async fn the_server_says_so_and_the_web_terminal_works() {
     assert_eq!(deployment["browser_only"], true);
     let health: Value = http
         .get(format!("{url}/api/v2/debug/health"))
+        .header("Tether-Session-Token", &token)
         .send()
         .await
         .unwrap()

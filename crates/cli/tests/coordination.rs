@@ -299,12 +299,7 @@ async fn derp_map_url_is_merged_and_changes_are_pushed() {
     // A broken refresh keeps the last good map and shows as a warning in health.
     *body.lock().unwrap() = "not json".into();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let h: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = srv.health(&session_token(&alice)).await;
     assert_eq!(h["derp"]["severity"], "warning", "{h}");
     assert_eq!(h["derp"]["code"], "EDERP02", "{h}");
     let m: serde_json::Value = reqwest::get(format!("{}/api/v2/derp-map", srv.url))

@@ -164,12 +164,7 @@ async fn relay_between_registered_keys_only() {
     })
     .await;
     assert!(ended.is_ok(), "the forgotten key kept its relay connection");
-    let health: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = srv.health(&session_token(&alice)).await;
     assert!(
         health["derp"]["details"]["refused_by_admission"]
             .as_u64()

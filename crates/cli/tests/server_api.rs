@@ -358,6 +358,7 @@ async fn http_errors_are_clear() {
     // Health: four sections, each with a severity; the default deployment is healthy.
     let h: serde_json::Value = http
         .get(format!("{}/api/v2/debug/health", srv.url))
+        .header("Tether-Session-Token", &token)
         .send()
         .await
         .unwrap()

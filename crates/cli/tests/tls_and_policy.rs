@@ -187,23 +187,13 @@ async fn policy_flags_reach_clients_and_health() {
     assert_eq!(info["derp_force_websockets"], true);
     assert_eq!(info["disable_direct_connections"], true);
     assert!(info["derp_map"]["Regions"]["999"].is_object());
-    let h: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = srv.health(&session_token(&cfg)).await;
     assert_eq!(h["coordinator"]["code"], "ECOORD01", "{h}");
     assert_eq!(h["healthy"], true);
 
     // No STUN anywhere is a warning with its own code, not an outage.
     let srv = TestServer::start(&["--derp-server-stun-addresses", "disable"]);
-    let h: serde_json::Value = reqwest::get(format!("{}/api/v2/debug/health", srv.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h = srv.health(&srv.first_user().await).await;
     assert_eq!(h["stun"]["severity"], "warning", "{h}");
     assert_eq!(h["stun"]["code"], "ESTUN01");
     assert_eq!(h["healthy"], true);
@@ -244,14 +234,7 @@ fn builtin_stun_answers_turnutils_stunclient() {
     assert!(mport != 0 && mport.to_string() != port, "{text}");
     // And the server counted it.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let h: serde_json::Value = rt.block_on(async {
-        reqwest::get(format!("{}/api/v2/debug/health", srv.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let h: serde_json::Value = rt.block_on(async { srv.health(&srv.first_user().await).await });
     assert!(
         h["stun"]["details"]["builtin"]["requests_answered"]
             .as_u64()

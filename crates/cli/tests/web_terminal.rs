@@ -648,6 +648,7 @@ async fn listening_ports_server_path_and_show() {
     assert_eq!(ws["agent_version"], env!("CARGO_PKG_VERSION"));
     let health: Value = http()
         .get(format!("{}/api/v2/debug/health", f.srv.url))
+        .header("Tether-Session-Token", &f.token)
         .send()
         .await
         .unwrap()
@@ -714,6 +715,7 @@ async fn idle_tunnels_are_dropped_and_open_terminals_hold_theirs() {
     let health = || async {
         http()
             .get(format!("{}/api/v2/debug/health", f.srv.url))
+            .header("Tether-Session-Token", &f.token)
             .send()
             .await
             .unwrap()

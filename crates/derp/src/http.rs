@@ -81,8 +81,12 @@ async fn derp(State(server): State<Arc<Server>>, mut req: Request) -> Response {
             .max_message_size(MAX_MESSAGE)
             .max_frame_size(MAX_MESSAGE)
             .on_upgrade(move |socket| async move {
-                if let Err(e) = server.accept(WsIo::new(socket), remote).await {
+                let mut io = WsIo::new(socket);
+                if let Err(e) = server.accept(&mut io, remote).await {
                     debug!(error = %e, ?remote, "websocket DERP connection ended with error");
+                }
+                if server.is_shutting_down() {
+                    io.going_away().await;
                 }
             });
     }

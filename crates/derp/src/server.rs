@@ -265,6 +265,8 @@ pub struct Server {
     state: Mutex<State>,
     next_id: AtomicU64,
     counters: Counters,
+    /// Cancelled by [`Server::shut_down`]: every connection ends, also one still logging in.
+    going_away: CancellationToken,
 }
 
 impl std::fmt::Debug for Server {
@@ -326,6 +328,7 @@ impl Server {
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
+            going_away: CancellationToken::new(),
         })
     }
 
@@ -387,6 +390,20 @@ impl Server {
         n
     }
 
+    /// Server shutdown: closes every connection, also those still logging in, and
+    /// ends every connection accepted from now on at once. Returns how many logged-in
+    /// connections were told to close.
+    pub fn shut_down(&self) -> usize {
+        self.going_away.cancel();
+        self.disconnect_all()
+    }
+
+    /// Whether [`Server::shut_down`] was called (a transport then says goodbye in its
+    /// own way, e.g. a WebSocket close frame 1001).
+    pub fn is_shutting_down(&self) -> bool {
+        self.going_away.is_cancelled()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -405,7 +422,7 @@ impl Server {
         remote: Option<SocketAddr>,
     ) -> Result<(), ServeError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let span =
             tracing::debug_span!("derp_conn", remote = ?remote, peer = tracing::field::Empty);
@@ -420,10 +437,14 @@ impl Server {
         span: tracing::Span,
     ) -> Result<(), ServeError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut decoder = FrameDecoder::new();
-        let (key, info) = match self.login(&mut stream, &mut decoder).await {
+        let login = tokio::select! {
+            login = self.login(&mut stream, &mut decoder) => login,
+            () = self.going_away.cancelled() => return Ok(()),
+        };
+        let (key, info) = match login {
             Ok(v) => v,
             Err(e) => {
                 debug!(error = %e, "login failed");
@@ -451,6 +472,7 @@ impl Server {
             r = self.read_loop(&conn, r, decoder) => r,
             w = self.write_loop(&conn, w) => w,
             () = conn.cancel.cancelled() => Ok(()),
+            () = self.going_away.cancelled() => Ok(()),
         };
         conn.cancel.cancel();
         self.unregister(&conn);

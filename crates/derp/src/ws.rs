@@ -138,6 +138,21 @@ where
     }
 }
 
+impl WsIo<axum::extract::ws::WebSocket> {
+    /// Says goodbye as the server shuts down: a close frame 1001 (going away) with a
+    /// reason, so the client knows to reconnect (elsewhere, or later).
+    pub(crate) async fn going_away(&mut self) {
+        let frame = axum::extract::ws::CloseFrame {
+            code: 1001,
+            reason: "server shutting down".into(),
+        };
+        let close = self
+            .inner
+            .send(axum::extract::ws::Message::Close(Some(frame)));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), close).await;
+    }
+}
+
 // The Stream bound only ties `M` to the socket's message type.
 impl<S, M, E> AsyncWrite for WsIo<S>
 where

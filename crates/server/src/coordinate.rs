@@ -23,6 +23,7 @@ use tether_proto::coord::{Request, Response, tailnet_ip};
 use tether_proto::derpmap::DerpMap;
 use tether_tailnet::LocalLink;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 mod traffic;
@@ -30,6 +31,10 @@ pub use traffic::{Traffic, TrafficStats};
 
 /// Messages queued for one socket before it is considered too slow.
 const OUTBOX: usize = 512;
+/// The close code every WebSocket gets when the server shuts down (RFC 6455 going away).
+pub const GOING_AWAY: u16 = 1001;
+/// The close reason that goes with it.
+pub const SHUTTING_DOWN: &str = "server shutting down";
 
 mod revocation;
 
@@ -62,8 +67,13 @@ pub struct Hub {
     heartbeat: Duration,
     wake: tokio::sync::Notify,
     traffic: Traffic,
+<<<<<<< HEAD
     /// Told every revocation, for [`Hub::until_revoked`].
     revoked: tokio::sync::broadcast::Sender<revocation::Revoked>,
+=======
+    /// Cancelled when the server shuts down: each socket sends 1001 and ends.
+    shutdown: CancellationToken,
+>>>>>>> lows
 }
 
 /// What a served peer did that its endpoint may want to record.
@@ -98,11 +108,13 @@ impl tether_derp::server::Admission for CoordinatorAdmission {
 }
 
 impl Hub {
-    /// A hub over a fresh coordinator.
+    /// A hub over a fresh coordinator; its sockets close with 1001 once `shutdown` is
+    /// cancelled.
     pub fn new(
         config: tether_coord::Config,
         derp_map: DerpMap,
         derp: Option<Arc<tether_derp::server::Server>>,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let heartbeat = config.heartbeat;
         Arc::new(Self {
@@ -117,7 +129,11 @@ impl Hub {
             heartbeat,
             wake: tokio::sync::Notify::new(),
             traffic: Traffic::default(),
+<<<<<<< HEAD
             revoked: tokio::sync::broadcast::Sender::new(64),
+=======
+            shutdown,
+>>>>>>> lows
         })
     }
 
@@ -401,6 +417,12 @@ impl Hub {
                     }
                     None => break,
                 },
+                () = self.shutdown.cancelled() => {
+                    let frame = CloseFrame { code: GOING_AWAY, reason: SHUTTING_DOWN.into() };
+                    let close = sink.send(Message::Close(Some(frame)));
+                    let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+                    break;
+                }
                 _ = ping.tick() => {
                     let send = sink.send(Message::Ping(Default::default()));
                     if !matches!(tokio::time::timeout(Duration::from_secs(10), send).await, Ok(Ok(()))) {

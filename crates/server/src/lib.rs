@@ -7,6 +7,7 @@
 //! no clap parsing beyond the [`Config`] struct the `tether` binary flattens in. The
 //! binary calls [`run`]; tests and embedders use [`Server::build`] and [`Server::serve`].
 
+pub mod allowed_hosts;
 pub mod api;
 mod banner;
 pub mod config;

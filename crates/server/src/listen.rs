@@ -6,6 +6,11 @@
 //! within [`REQUEST_TIMEOUT`], and the connections are counted in a [`ConnTable`] whose
 //! cap comes from the descriptor limit ([`nofile`]), so idle or trickling sockets can
 //! neither exhaust descriptors nor crowd out upgraded and logged-in clients.
+//!
+//! Shutdown is graceful: when `stop` is cancelled a loop closes its listener, lets every
+//! request under way finish (hyper's graceful shutdown, which also closes idle
+//! keep-alive connections at once) and returns when its connections are done; the
+//! caller bounds how long it waits.
 
 pub mod nofile;
 pub mod table;
@@ -25,6 +30,7 @@ use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 pub use table::{ConnHandle, ConnSlot, ConnTable};
@@ -99,15 +105,59 @@ pub fn conn_table() -> Arc<ConnTable> {
     ConnTable::new(caps.cap, caps.reserve)
 }
 
-/// Serves `app` on `listener` forever, optionally behind TLS, with the connections
-/// counted in `table`. The connections are tasks of this future: dropping (or aborting)
-/// it closes them too, except those already handed off by an upgrade.
+/// What tells accept loops ([`serve`]) to stop; each loop holds a clone.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    token: CancellationToken,
+    /// Dropped by a loop once its listener is closed.
+    listening: tokio::sync::mpsc::Sender<()>,
+}
+
+/// The other half of [`Stop`]: stops the loops and learns when they stopped accepting.
+#[derive(Debug)]
+pub struct Stopper {
+    token: CancellationToken,
+    closed: tokio::sync::mpsc::Receiver<()>,
+}
+
+/// A fresh stop signal (a loop given a [`Stop`] whose [`Stopper`] is dropped never stops).
+pub fn stop_signal() -> (Stopper, Stop) {
+    let token = CancellationToken::new();
+    let (listening, closed) = tokio::sync::mpsc::channel(1);
+    (
+        Stopper {
+            token: token.clone(),
+            closed,
+        },
+        Stop { token, listening },
+    )
+}
+
+impl Stopper {
+    /// Tells every loop to stop; returns once each has closed its listener (so no new
+    /// connection gets in), while their requests under way are still being answered.
+    /// Drop every [`Stop`] not handed to a loop first, or this waits forever.
+    pub async fn stop(&mut self) {
+        self.token.cancel();
+        let _ = self.closed.recv().await;
+    }
+}
+
+/// Serves `app` on `listener` until `stop` says so, optionally behind TLS, with the
+/// connections counted in `table`; then closes the listener and returns once the requests
+/// under way are answered. The connections are tasks of this future: dropping (or
+/// aborting) it closes them too, except those already handed off by an upgrade.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     table: Arc<ConnTable>,
+    stop: Stop,
 ) {
+    let Stop {
+        token: stop,
+        listening,
+    } = stop;
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut failing = false;
     let mut conns = tokio::task::JoinSet::new();
@@ -115,6 +165,7 @@ pub async fn serve(
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            () = stop.cancelled() => break,
         };
         let (stream, remote) = match accepted {
             Ok(x) => {
@@ -146,6 +197,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
+        let stop = stop.clone();
         conns.spawn(async move {
             let evicted = slot.evicted();
             let conn = slot.handle();
@@ -155,11 +207,11 @@ pub async fn serve(
             };
             let served = async {
                 match acceptor {
-                    None => serve_connection(io, app, conn, remote).await,
+                    None => serve_connection(io, app, conn, remote, stop).await,
                     Some(acceptor) => match tokio::time::timeout(TLS_TIMEOUT, acceptor.accept(io))
                         .await
                     {
-                        Ok(Ok(tls)) => serve_connection(tls, app, conn, remote).await,
+                        Ok(Ok(tls)) => serve_connection(tls, app, conn, remote, stop).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                     },
@@ -171,6 +223,9 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    drop(listening);
+    while conns.join_next().await.is_some() {}
 }
 
 /// EMFILE (this process) or ENFILE (the system) on Linux and the BSDs.
@@ -181,9 +236,15 @@ fn is_out_of_descriptors(errno: i32) -> bool {
 /// Serves HTTP/1.1 (with upgrades) on one connection: a request's head must arrive
 /// within [`HEADER_TIMEOUT`], and the request be answered within [`REQUEST_TIMEOUT`].
 /// Each request learns its peer's address (`ConnectInfo`) and its connection
-/// ([`ConnHandle`]); a `101 Switching Protocols` establishes the connection.
-async fn serve_connection<I>(io: I, app: Router, conn: ConnHandle, remote: SocketAddr)
-where
+/// ([`ConnHandle`]); a `101 Switching Protocols` establishes the connection. Once `stop`
+/// is cancelled the request under way finishes and the connection closes.
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    conn: ConnHandle,
+    remote: SocketAddr,
+    stop: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
@@ -219,7 +280,15 @@ where
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
-    if let Err(e) = served.await {
+    let mut served = std::pin::pin!(served);
+    let result = tokio::select! {
+        r = served.as_mut() => r,
+        () = stop.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%remote, error = %e, "connection ended with an error");
     }
 }

@@ -14,14 +14,20 @@ use tether_key::NodePrivate;
 use tether_proto::derpmap::DerpMap;
 use tether_store::Store;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::config::{Config, StunListen};
 use crate::state::{AppState, DerpMapStatus, StunInfo};
-use crate::{StartError, api, coordinate, derpmap, listen, metrics, node, passwords, site};
+use crate::{
+    StartError, allowed_hosts, api, coordinate, derpmap, listen, metrics, node, passwords, site,
+};
 
 /// Key under which the relay's private key is kept in the store (shared by replicas).
 const DERP_KEY_CONFIG: &str = "derp_server_private_key";
+
+/// Longest a shutdown waits for requests under way and for WebSockets to say goodbye.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Every listener bound and every piece wired, nothing served yet.
 pub struct Server {
@@ -43,6 +49,7 @@ pub struct Server {
     conns: Arc<listen::ConnTable>,
     prometheus: Option<(metrics::Prometheus, metrics::Sources)>,
     has_users: bool,
+    shutdown: CancellationToken,
 }
 
 /// What the DERP map refresh task needs; present with `--derp-config-url`.
@@ -171,7 +178,13 @@ impl Server {
             lost_after: config.coordinator_lost_after,
             heartbeat: (config.coordinator_lost_after / 3).max(Duration::from_millis(100)),
         };
-        let hub = coordinate::Hub::new(coord_config, derp_map.clone(), derp.clone());
+        let shutdown = CancellationToken::new();
+        let hub = coordinate::Hub::new(
+            coord_config,
+            derp_map.clone(),
+            derp.clone(),
+            shutdown.clone(),
+        );
         let _ = admission.0.set(Arc::downgrade(&hub));
         for ws in store.all_workspaces().await? {
             hub.with(|c| c.set_agent_owner(ws.agent_id, ws.owner_id));
@@ -215,6 +228,7 @@ impl Server {
             browser_only: config.browser_only,
             session_duration: config.session_duration,
             agent_versions: Default::default(),
+            shutdown: shutdown.clone(),
         };
         let conns = listen::conn_table();
         let sources = metrics::Sources::new(&state, conns.clone());
@@ -222,7 +236,13 @@ impl Server {
         if let Some(derp) = &derp {
             app = app.merge(tether_derp::http::router(derp.clone()));
         }
-        let mut app = app.layer(axum::middleware::from_fn(log_request));
+        let hosts = Arc::new(allowed_hosts::AllowedHosts::new(&access_url));
+        let mut app = app
+            .layer(axum::middleware::from_fn_with_state(
+                hosts,
+                allowed_hosts::check,
+            ))
+            .layer(axum::middleware::from_fn(log_request));
         if let Some(p) = &prometheus {
             app = p.instrument(app);
         }
@@ -248,6 +268,7 @@ impl Server {
             conns,
             prometheus,
             has_users,
+            shutdown,
         })
     }
 
@@ -301,9 +322,11 @@ impl Server {
         self.has_users
     }
 
-    /// Serves HTTP(S), STUN, metrics, the coordinator's timers and the DERP map refresh until
-    /// `shutdown` completes; then stops them and drops every DERP client. Connections
-    /// already accepted that are not DERP finish on their own (or with the runtime).
+    /// Serves HTTP(S), STUN, metrics, the coordinator's timers and the DERP map refresh
+    /// until `shutdown` completes; then shuts down gracefully: the listeners close,
+    /// requests under way are answered, every WebSocket (coordinator, `/pty`, DERP) gets
+    /// a close frame 1001 "server shutting down" and every DERP client is dropped, all
+    /// within [`SHUTDOWN_GRACE`]; whatever is still open then is closed with the runtime.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(stun) = self.stun {
@@ -324,26 +347,51 @@ impl Server {
             tasks.spawn(p.serve(sources));
         }
         let conns = self.conns;
-        tasks.spawn(listen::serve(
+        let (mut stopper, stop) = listen::stop_signal();
+        let mut http = tokio::task::JoinSet::new();
+        http.spawn(listen::serve(
             self.http,
             self.app.clone(),
             None,
             conns.clone(),
+            stop.clone(),
         ));
         if let Some((l, cfg, _)) = self.tls {
-            tasks.spawn(listen::serve(l, self.app, Some(cfg), conns));
+            http.spawn(listen::serve(l, self.app, Some(cfg), conns.clone(), stop));
+        } else {
+            drop(stop);
         }
         // The node's DERP goes through the HTTP listener, which serves now.
         let node_tasks = self.node.spawn();
         shutdown.await;
-        tracing::info!("shutting down");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        tracing::info!(open = conns.open(), "shutting down");
+        // No new connection from here on (so no reconnect either), then goodbyes.
+        let _ = tokio::time::timeout_at(deadline, stopper.stop()).await;
         for t in node_tasks {
             t.abort();
         }
-        tasks.abort_all();
+        self.shutdown.cancel();
         if let Some(derp) = &self.derp {
-            derp.disconnect_all();
+            derp.shut_down();
         }
+        let drained = tokio::time::timeout_at(deadline, async {
+            while http.join_next().await.is_some() {}
+            while conns.open() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("shut down"),
+            Err(_) => tracing::warn!(
+                open = conns.open(),
+                "connections still open after {} s; closing them",
+                SHUTDOWN_GRACE.as_secs()
+            ),
+        }
+        http.abort_all();
+        tasks.abort_all();
     }
 }
 

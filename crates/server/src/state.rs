@@ -54,6 +54,9 @@ pub struct AppState {
     pub session_duration: std::time::Duration,
     /// Each agent's version as it last connected (from its coordination request).
     pub agent_versions: Arc<Mutex<HashMap<uuid::Uuid, String>>>,
+    /// Cancelled when the server starts shutting down: every WebSocket then closes with
+    /// 1001 (going away).
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {

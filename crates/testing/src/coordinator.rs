@@ -115,6 +115,24 @@ impl CoordConn {
         }
     }
 
+    /// Reads until the server's close frame (within `wait`), skipping other messages: its
+    /// code and reason, or `None` when the socket ended without one or nothing came.
+    pub async fn close_frame(&mut self, wait: Duration) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Close(frame)) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Waits for a message matching `pred` (10 s cap), skipping others.
     pub async fn expect(
         &mut self,

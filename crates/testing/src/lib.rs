@@ -42,6 +42,6 @@ mod tether;
 pub use coordinator::{ConnectRefused, CoordConn, node_for, welcome};
 pub use logs::{init_tracing, init_tracing_with};
 pub use process::{Out, free_tcp_port, run_async, run_with_input, wait_ready_file};
-pub use server::TestServer;
+pub use server::{TestServer, health};
 pub use server_process::ServerProcess;
 pub use tether::{AgentProcess, Deployment, Tether, agent_token, session_token};

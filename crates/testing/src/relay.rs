@@ -48,6 +48,8 @@ pub async fn serve_router(listener: TcpListener, app: Router, derp: Arc<Server>)
         app,
         None,
         tether_server::listen::conn_table(),
+        // Never stopped: the relay ends when its task is aborted.
+        tether_server::listen::stop_signal().1,
     ));
     Relay { addr, derp, task }
 }

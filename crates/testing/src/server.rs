@@ -151,6 +151,11 @@ impl TestServer {
         (session, agent)
     }
 
+    /// `GET /api/v2/debug/health` as the user of `session` (the report needs a login).
+    pub async fn health(&self, session: &str) -> serde_json::Value {
+        health(&self.url, session).await
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -186,6 +191,21 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `GET /api/v2/debug/health` of the server at `url` as the user of `session`.
+pub async fn health(url: &str, session: &str) -> serde_json::Value {
+    let resp = reqwest::Client::new()
+        .get(format!("{url}{}", route::DEBUG_HEALTH))
+        .header(SESSION_TOKEN_HEADER, session)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "GET health: {status}: {text}");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Builds `config` on a new runtime thread and serves it there until stopped.

@@ -114,6 +114,31 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends the server signal `name` (`"TERM"`, `"INT"`), as `systemctl stop` or
+    /// `docker stop` do; returns at once.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits up to `limit` for the server to exit: its exit status, or `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()

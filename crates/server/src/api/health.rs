@@ -2,6 +2,10 @@
 //! each with a severity and a stable code, so a minor caveat reads as a warning, not an
 //! outage. The server-tailnet section is the server's own node (what the web terminal
 //! goes through) and its path to each agent it has a tunnel to.
+//!
+//! The report tells who is active (agents, clients, tunnels, their paths), so it is for
+//! logged-in users only (any of them: the dashboard's health page shows it to everyone
+//! who can log in); the public liveness probe is `/healthz`.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,6 +13,7 @@ use chrono::Utc;
 use serde_json::json;
 use tether_proto::api::{BuildInfo, HealthReport, HealthSection, PathKind, Severity};
 
+use super::auth::SessionUser;
 use crate::state::AppState;
 
 /// Stable health codes.
@@ -60,8 +65,11 @@ fn problem(
     }
 }
 
-/// `GET /api/v2/debug/health`.
-pub async fn report(State(state): State<AppState>) -> Json<HealthReport> {
+/// `GET /api/v2/debug/health` (401 without a login).
+pub async fn report(
+    State(state): State<AppState>,
+    SessionUser(_): SessionUser,
+) -> Json<HealthReport> {
     let database =
         match tokio::time::timeout(std::time::Duration::from_secs(5), state.store.ping()).await {
             Ok(Ok(latency)) if latency.as_millis() > 500 => problem(

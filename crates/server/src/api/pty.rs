@@ -10,7 +10,8 @@
 //! [`Session`](super::auth::Session) extractor checks upgrades). Failures after the
 //! upgrade arrive as a close frame with a reason: 1011 for the agent's side ("agent is not
 //! connected", "dial workspace agent: …"), 1009 and 1007 for an oversize or malformed
-//! frame (that socket only), 1000 "process exited" when the agent ends the session.
+//! frame (that socket only), 1000 "process exited" when the agent ends the session, 1001
+//! "server shutting down" when the server stops (the session lives on in the agent).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,7 +27,11 @@ use uuid::Uuid;
 use super::agent::owned_agent;
 use super::auth::Session;
 use super::error::ApiError;
+<<<<<<< HEAD
 use crate::coordinate::{ClientSession, SessionTag};
+=======
+use crate::coordinate::SHUTTING_DOWN;
+>>>>>>> lows
 use crate::state::AppState;
 
 /// Largest frame (and message) accepted from the page. The page sends pastes in pieces
@@ -184,7 +189,14 @@ async fn relay(
         return (code::INTERNAL, reason);
     }
     let _lease = state.node.lease(agent);
-    let dialed = tokio::time::timeout(DIAL_TIMEOUT, state.node.dial(agent, pty::AGENT_PORT)).await;
+    let dial = tokio::time::timeout(DIAL_TIMEOUT, state.node.dial(agent, pty::AGENT_PORT));
+    let dialed = tokio::select! {
+        dialed = dial => dialed,
+        () = state.shutdown.cancelled() => {
+            close(&mut tx, code::GOING_AWAY, SHUTTING_DOWN).await;
+            return (code::GOING_AWAY, SHUTTING_DOWN.into());
+        }
+    };
     let stream = match dialed {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -263,6 +275,7 @@ async fn relay(
                     Err(e) => break (code::INVALID, e),
                 },
             },
+            () = state.shutdown.cancelled() => break (code::GOING_AWAY, SHUTTING_DOWN.into()),
             _ = ping.tick() => {
                 if awaiting_pong {
                     // No pong for a whole interval: the page is unreachable.

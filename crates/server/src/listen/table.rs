@@ -86,6 +86,13 @@ impl ConnTable {
         }
     }
 
+    /// Connections open now (probation and established; not those closed to make room,
+    /// which are on their way out).
+    pub fn open(&self) -> usize {
+        let inner = self.lock();
+        inner.probation.len() + inner.established
+    }
+
     /// Takes a place for a new connection, closing the oldest idle probation connection
     /// if there is no room; `None` when there is none to close either.
     pub fn admit(self: &Arc<Self>) -> Option<ConnSlot> {
