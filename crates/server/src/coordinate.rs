@@ -67,13 +67,10 @@ pub struct Hub {
     heartbeat: Duration,
     wake: tokio::sync::Notify,
     traffic: Traffic,
-<<<<<<< HEAD
     /// Told every revocation, for [`Hub::until_revoked`].
     revoked: tokio::sync::broadcast::Sender<revocation::Revoked>,
-=======
     /// Cancelled when the server shuts down: each socket sends 1001 and ends.
     shutdown: CancellationToken,
->>>>>>> lows
 }
 
 /// What a served peer did that its endpoint may want to record.
@@ -129,11 +126,8 @@ impl Hub {
             heartbeat,
             wake: tokio::sync::Notify::new(),
             traffic: Traffic::default(),
-<<<<<<< HEAD
             revoked: tokio::sync::broadcast::Sender::new(64),
-=======
             shutdown,
->>>>>>> lows
         })
     }
 

@@ -27,11 +27,8 @@ use uuid::Uuid;
 use super::agent::owned_agent;
 use super::auth::Session;
 use super::error::ApiError;
-<<<<<<< HEAD
-use crate::coordinate::{ClientSession, SessionTag};
-=======
 use crate::coordinate::SHUTTING_DOWN;
->>>>>>> lows
+use crate::coordinate::{ClientSession, SessionTag};
 use crate::state::AppState;
 
 /// Largest frame (and message) accepted from the page. The page sends pastes in pieces
