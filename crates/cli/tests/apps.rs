@@ -630,3 +630,71 @@ fn disabled_path_apps_answer_403_saying_why() {
         assert_eq!(d["disable_path_apps"], true, "{d}");
     });
 }
+
+#[test]
+fn path_app_share_levels_apply_only_with_the_dangerous_flag() {
+    for dangerous in [false, true] {
+        let flags: &[&str] = if dangerous {
+            &["--dangerous-allow-path-app-sharing"]
+        } else {
+            &[]
+        };
+        let (srv, cfg, token) = deployment(flags);
+        let _agent = start_agent(&srv, &cfg, &token);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let echo = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = echo.local_addr().unwrap().port();
+        rt.spawn(echo_upstream(echo));
+        for (slug, share) in [
+            ("mine", "owner"),
+            ("team", "authenticated"),
+            ("open", "public"),
+        ] {
+            let out = TETHER.run(
+                &cfg,
+                &[
+                    "apps",
+                    "add",
+                    "dev",
+                    slug,
+                    "--url",
+                    &format!("http://127.0.0.1:{port}"),
+                    "--share",
+                    share,
+                ],
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+        }
+        rt.block_on(async {
+            let bob = second_user(&srv, &cfg, "bob").await;
+            let http = reqwest::Client::new();
+            let get = |slug: &str, token: Option<&str>| {
+                let mut req = http.get(format!("{}/@alice/dev/apps/{slug}/", srv.url));
+                if let Some(t) = token {
+                    req = req.header("Tether-Session-Token", t);
+                }
+                async move { req.send().await.unwrap().status().as_u16() }
+            };
+            let open_if = |ok: bool, otherwise: u16| if ok { 200 } else { otherwise };
+            assert_eq!(get("mine", Some(&bob)).await, 404, "dangerous={dangerous}");
+            assert_eq!(
+                get("team", Some(&bob)).await,
+                open_if(dangerous, 404),
+                "dangerous={dangerous}"
+            );
+            assert_eq!(
+                get("open", Some(&bob)).await,
+                open_if(dangerous, 404),
+                "dangerous={dangerous}"
+            );
+            assert_eq!(
+                get("open", None).await,
+                open_if(dangerous, 401),
+                "dangerous={dangerous}"
+            );
+            assert_eq!(get("team", None).await, 401, "dangerous={dangerous}");
+        });
+    }
+}
