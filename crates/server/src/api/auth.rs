@@ -186,7 +186,7 @@ impl AppSession {
             let Some(token) = token else { continue };
             presented_ours |= source != TokenSource::Bearer;
             let token_hash = secret::hash_token(&token);
-            let Some(user) = state.store.session_user(token_hash, Utc::now()).await? else {
+            let Some((user, stored)) = state.store.session(token_hash, Utc::now()).await? else {
                 continue;
             };
             if source == TokenSource::Bearer {
@@ -197,6 +197,7 @@ impl AppSession {
                     user,
                     token_hash,
                     source,
+                    expires_at: stored.expires_at,
                 });
             }
         }

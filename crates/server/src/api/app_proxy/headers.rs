@@ -136,11 +136,6 @@ pub fn for_upstream(
 /// no `Set-Cookie` for tether's session cookie, which an app must not overwrite.
 pub fn for_client(from: &HeaderMap, switching: bool) -> HeaderMap {
     let mut out = without_hop_by_hop(from, switching);
-    if switching {
-        if let Some(u) = from.get(header::UPGRADE) {
-            out.insert(header::UPGRADE, u.clone());
-        }
-    }
     let cookies: Vec<HeaderValue> = out
         .get_all(header::SET_COOKIE)
         .iter()
