@@ -56,6 +56,19 @@ export interface ListeningPort {
   port: number;
 }
 
+/** A web app declared on a workspace (`tether apps add`). */
+export interface App {
+  id: string;
+  slug: string;
+  display_name: string;
+  url: string;
+  subdomain: boolean;
+  share: "owner" | "authenticated" | "public";
+  /** Where a browser opens it here; null when it cannot be opened on this server. */
+  open_url: string | null;
+  created_at: string;
+}
+
 /** A health section: every key of the report whose value has a `severity`. */
 export interface HealthSection {
   severity: Severity;
@@ -144,5 +157,6 @@ export const api = {
   workspace: (name: string) => call<Workspace>("GET", `/api/v2/workspaces/${encodeURIComponent(name)}`),
   listeningPorts: (agentId: string) =>
     call<{ ports: ListeningPort[] }>("GET", `/api/v2/workspaceagents/${encodeURIComponent(agentId)}/listening-ports`),
+  apps: (workspace: string) => call<App[]>("GET", `/api/v2/workspaces/${encodeURIComponent(workspace)}/apps`),
   health: (force: boolean) => call<HealthReport>("GET", `/api/v2/debug/health${force ? "?force=true" : ""}`),
 };

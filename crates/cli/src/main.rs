@@ -77,6 +77,9 @@ enum Command {
     /// Show a workspace: its agent, the path to it from here and from the server, and
     /// the ports listening in it.
     Show(cmd::show::ShowArgs),
+    /// Declare, list and remove a workspace's web apps.
+    #[command(subcommand)]
+    Apps(cmd::apps::AppsCommand),
     /// Delete a workspace (its agent token stops working).
     Delete(cmd::workspaces::DeleteArgs),
     /// Run the workspace agent (inside the workspace).
@@ -175,11 +178,19 @@ fn main() -> ExitCode {
     };
     let config = session::ConfigDir::new(cli.global_config);
     let result = runtime.block_on(async move {
+        // `apps add --url` is the app's URL; clap copies it into the global `--url`, so
+        // the server comes from TETHER_URL or the stored login there.
+        let url = match &cli.command {
+            Command::Apps(cmd::apps::AppsCommand::Add(_)) => std::env::var("TETHER_URL")
+                .ok()
+                .and_then(|u| Url::parse(&u).ok()),
+            _ => cli.url.clone(),
+        };
         // The header command learns which server it is for, when that is known here.
         let server = match &cli.command {
             Command::Agent(a) => Some(a.url.clone()),
             Command::Login(a) => a.server_url.clone().or_else(|| cli.url.clone()),
-            _ => cli.url.clone().or_else(|| config.url().ok().flatten()),
+            _ => url.clone().or_else(|| config.url().ok().flatten()),
         };
         let headers = match &cli.command {
             Command::Server(_) => Default::default(),
@@ -189,7 +200,7 @@ fn main() -> ExitCode {
             }
         };
         let globals = Globals {
-            url: cli.url,
+            url,
             token: cli.token,
             config,
             disable_direct: cli.disable_direct_connections,
@@ -209,6 +220,7 @@ fn main() -> ExitCode {
             Command::List(a) => cmd::workspaces::list(&globals, a).await,
             Command::Delete(a) => cmd::workspaces::delete(&globals, a).await,
             Command::Show(a) => cmd::show::run(&globals, a).await,
+            Command::Apps(c) => cmd::apps::run(&globals, c).await,
             Command::ConfigSsh(a) => cmd::config_ssh::run(&globals, a).await,
             Command::PortForward(a) => cmd::port_forward::run(&globals, a).await,
             Command::Netcheck(a) => cmd::netcheck::run(&globals, a).await,

@@ -496,7 +496,6 @@ async fn the_dashboard_is_served_with_spa_fallback() {
         "/api/v2/nonexistent",
         "/api",
         "/assets/missing.js",
-        "/@alice/dev/apps/code/",
         "/derp/nonexistent",
     ] {
         let r = get(path).await.unwrap();
@@ -511,6 +510,16 @@ async fn the_dashboard_is_served_with_spa_fallback() {
         let body: Value = r.json().await.unwrap();
         assert!(body["message"].is_string(), "{path}: {body}");
     }
+    // A path app is the app proxy's, not the dashboard's: logged out, its 401 page.
+    let r = get("/@alice/dev/apps/code/").await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+    );
+    assert_ne!(r.text().await.unwrap(), index);
     let body: Value = get("/api/v2/nonexistent")
         .await
         .unwrap()

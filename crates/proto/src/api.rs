@@ -318,5 +318,78 @@ pub struct Deployment {
     pub version: String,
 }
 
+/// Who may open a workspace app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppShare {
+    /// Only the workspace's owner.
+    #[default]
+    Owner,
+    /// Any logged-in user.
+    Authenticated,
+    /// Anyone, without logging in.
+    Public,
+}
+
+impl AppShare {
+    /// The level as the API and the store spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Authenticated => "authenticated",
+            Self::Public => "public",
+        }
+    }
+
+    /// Parses [`AppShare::as_str`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Owner, Self::Authenticated, Self::Public]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// `POST /api/v2/workspaces/{name}/apps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateAppRequest {
+    /// URL slug (DNS-label rules).
+    pub slug: String,
+    /// Where the app listens inside the workspace, e.g. `http://127.0.0.1:8080`.
+    pub url: String,
+    /// What the dashboard calls it; the slug when empty.
+    #[serde(default)]
+    pub display_name: String,
+    /// Served on its own subdomain instead of under a path.
+    #[serde(default)]
+    pub subdomain: bool,
+    /// Who may open it.
+    #[serde(default)]
+    pub share: AppShare,
+}
+
+/// A workspace app as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    /// App id.
+    pub id: Uuid,
+    /// URL slug, unique per workspace.
+    pub slug: String,
+    /// What the dashboard calls it.
+    pub display_name: String,
+    /// Where it listens inside the workspace.
+    pub url: String,
+    /// Served on its own subdomain.
+    pub subdomain: bool,
+    /// Who may open it.
+    pub share: AppShare,
+    /// Where a browser opens it on this server (a path app's path, absolute); null when
+    /// it cannot be opened here (a subdomain app without a wildcard URL, or path apps
+    /// disabled).
+    #[serde(default)]
+    pub open_url: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests;

@@ -93,6 +93,17 @@ pub struct Config {
     #[arg(long, env = "TETHER_BROWSER_ONLY")]
     pub browser_only: bool,
 
+    /// Turn path apps (`/@user/workspace/apps/slug/`) off: they share the dashboard's
+    /// origin, so an app's scripts could act as whoever opens it. Requests get a 403 page.
+    #[arg(long, env = "TETHER_DISABLE_PATH_APPS")]
+    pub disable_path_apps: bool,
+
+    /// Let path apps honour their share level (authenticated, public). Dangerous: a path
+    /// app shares the dashboard's origin, so its scripts can call the API as the visitor.
+    /// Without it path apps open for their workspace's owner only.
+    #[arg(long, env = "TETHER_DANGEROUS_ALLOW_PATH_APP_SHARING")]
+    pub dangerous_allow_path_app_sharing: bool,
+
     /// How long the server's own tailnet node keeps an unused tunnel to an agent.
     #[arg(long, env = "TETHER_SERVER_TAILNET_IDLE_AFTER", default_value = "30m", value_parser = parse_duration, hide = true)]
     pub server_tailnet_idle_after: Duration,

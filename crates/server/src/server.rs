@@ -227,6 +227,10 @@ impl Server {
             node: node.clone(),
             browser_only: config.browser_only,
             session_duration: config.session_duration,
+            apps: crate::state::AppsPolicy {
+                disable_path_apps: config.disable_path_apps,
+                allow_path_app_sharing: config.dangerous_allow_path_app_sharing,
+            },
             agent_versions: Default::default(),
             shutdown: shutdown.clone(),
         };

@@ -25,6 +25,16 @@ pub struct DerpMapStatus {
     pub last_refresh_error: Option<String>,
 }
 
+/// The deployment's web-app switches (`--disable-path-apps`,
+/// `--dangerous-allow-path-app-sharing`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AppsPolicy {
+    /// Path apps answer 403.
+    pub disable_path_apps: bool,
+    /// Path apps honour their share level instead of opening for the owner only.
+    pub allow_path_app_sharing: bool,
+}
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -52,6 +62,8 @@ pub struct AppState {
     pub browser_only: bool,
     /// How long a login session lasts.
     pub session_duration: std::time::Duration,
+    /// How web apps may be reached.
+    pub apps: AppsPolicy,
     /// Each agent's version as it last connected (from its coordination request).
     pub agent_versions: Arc<Mutex<HashMap<uuid::Uuid, String>>>,
     /// Cancelled when the server starts shutting down: every WebSocket then closes with

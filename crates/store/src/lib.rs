@@ -1,5 +1,5 @@
 //! `tether-store` is the server's persistent state: users and their password hashes,
-//! login sessions, workspaces with their agent credentials, and a few server-wide
+//! login sessions, workspaces with their agent credentials and declared web apps, and a few server-wide
 //! settings. It is one cheap-to-clone [`Store`] handle whose async methods are the whole
 //! API; [`secret`] holds the token and password helpers that decide what gets stored
 //! (hashes only, never a raw token or password).
@@ -25,7 +25,8 @@ use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    NewUser, NewWorkspace, Session, User, UserChange, UserStatus, Workspace, session_id,
+    App, NewApp, NewUser, NewWorkspace, Session, User, UserChange, UserStatus, Workspace,
+    session_id,
 };
 pub use permissions::private_dir;
 
@@ -280,6 +281,39 @@ impl Store {
     ) -> Result<String, StoreError> {
         match &self.backend {
             Backend::Sqlite(db) => db.config_value_or_insert(key, value).await,
+        }
+    }
+
+    /// Declares an app on a workspace. A second app with the same slug on the same
+    /// workspace is [`StoreError::Conflict`]; an unknown workspace is [`StoreError::NotFound`].
+    pub async fn create_app(&self, new: NewApp) -> Result<App, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.create_app(new).await,
+        }
+    }
+
+    /// A workspace's apps, ordered by slug.
+    pub async fn apps_for_workspace(&self, workspace: Uuid) -> Result<Vec<App>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.apps_for_workspace(workspace).await,
+        }
+    }
+
+    /// One app of a workspace by exact slug.
+    pub async fn app_by_slug(
+        &self,
+        workspace: Uuid,
+        slug: &str,
+    ) -> Result<Option<App>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.app_by_slug(workspace, slug).await,
+        }
+    }
+
+    /// Removes an app; `false` if the workspace had none with that slug.
+    pub async fn delete_app(&self, workspace: Uuid, slug: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.delete_app(workspace, slug).await,
         }
     }
 }

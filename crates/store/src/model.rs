@@ -138,3 +138,41 @@ pub struct NewWorkspace {
     /// SHA-256 of the agent's token (see [`crate::secret::hash_token`]).
     pub agent_token_hash: [u8; 32],
 }
+
+/// A web app declared on a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct App {
+    /// Stable id.
+    pub id: Uuid,
+    /// The workspace it belongs to.
+    pub workspace_id: Uuid,
+    /// Its URL slug, unique per workspace.
+    pub slug: String,
+    /// What the dashboard calls it.
+    pub display_name: String,
+    /// Where it listens inside the workspace (`http://127.0.0.1:8080`).
+    pub url: String,
+    /// Served on its own subdomain rather than under a path.
+    pub subdomain: bool,
+    /// Who may open it (`owner`, `authenticated`, `public`; the server checks the value).
+    pub share: String,
+    /// When it was declared.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What [`crate::Store::create_app`] needs.
+#[derive(Debug, Clone)]
+pub struct NewApp {
+    /// The workspace it belongs to.
+    pub workspace_id: Uuid,
+    /// Its URL slug.
+    pub slug: String,
+    /// What the dashboard calls it.
+    pub display_name: String,
+    /// Where it listens inside the workspace.
+    pub url: String,
+    /// Served on its own subdomain.
+    pub subdomain: bool,
+    /// Who may open it.
+    pub share: String,
+}

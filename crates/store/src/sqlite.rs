@@ -23,6 +23,8 @@ use crate::{NewUser, NewWorkspace, Session, StoreError, User, UserStatus, Worksp
 
 mod accounts;
 
+mod apps;
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before failing busy.

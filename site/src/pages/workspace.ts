@@ -1,7 +1,7 @@
 // `/@owner/workspace`: one workspace's agent, the server's path to it, its listening
-// ports and the Terminal button.
+// ports, its declared apps and the Terminal button.
 
-import type { ListeningPort, Workspace } from "../api";
+import type { App, ListeningPort, Workspace } from "../api";
 import { ApiError, api } from "../api";
 import { h, notice, replace } from "../dom";
 import { ago, lastSeen, latency, relayName } from "../format";
@@ -68,6 +68,39 @@ export function portsTable(ws: Workspace, ports: ListeningPort[]): HTMLElement {
   );
 }
 
+/** The workspace's declared apps, each linked where it can be opened here. */
+export function appsTable(ws: Workspace, apps: App[]): HTMLElement {
+  if (apps.length === 0) {
+    return h(
+      "p",
+      { class: "muted" },
+      "No apps declared. Add one with ",
+      h("code", {}, `tether apps add ${ws.name} SLUG --url http://127.0.0.1:PORT`),
+      ".",
+    );
+  }
+  const why = (a: App) => (a.subdomain ? "subdomain apps are not served yet" : "path apps are disabled on this server");
+  return h(
+    "table",
+    { class: "table" },
+    h("thead", {}, h("tr", {}, h("th", {}, "App"), h("th", {}, "URL in the workspace"), h("th", {}, "Kind"), h("th", {}, "Shared with"))),
+    h(
+      "tbody",
+      {},
+      apps.map((a) =>
+        h(
+          "tr",
+          { "data-app": a.slug },
+          h("td", {}, a.open_url ? h("a", { href: a.open_url, target: "_blank", rel: "noopener" }, a.display_name) : h("span", { title: why(a) }, a.display_name)),
+          h("td", {}, h("code", {}, a.url)),
+          h("td", {}, a.subdomain ? "subdomain" : "path"),
+          h("td", {}, a.share === "owner" ? "only you" : a.share === "authenticated" ? "logged-in users" : "anyone"),
+        ),
+      ),
+    ),
+  );
+}
+
 /** `/@owner/workspace`. */
 export function workspace(root: HTMLElement, ctx: PageContext, owner: string, name: string): void {
   ctx.title(name);
@@ -81,7 +114,21 @@ export function workspace(root: HTMLElement, ctx: PageContext, owner: string, na
   const agent = h("section", { class: "panel" }, h("p", { class: "muted" }, "Loading…"));
   const path = h("section", { class: "panel" });
   const ports = h("section", { class: "panel" });
-  replace(main, h("p", { class: "crumbs" }, h("a", { href: "/" }, "Workspaces"), " / ", name), head, status, agent, path, ports);
+  const appsPanel = h("section", { class: "panel" }, h("h2", {}, "Apps"), h("p", { class: "muted" }, "Loading…"));
+  replace(main, h("p", { class: "crumbs" }, h("a", { href: "/" }, "Workspaces"), " / ", name), head, status, agent, path, appsPanel, ports);
+  let appsShown = false;
+
+  const refreshApps = async (ws: Workspace) => {
+    try {
+      const list = await api.apps(ws.name);
+      if (!ctx.live()) return;
+      appsShown = true;
+      replace(appsPanel, h("h2", {}, "Apps"), appsTable(ws, list));
+    } catch (e) {
+      if (!ctx.live() || handledAuth(ctx, e)) return;
+      replace(appsPanel, h("h2", {}, "Apps"), h("p", { class: "muted" }, errorText(e)));
+    }
+  };
 
   let timer: number | undefined;
   let portsTimer: number | undefined;
@@ -154,6 +201,7 @@ export function workspace(root: HTMLElement, ctx: PageContext, owner: string, na
       if (!ctx.live()) return;
       current = ws;
       render(ws);
+      if (!appsShown) void refreshApps(ws);
       replace(status);
     } catch (e) {
       if (!ctx.live() || handledAuth(ctx, e)) return;

@@ -1,6 +1,7 @@
 //! One module per group of commands.
 
 pub mod agent;
+pub mod apps;
 pub mod config_ssh;
 pub mod forward_spec;
 pub mod login;

@@ -64,6 +64,37 @@ pub fn agent_listening_ports(id: uuid::Uuid) -> String {
     AGENT_LISTENING_PORTS.replace("{agent_id}", &id.to_string())
 }
 
+/// `GET`/`POST`: a workspace's web apps, the route pattern (see [`workspace_apps`]).
+pub const WORKSPACE_APPS: &str = "/api/v2/workspaces/{name}/apps";
+/// `DELETE`: one web app of a workspace, the route pattern (see [`workspace_app`]).
+pub const WORKSPACE_APP: &str = "/api/v2/workspaces/{name}/apps/{slug}";
+/// A path app without its trailing slash (answered with a 307 adding it).
+pub const PATH_APP_BARE: &str = "/@{user}/{workspace}/apps/{slug}";
+/// A path app's root.
+pub const PATH_APP_ROOT: &str = "/@{user}/{workspace}/apps/{slug}/";
+/// Anything under a path app.
+pub const PATH_APP: &str = "/@{user}/{workspace}/apps/{slug}/{*rest}";
+
+/// The path of workspace `name`'s apps ([`WORKSPACE_APPS`] filled in).
+pub fn workspace_apps(name: &str) -> Result<String, BadSegment> {
+    Ok(format!("{}/apps", workspace(name)?))
+}
+
+/// The path of app `slug` of workspace `name` ([`WORKSPACE_APP`] filled in).
+pub fn workspace_app(name: &str, slug: &str) -> Result<String, BadSegment> {
+    Ok(format!("{}/apps/{}", workspace(name)?, segment(slug)?))
+}
+
+/// The root of path app `slug` of `user`'s workspace `workspace`, with its trailing slash.
+pub fn path_app(user: &str, workspace: &str, slug: &str) -> Result<String, BadSegment> {
+    Ok(format!(
+        "/@{}/{}/apps/{}/",
+        segment(user)?,
+        segment(workspace)?,
+        segment(slug)?
+    ))
+}
+
 /// The query parameter of both coordinate routes that carries the peer's protocol
 /// version (`MAJOR.MINOR`); the server refuses another major with 400.
 pub const VERSION_PARAM: &str = "version";

@@ -147,6 +147,80 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
+/// The session of a request to a workspace app, which may carry none, and whether its
+/// `Authorization` header held a tether session token (then it is ours to strip).
+pub struct AppSession {
+    /// The session, if the request had a valid one.
+    pub session: Option<Session>,
+    /// `Authorization: Bearer` carried a valid tether session token.
+    pub authorization_is_ours: bool,
+}
+
+impl AppSession {
+    /// Tries our header, then `Authorization: Bearer`, then the cookie, and takes the
+    /// first valid session. Unlike [`Session`], a bearer token that is not ours is the
+    /// app's own business, not an error. No valid session but one of ours presented is
+    /// 401; a cookie session still needs the dashboard's origin where [`Session`] does.
+    pub async fn from_parts(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|auth| auth.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_string());
+        let ours = parts
+            .headers
+            .get(SESSION_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string());
+        let cookie = cookie_value(&parts.headers, SESSION_COOKIE).map(str::to_string);
+        let mut authorization_is_ours = false;
+        let mut found = None;
+        let mut presented_ours = false;
+        for (token, source) in [
+            (ours, TokenSource::Header),
+            (bearer, TokenSource::Bearer),
+            (cookie, TokenSource::Cookie),
+        ] {
+            let Some(token) = token else { continue };
+            presented_ours |= source != TokenSource::Bearer;
+            let token_hash = secret::hash_token(&token);
+            let Some((user, stored)) = state.store.session(token_hash, Utc::now()).await? else {
+                continue;
+            };
+            if source == TokenSource::Bearer {
+                authorization_is_ours = true;
+            }
+            if found.is_none() {
+                found = Some(Session {
+                    user,
+                    token_hash,
+                    source,
+                    expires_at: stored.expires_at,
+                });
+            }
+        }
+        match &found {
+            Some(s) if s.source == TokenSource::Cookie => check_origin(parts, state)?,
+            Some(_) => {}
+            None if presented_ours => {
+                return Err(ApiError::unauthorized(
+                    "Your session has expired or is invalid; log in again.",
+                ));
+            }
+            None => {}
+        }
+        if found.is_some() {
+            established(parts);
+        }
+        Ok(Self {
+            session: found,
+            authorization_is_ours,
+        })
+    }
+}
+
 /// The logged-in user of a request.
 pub struct SessionUser(pub User);
 

@@ -12,9 +12,9 @@ pub async fn get(State(state): State<AppState>) -> Json<Deployment> {
     Json(Deployment {
         access_url: state.access_url.as_str().trim_end_matches('/').to_string(),
         browser_only: state.browser_only,
-        // Apps do not exist yet; these report their defaults.
+        // Subdomain apps are not served yet.
         wildcard_access_url: None,
-        disable_path_apps: false,
+        disable_path_apps: state.apps.disable_path_apps,
         version: env!("CARGO_PKG_VERSION").into(),
     })
 }

@@ -1,7 +1,9 @@
-//! The HTTP API under `/api/v2`, plus `/healthz`. Handlers are small: they check input,
+//! The HTTP API under `/api/v2`, plus `/healthz` and the path apps (`/@user/…/apps/…`). Handlers are small: they check input,
 //! call the store or the coordinator, and map results to `tether_proto::api`'s types.
 
 pub mod agent;
+pub mod app_proxy;
+pub mod apps;
 pub mod auth;
 pub mod deployment;
 pub mod error;
@@ -14,7 +16,7 @@ pub mod users;
 pub mod workspaces;
 
 use axum::Router;
-use axum::routing::{get, post, put};
+use axum::routing::{any, get, post, put};
 use tether_proto::api::route;
 
 use crate::state::AppState;
@@ -46,6 +48,11 @@ pub fn router(state: AppState) -> Router {
             route::WORKSPACE,
             get(workspaces::get).delete(workspaces::delete),
         )
+        .route(route::WORKSPACE_APPS, get(apps::list).post(apps::create))
+        .route(route::WORKSPACE_APP, axum::routing::delete(apps::delete))
+        .route(route::PATH_APP_BARE, any(app_proxy::bare))
+        .route(route::PATH_APP_ROOT, any(app_proxy::proxy))
+        .route(route::PATH_APP, any(app_proxy::proxy))
         .route(route::DERP_MAP, get(tailnet::derp_map))
         .route(route::TAILNET_CONNECTION, get(tailnet::connection_info))
         .route(route::TAILNET_COORDINATE, get(tailnet::client_coordinate))
